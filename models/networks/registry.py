@@ -1,0 +1,28 @@
+"""Name -> builder tables for networks; argparse choices are read from here."""
+
+GENERATORS = {}
+DISCRIMINATORS = {}
+
+
+def _register(table, kind, name):
+    def deco(builder):
+        if name in table:
+            raise ValueError(f'{kind} {name!r} is registered twice')
+        table[name] = builder
+        return builder
+    return deco
+
+
+def register_generator(name):
+    """Decorator: `@register_generator('resnet_9blocks')` on a function building the network."""
+    return _register(GENERATORS, 'generator', name)
+
+
+def register_discriminator(name):
+    return _register(DISCRIMINATORS, 'discriminator', name)
+
+
+def lookup(table, kind, name):
+    if name not in table:
+        raise ValueError(f'unknown {kind} {name!r}; valid names: {", ".join(sorted(table))}')
+    return table[name]

@@ -1,0 +1,1 @@
+"""StyleGAN2-style generator and discriminator used by single-image translation (SinCUT)."""

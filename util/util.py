@@ -1,0 +1,129 @@
+"""Small helpers shared by every component: image conversion, atomic writes, option parsing."""
+import argparse
+import json
+import os
+import tempfile
+from argparse import Namespace
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def str2bool(v):
+    """argparse type accepting yes/no, true/false, t/f, y/n, 1/0."""
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ('yes', 'true', 't', 'y', '1'):
+        return True
+    if s in ('no', 'false', 'f', 'n', '0'):
+        return False
+    raise argparse.ArgumentTypeError(f'expected a boolean (true/false), got {v!r}')
+
+
+def copyconf(opt, **overrides):
+    """A shallow copy of an options namespace with some values replaced."""
+    conf = Namespace(**vars(opt))
+    for key, value in overrides.items():
+        setattr(conf, key, value)
+    return conf
+
+
+def tensor2im(image, imtype=np.uint8):
+    """First image of a (B, C, H, W) tensor in [-1, 1] to an (H, W, 3) uint8 array, as CUT does.
+
+    Values are clamped, mapped to [0, 255] and truncated (not rounded), which is what CUT's
+    `tensor2im` does, so saved images match the official ones bit for bit.
+    """
+    if not isinstance(image, torch.Tensor):
+        return image
+    arr = image.detach()[0].clamp(-1.0, 1.0).cpu().float().numpy()
+    if arr.shape[0] == 1:
+        arr = np.tile(arr, (3, 1, 1))
+    arr = (np.transpose(arr, (1, 2, 0)) + 1) / 2.0 * 255.0
+    return arr.astype(imtype)
+
+
+def save_image(image_numpy, image_path, aspect_ratio=1.0):
+    """Write an (H, W, 3) uint8 array as an image; aspect_ratio != 1 stretches the width or height."""
+    img = Image.fromarray(image_numpy)
+    h, w = image_numpy.shape[:2]
+    if aspect_ratio is not None and aspect_ratio > 1.0:
+        img = img.resize((int(w * aspect_ratio), h), Image.BICUBIC)
+    elif aspect_ratio is not None and aspect_ratio < 1.0:
+        img = img.resize((w, int(h / aspect_ratio)), Image.BICUBIC)
+    atomic_write(image_path, lambda f: img.save(f, format=_pil_format(image_path)), binary=True)
+
+
+def _pil_format(path):
+    ext = os.path.splitext(path)[1].lower()
+    return {'.jpg': 'JPEG', '.jpeg': 'JPEG', '.bmp': 'BMP', '.tif': 'TIFF', '.tiff': 'TIFF'}.get(ext, 'PNG')
+
+
+def mkdirs(paths):
+    if isinstance(paths, (list, tuple)):
+        for p in paths:
+            mkdir(p)
+    else:
+        mkdir(paths)
+
+
+def mkdir(path):
+    os.makedirs(path, exist_ok=True)
+
+
+def atomic_write(path, writer, binary=False):
+    """Write `path` through a temporary file in the same folder, then rename it over the target.
+
+    `writer(f)` receives the open temporary file. A crash or a full disk while writing leaves the
+    previous version of `path` untouched; the temporary file is removed on failure.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb' if binary else 'w') as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj, path):
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+
+
+def atomic_write_text(path, text):
+    atomic_write(path, lambda f: f.write(text))
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + '\n')
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, float) and o == float('inf'):
+        return 'inf'
+    return str(o)
+
+
+def safe_torch_load(path, map_location='cpu'):
+    """torch.load restricted to tensors and plain containers (weights_only=True), with a clear error."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise RuntimeError(
+            f'could not load {path} as plain tensors (weights_only=True): {exc}. '
+            'Files that need arbitrary code to unpickle are refused; re-save the checkpoint as a '
+            'plain state_dict.') from exc
