@@ -1,0 +1,24 @@
+# The two commands: `make demo` and `make test`. Both create the virtual environment when missing.
+PY ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+DEMO_DIR ?= demo_out
+
+.PHONY: demo test venv clean-demo
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q "setuptools<81" wheel
+	$(PYTHON) -m pip install -q --no-build-isolation -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+demo: venv
+	PYTHON=$(PYTHON) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,68 @@
+"""Finding image files under a folder and reading any of them as an 8-bit RGB PIL image."""
+import os
+
+import numpy as np
+from PIL import Image
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.tif', '.tiff', '.webp')
+
+_SIXTEEN_BIT_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
+
+
+class ImageLoadError(ValueError):
+    """A file that looks like an image (by its extension) could not be decoded."""
+
+
+def is_image_file(filename):
+    """True when `filename` ends with one of IMG_EXTENSIONS, in any letter case."""
+    return str(filename).lower().endswith(IMG_EXTENSIONS)
+
+
+def make_dataset(dir, max_dataset_size=float('inf')):
+    """Sorted paths of every image under `dir`, subfolders included, cut to `max_dataset_size`.
+
+    Hidden files (names starting with '.', such as macOS '._x.png' resource forks) are skipped.
+    Unlike CUT, the whole list is sorted before truncation, so the subset kept is reproducible.
+    """
+    if not os.path.isdir(dir):
+        raise FileNotFoundError(f'image folder {dir!r} does not exist or is not a folder')
+    paths = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(dir, followlinks=True)
+        for name in names
+        if is_image_file(name) and not name.startswith('.'))
+    if not paths:
+        raise ValueError(f'found no images in {dir!r}; supported extensions are '
+                         f'{", ".join(IMG_EXTENSIONS)} (any letter case)')
+    if max_dataset_size < len(paths):
+        paths = paths[:int(max_dataset_size)]
+    return paths
+
+
+def load_image(path):
+    """Read `path` as an 8-bit RGB PIL image, whatever its mode.
+
+    16-bit grayscale ('I;16', 'I') is rescaled from [0, 65535] to [0, 255] rather than clipped;
+    float images ('F') are read on PIL's [0, 255] scale; alpha is dropped, as CUT does.
+    Unreadable files raise ImageLoadError naming the file.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_rgb(img)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageLoadError(f'cannot read image {path!r}: {err}') from err
+
+
+def _to_rgb(img):
+    if img.mode in _SIXTEEN_BIT_MODES:
+        values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        img = Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+    elif img.mode == 'F':
+        values = np.clip(np.rint(np.nan_to_num(np.asarray(img, dtype=np.float64))), 0, 255)
+        img = Image.fromarray(values.astype(np.uint8))
+    elif img.mode == 'P':
+        img = img.convert('RGBA')
+    return img.convert('RGB')

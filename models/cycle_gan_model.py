@@ -1,0 +1,109 @@
+"""CycleGAN (Zhu et al., ICCV 2017), the classic two-generator baseline, with CUT's file layout."""
+import itertools
+
+import torch
+
+from models import losses
+from models.base_model import BaseModel
+from models.networks import define_D, define_G
+from util.image_pool import ImagePool
+
+
+class CycleGANModel(BaseModel):
+    """L = GAN(G_A) + GAN(G_B) + λ_A·|G_B(G_A(A)) − A| + λ_B·|G_A(G_B(B)) − B| + identity terms."""
+
+    @staticmethod
+    def modify_commandline_options(parser, is_train=True):
+        parser.set_defaults(no_dropout=True)
+        if is_train:
+            parser.add_argument('--lambda_A', type=float, default=10.0, help='weight for cycle loss (A -> B -> A)')
+            parser.add_argument('--lambda_B', type=float, default=10.0, help='weight for cycle loss (B -> A -> B)')
+            parser.add_argument('--lambda_identity', type=float, default=0.5,
+                                help='weight of the identity loss, relative to the cycle loss weights')
+        return parser
+
+    def __init__(self, opt):
+        BaseModel.__init__(self, opt)
+        self.loss_names = ['D_A', 'G_A', 'cycle_A', 'idt_A', 'D_B', 'G_B', 'cycle_B', 'idt_B']
+        visual_a = ['real_A', 'fake_B', 'rec_A']
+        visual_b = ['real_B', 'fake_A', 'rec_B']
+        if self.isTrain and opt.lambda_identity > 0.0:
+            visual_a.append('idt_B')
+            visual_b.append('idt_A')
+        self.visual_names = visual_a + visual_b
+        self.model_names = ['G_A', 'G_B', 'D_A', 'D_B'] if self.isTrain else ['G_A', 'G_B']
+
+        def generator(in_nc, out_nc):
+            return define_G(in_nc, out_nc, opt.ngf, opt.netG, norm=opt.normG, use_dropout=not opt.no_dropout,
+                            init_type=opt.init_type, init_gain=opt.init_gain, no_antialias=opt.no_antialias,
+                            no_antialias_up=opt.no_antialias_up, crop_size=opt.crop_size,
+                            stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling).to(self.device)
+
+        self.netG_A = generator(opt.input_nc, opt.output_nc)
+        self.netG_B = generator(opt.output_nc, opt.input_nc)
+        if self.isTrain:
+            def discriminator(in_nc):
+                return define_D(in_nc, opt.ndf, opt.netD, n_layers_D=opt.n_layers_D, norm=opt.normD,
+                                init_type=opt.init_type, init_gain=opt.init_gain, no_antialias=opt.no_antialias,
+                                crop_size=opt.crop_size).to(self.device)
+
+            self.netD_A = discriminator(opt.output_nc)
+            self.netD_B = discriminator(opt.input_nc)
+            if opt.lambda_identity > 0.0 and opt.input_nc != opt.output_nc:
+                raise ValueError('--lambda_identity > 0 needs --input_nc == --output_nc')
+            self.fake_A_pool = ImagePool(opt.pool_size)
+            self.fake_B_pool = ImagePool(opt.pool_size)
+            betas = (opt.beta1, opt.beta2)
+            self.optimizer_G = torch.optim.Adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
+                                                lr=opt.lr, betas=betas)
+            self.optimizer_D = torch.optim.Adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
+                                                lr=opt.lr, betas=betas)
+            self.optimizers = [self.optimizer_G, self.optimizer_D]
+
+    def set_input(self, input):
+        a, b = ('A', 'B') if self.opt.direction == 'AtoB' else ('B', 'A')
+        self.real_A = input[a].to(self.device)
+        self.real_B = input[b].to(self.device) if (b in input or self.isTrain) else None
+        self.image_paths = input[a + '_paths']
+
+    def forward(self):
+        self.fake_B = self.netG_A(self.real_A)
+        self.rec_A = self.netG_B(self.fake_B)
+        if self.real_B is not None:
+            self.fake_A = self.netG_B(self.real_B)
+            self.rec_B = self.netG_A(self.fake_A)
+
+    def backward_D_basic(self, netD, real, fake):
+        loss_real = losses.gan_loss(netD(real), True, self.opt.gan_mode).mean()
+        loss_fake = losses.gan_loss(netD(fake.detach()), False, self.opt.gan_mode).mean()
+        loss = (loss_real + loss_fake) * 0.5
+        loss.backward()
+        return loss
+
+    def optimize_parameters(self):
+        opt = self.opt
+        self.forward()
+        self.set_requires_grad([self.netD_A, self.netD_B], False)
+        self.optimizer_G.zero_grad(set_to_none=True)
+        lambda_idt, lambda_A, lambda_B = opt.lambda_identity, opt.lambda_A, opt.lambda_B
+        if lambda_idt > 0:
+            self.idt_A = self.netG_A(self.real_B)
+            self.loss_idt_A = torch.nn.functional.l1_loss(self.idt_A, self.real_B) * lambda_B * lambda_idt
+            self.idt_B = self.netG_B(self.real_A)
+            self.loss_idt_B = torch.nn.functional.l1_loss(self.idt_B, self.real_A) * lambda_A * lambda_idt
+        else:
+            self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
+        self.loss_G_A = losses.gan_loss(self.netD_A(self.fake_B), True, opt.gan_mode).mean()
+        self.loss_G_B = losses.gan_loss(self.netD_B(self.fake_A), True, opt.gan_mode).mean()
+        self.loss_cycle_A = torch.nn.functional.l1_loss(self.rec_A, self.real_A) * lambda_A
+        self.loss_cycle_B = torch.nn.functional.l1_loss(self.rec_B, self.real_B) * lambda_B
+        self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
+                       + self.loss_idt_A + self.loss_idt_B)
+        self.loss_G.backward()
+        self.optimizer_G.step()
+
+        self.set_requires_grad([self.netD_A, self.netD_B], True)
+        self.optimizer_D.zero_grad(set_to_none=True)
+        self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B_pool.query(self.fake_B))
+        self.loss_D_B = self.backward_D_basic(self.netD_B, self.real_A, self.fake_A_pool.query(self.fake_A))
+        self.optimizer_D.step()

@@ -1,0 +1,15 @@
+"""Networks of CUT with its state-dict layout: generators, discriminators, the patch sampler F.
+
+`define_G` / `define_D` build what the registry holds; importing this package registers the
+ResNet / U-Net / PatchGAN networks and then the StyleGAN2 ones.
+"""
+from .discriminators import define_D
+from .generators import define_G
+from .init import INIT_TYPES, init_weights
+from .layers import NORM_TYPES, get_norm_layer
+from .patch_sampler import SAMPLERS, PatchSampleF, define_F
+from .registry import DISCRIMINATORS, GENERATORS
+from . import stylegan2  # noqa: F401  (registers the StyleGAN2 networks)
+
+__all__ = ['define_G', 'define_D', 'define_F', 'get_norm_layer', 'init_weights', 'GENERATORS',
+           'DISCRIMINATORS', 'SAMPLERS', 'PatchSampleF', 'NORM_TYPES', 'INIT_TYPES']

@@ -1,0 +1,180 @@
+"""Image-to-image generators (ResNet and U-Net) with CUT's state-dict layout, and `define_G`.
+
+Every generator follows one forward contract, `forward(x, layers=None, encode_only=False)`:
+no layers -> the output image; layers and `encode_only` -> the features at those indices of
+`self.model` (index i is the output of child i), computed up to the deepest one only;
+layers without `encode_only` -> (output, features) from one pass.
+"""
+import torch
+import torch.nn as nn
+
+from .init import init_weights as initialise
+from .layers import NORM_TYPES, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer
+from .registry import GENERATORS, lookup, register_generator
+
+
+class ResnetBlock(nn.Module):
+    """x + [pad, conv3x3, norm, ReLU, (dropout), pad, conv3x3, norm](x); keys `conv_block.<i>`."""
+
+    def __init__(self, dim, norm='instance', use_dropout=False, padding_type='reflect'):
+        super().__init__()
+        norm_layer = get_norm_layer(norm)
+        use_bias = norm == 'instance'
+        conv_padding = 1 if padding_type == 'zero' else 0
+        block = []
+        for second in (False, True):
+            if padding_type != 'zero':
+                block.append(pad_layer(padding_type, 1))
+            block += [nn.Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=use_bias), norm_layer(dim)]
+            if not second:
+                block.append(nn.ReLU(True))
+                if use_dropout:
+                    block.append(nn.Dropout(0.5))
+        self.conv_block = nn.Sequential(*block)
+
+    def forward(self, x):
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Johnson et al. encoder / residual blocks / decoder, with CUT's anti-aliased down- and upsampling.
+
+    `self.model` children for ngf=64, 9 blocks: 0 pad, 1-3 conv-norm-ReLU, 4-7 and 8-11 conv-norm-ReLU
+    (+ Downsample), 12-20 ResnetBlocks, 21-28 (Upsample +) conv-norm-ReLU, 29 pad, 30 conv, 31 tanh.
+    """
+
+    def __init__(self, input_nc, output_nc, ngf=64, norm='instance', use_dropout=False, n_blocks=6,
+                 padding_type='reflect', no_antialias=False, no_antialias_up=False):
+        super().__init__()
+        if n_blocks < 0:
+            raise ValueError(f'n_blocks must be >= 0, got {n_blocks}')
+        norm_layer = get_norm_layer(norm)
+        use_bias = norm == 'instance'
+        model = [nn.ReflectionPad2d(3),
+                 nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
+                 norm_layer(ngf),
+                 nn.ReLU(True)]
+        n_downsampling = 2
+        for i in range(n_downsampling):
+            c_in, c_out = ngf * 2 ** i, ngf * 2 ** (i + 1)
+            if no_antialias:
+                model += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=use_bias),
+                          norm_layer(c_out), nn.ReLU(True)]
+            else:
+                model += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=use_bias),
+                          norm_layer(c_out), nn.ReLU(True), Downsample(c_out)]
+        dim = ngf * 2 ** n_downsampling
+        model += [ResnetBlock(dim, norm=norm, use_dropout=use_dropout, padding_type=padding_type)
+                  for _ in range(n_blocks)]
+        for i in range(n_downsampling):
+            c_in = ngf * 2 ** (n_downsampling - i)
+            c_out = c_in // 2
+            if no_antialias_up:
+                model += [nn.ConvTranspose2d(c_in, c_out, kernel_size=3, stride=2, padding=1,
+                                             output_padding=1, bias=use_bias),
+                          norm_layer(c_out), nn.ReLU(True)]
+            else:
+                model += [Upsample(c_in),
+                          nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=use_bias),
+                          norm_layer(c_out), nn.ReLU(True)]
+        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
+        self.model = nn.Sequential(*model)
+        self.num_feature_layers = len(self.model)
+
+    def forward(self, x, layers=None, encode_only=False):
+        return forward_with_features(self.model, x, layers, encode_only)
+
+
+class UnetSkipConnectionBlock(nn.Module):
+    """One U-Net level: down(x) -> submodule -> up, concatenated with x (except at the outermost level)."""
+
+    def __init__(self, outer_nc, inner_nc, input_nc=None, submodule=None, outermost=False,
+                 innermost=False, norm='batch', use_dropout=False):
+        super().__init__()
+        self.outermost = outermost
+        norm_layer = get_norm_layer(norm)
+        use_bias = norm == 'instance'
+        input_nc = outer_nc if input_nc is None else input_nc
+        downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
+        up_in = inner_nc if innermost else inner_nc * 2
+        upconv = nn.ConvTranspose2d(up_in, outer_nc, kernel_size=4, stride=2, padding=1,
+                                    bias=True if outermost else use_bias)
+        if outermost:
+            model = [downconv, submodule, nn.ReLU(True), upconv, nn.Tanh()]
+        elif innermost:
+            model = [nn.LeakyReLU(0.2, True), downconv, nn.ReLU(True), upconv, norm_layer(outer_nc)]
+        else:
+            model = [nn.LeakyReLU(0.2, True), downconv, norm_layer(inner_nc), submodule,
+                     nn.ReLU(True), upconv, norm_layer(outer_nc)]
+            if use_dropout:
+                model.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*model)
+
+    def forward(self, x):
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)  # (B, outer_nc * 2, H, W)
+
+
+class UnetGenerator(nn.Module):
+    """U-Net with `num_downs` halvings (input side 2**num_downs, e.g. 7 for 128x128, 8 for 256x256).
+
+    It has no flat list of layers, so it cannot serve the patch-wise losses: `layers` raises.
+    """
+
+    num_feature_layers = 0
+
+    def __init__(self, input_nc, output_nc, num_downs, ngf=64, norm='batch', use_dropout=False):
+        super().__init__()
+        if num_downs < 5:
+            raise ValueError(f'num_downs must be >= 5, got {num_downs}')
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, norm=norm, innermost=True)
+        for _ in range(num_downs - 5):
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, use_dropout=use_dropout)
+        for mult in (4, 2, 1):
+            block = UnetSkipConnectionBlock(ngf * mult, ngf * mult * 2, submodule=block, norm=norm)
+        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block,
+                                             outermost=True, norm=norm)
+
+    def forward(self, x, layers=None, encode_only=False):
+        if layers:
+            raise NotImplementedError('U-Net generators do not expose intermediate features; '
+                                      'use a resnet_* generator for patch-wise (NCE / SRC) losses')
+        return self.model(x)
+
+
+def _resnet_builder(n_blocks):
+    def build(input_nc, output_nc, ngf, norm='instance', use_dropout=False, no_antialias=False,
+              no_antialias_up=False, **unused):
+        return ResnetGenerator(input_nc, output_nc, ngf, norm=norm, use_dropout=use_dropout, n_blocks=n_blocks,
+                               no_antialias=no_antialias, no_antialias_up=no_antialias_up)
+    return build
+
+
+def _unet_builder(num_downs):
+    def build(input_nc, output_nc, ngf, norm='instance', use_dropout=False, **unused):
+        return UnetGenerator(input_nc, output_nc, num_downs, ngf, norm=norm, use_dropout=use_dropout)
+    return build
+
+
+for _blocks in (9, 6, 4):
+    register_generator(f'resnet_{_blocks}blocks')(_resnet_builder(_blocks))
+register_generator('unet_128')(_unet_builder(7))
+register_generator('unet_256')(_unet_builder(8))
+
+
+def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False, init_type='xavier',
+             init_gain=0.02, no_antialias=False, no_antialias_up=False, init_weights=True, **extra):
+    """Build the generator registered as `netG` on the CPU and initialise its weights.
+
+    `extra` reaches the builder (e.g. crop_size for stylegan2). As in CUT, StyleGAN2 networks keep
+    their own initialisation.
+    """
+    if norm not in NORM_TYPES:
+        raise ValueError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
+    builder = lookup(GENERATORS, 'generator', netG)
+    net = builder(input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm, use_dropout=use_dropout,
+                  no_antialias=no_antialias, no_antialias_up=no_antialias_up, **extra)
+    if init_weights and 'stylegan2' not in netG:
+        initialise(net, init_type, init_gain)
+    return net

@@ -1,0 +1,115 @@
+"""Building blocks shared by the generators and discriminators: anti-aliased resampling
+(Zhang, "Making Convolutional Networks Shift-Invariant Again", ICML 2019), normalisation choice,
+and the feature-tapping forward pass used by the patch-wise losses."""
+import functools
+from math import comb
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NORM_TYPES = ('batch', 'instance', 'none')
+
+_PAD_LAYERS = {'reflect': nn.ReflectionPad2d, 'replicate': nn.ReplicationPad2d, 'zero': nn.ZeroPad2d}
+
+
+def pad_layer(pad_type, padding):
+    if pad_type not in _PAD_LAYERS:
+        raise ValueError(f'unknown padding {pad_type!r}; valid names: {", ".join(_PAD_LAYERS)}')
+    return _PAD_LAYERS[pad_type](padding)
+
+
+def binomial_filter(filt_size):
+    """(k, k) float32 blur kernel: outer product of the k-th row of Pascal's triangle, summing to 1."""
+    if not 1 <= filt_size <= 7:
+        raise ValueError(f'filt_size must be in 1..7, got {filt_size}')
+    row = torch.tensor([comb(filt_size - 1, i) for i in range(filt_size)], dtype=torch.float32)
+    kernel = row[:, None] * row[None, :]
+    return kernel / kernel.sum()
+
+
+class Downsample(nn.Module):
+    """Blur with a binomial filter, then subsample by `stride` (depthwise; buffer `filt` (C, 1, k, k))."""
+
+    def __init__(self, channels, filt_size=3, stride=2, pad_type='reflect'):
+        super().__init__()
+        self.channels = channels
+        self.filt_size = filt_size
+        self.stride = stride
+        before, after = (filt_size - 1) // 2, filt_size // 2
+        self.pad_sizes = [before, after, before, after]
+        self.pad = pad_layer(pad_type, self.pad_sizes)
+        self.register_buffer('filt', binomial_filter(filt_size)[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x):
+        # (B, C, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))
+        return F.conv2d(self.pad(x), self.filt, stride=self.stride, groups=x.shape[1])
+
+
+class Upsample(nn.Module):
+    """Zero-insertion upsampling by `stride` followed by a binomial blur, as one transposed depthwise
+    convolution (buffer `filt` (C, 1, k, k), scaled by stride**2 to keep the mean)."""
+
+    def __init__(self, channels, filt_size=4, stride=2, pad_type='replicate'):
+        super().__init__()
+        self.channels = channels
+        self.filt_size = filt_size
+        self.stride = stride
+        self.pad = pad_layer(pad_type, 1)
+        kernel = binomial_filter(filt_size) * stride ** 2
+        self.register_buffer('filt', kernel[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x):
+        # (B, C, H, W) -> (B, C, stride * H, stride * W)
+        padding = 1 + (self.filt_size - 1) // 2
+        out = F.conv_transpose2d(self.pad(x), self.filt, stride=self.stride, padding=padding,
+                                 groups=x.shape[1])
+        end = None if self.filt_size % 2 else -1
+        return out[:, :, 1:end, 1:end]
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+def get_norm_layer(norm_type='instance'):
+    """A constructor `norm_layer(num_channels) -> nn.Module` for 'batch' | 'instance' | 'none'.
+
+    Batch norm learns an affine map and tracks running statistics; instance norm does neither (as CUT).
+    """
+    if norm_type == 'batch':
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if norm_type == 'instance':
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if norm_type == 'none':
+        return lambda num_channels: Identity()
+    raise ValueError(f'unknown norm {norm_type!r}; valid names: {", ".join(NORM_TYPES)}')
+
+
+def check_layer_indices(layers, num_layers):
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(f'feature layer indices {bad} out of range; valid indices are 0..{num_layers - 1}')
+
+
+def forward_with_features(model, x, layers=None, encode_only=False):
+    """Run an nn.Sequential, tapping the outputs of the children listed in `layers`.
+
+    No layers: the output. `encode_only`: the tapped features (in the order of `layers`), stopping
+    after the deepest one. Otherwise: (output, features) from the same single pass.
+    """
+    if not layers:
+        return model(x)
+    check_layer_indices(layers, len(model))
+    wanted = set(layers)
+    last = max(wanted) if encode_only else len(model) - 1
+    tapped = {}
+    for index in range(last + 1):
+        x = model[index](x)
+        if index in wanted:
+            following = model[index + 1] if index + 1 < len(model) else None
+            # An in-place activation next would overwrite the tapped tensor; keep its own copy.
+            tapped[index] = x.clone() if getattr(following, 'inplace', False) else x
+    feats = [tapped[i] for i in layers]
+    return feats if encode_only else (x, feats)

@@ -1,0 +1,94 @@
+"""Patch sampler F of CUT: picks the same random locations in every image's feature maps and
+projects them with a per-layer 2-layer MLP onto the unit sphere (the embeddings of the patch-wise
+losses: PatchNCE, hDCE and SRC)."""
+import torch
+import torch.nn as nn
+
+from .init import init_weights
+
+SAMPLERS = ('sample', 'mlp_sample')
+
+
+def l2_normalize(x, eps=1e-7):
+    """x / (||x||_2 + eps) along the last dimension (CUT's `Normalize`)."""
+    return x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)
+
+
+class PatchSampleF(nn.Module):
+    """Samples `num_patches` positions per feature map and embeds them (keys `mlp_<i>.0/.2`).
+
+    With `use_mlp`, the MLPs depend on the channel counts of the generator's features, so they are
+    created by an explicit `build(in_channels)` before training (CUT creates them lazily in forward).
+    """
+
+    def __init__(self, use_mlp, nc=256, init_type='normal', init_gain=0.02):
+        super().__init__()
+        self.use_mlp = use_mlp
+        self.nc = nc
+        self.init_type = init_type
+        self.init_gain = init_gain
+        self.in_channels = None
+
+    @property
+    def built(self):
+        return self.in_channels is not None or not self.use_mlp
+
+    def build(self, in_channels):
+        """Create and initialise `mlp_<i>` = Linear(c_i, nc) -> ReLU -> Linear(nc, nc) for each feature."""
+        if self.in_channels is not None:
+            raise RuntimeError(f'PatchSampleF is already built for channels {list(self.in_channels)}')
+        self.in_channels = tuple(int(c) for c in in_channels)
+        if self.use_mlp:
+            for i, c in enumerate(self.in_channels):
+                self.add_module(f'mlp_{i}', nn.Sequential(nn.Linear(c, self.nc), nn.ReLU(), nn.Linear(self.nc, self.nc)))
+            init_weights(self, self.init_type, self.init_gain)
+        return self
+
+    def _check_inputs(self, feats, patch_ids):
+        if not self.built:
+            raise RuntimeError('PatchSampleF(use_mlp=True) has no MLPs yet: call '
+                               'build(in_channels) with the channel count of each feature first')
+        channels = tuple(f.shape[1] for f in feats)
+        if self.in_channels is not None and channels != self.in_channels:
+            raise ValueError(f'PatchSampleF was built for feature channels {list(self.in_channels)}, '
+                             f'got {list(channels)}')
+        if patch_ids is not None and len(patch_ids) != len(feats):
+            raise ValueError(f'got {len(patch_ids)} patch id tensors for {len(feats)} features')
+
+    def forward(self, feats, num_patches=64, patch_ids=None, generator=None):
+        """Sample and embed each (B, C, H, W) feature map.
+
+        Returns (samples, ids): samples[i] is (B * n, nc or C) with n = min(num_patches, H * W), rows
+        ordered image by image, or the whole map (B, nc or C, H, W) when num_patches == 0; ids[i] is
+        the LongTensor of flattened positions used for every image of the batch. Pass `patch_ids`
+        (the ids of an earlier call) to sample the same positions; `generator` seeds torch.randperm.
+        """
+        self._check_inputs(feats, patch_ids)
+        samples, ids = [], []
+        for i, feat in enumerate(feats):
+            b, _, h, w = feat.shape
+            flat = feat.permute(0, 2, 3, 1).flatten(1, 2)  # (B, H*W, C)
+            if num_patches > 0:
+                if patch_ids is not None:
+                    pos = patch_ids[i]
+                else:
+                    pos = torch.randperm(h * w, device=feat.device, generator=generator)[:num_patches]
+                x = flat[:, pos, :].flatten(0, 1)  # (B*n, C)
+            else:
+                pos = torch.arange(h * w, device=feat.device)
+                x = flat  # (B, H*W, C)
+            if self.use_mlp:
+                x = getattr(self, f'mlp_{i}')(x)
+            x = l2_normalize(x)
+            if num_patches == 0:
+                x = x.permute(0, 2, 1).reshape(b, -1, h, w)  # (B, C', H, W)
+            samples.append(x)
+            ids.append(pos)
+        return samples, ids
+
+
+def define_F(netF, netF_nc=256, init_type='normal', init_gain=0.02):
+    """'sample': positions only; 'mlp_sample': positions embedded by per-layer MLPs (call `build`)."""
+    if netF not in SAMPLERS:
+        raise ValueError(f'unknown netF {netF!r}; valid names: {", ".join(SAMPLERS)}')
+    return PatchSampleF(use_mlp=netF == 'mlp_sample', nc=netF_nc, init_type=init_type, init_gain=init_gain)

@@ -1,0 +1,193 @@
+"""Command-line options shared by training and testing; names and defaults are CUT's."""
+import argparse
+import os
+import random
+import sys
+
+import data
+import models
+from models.networks import DISCRIMINATORS, GENERATORS
+from util import util
+
+
+class BaseOptions:
+    """Builds the parser in three passes: base flags, then the chosen model's and dataset's hooks."""
+
+    def __init__(self, cmd_line=None):
+        self.cmd_line = None if cmd_line is None else list(cmd_line)
+        self.initialized = False
+        self.isTrain = False
+
+    def initialize(self, parser):
+        p = parser
+        # experiment
+        p.add_argument('--dataroot', default='placeholder',
+                       help='path to images (should have subfolders trainA, trainB, testA, testB, ...)')
+        p.add_argument('--name', type=str, default='experiment_name',
+                       help='name of the experiment; checkpoints go to <checkpoints_dir>/<name>')
+        p.add_argument('--easy_label', type=str, default='experiment_name', help='interpretable name')
+        p.add_argument('--gpu_ids', type=str, default='0',
+                       help='gpu ids, e.g. 0  0,1,2  or -1 for CPU (falls back to CPU when CUDA is absent)')
+        p.add_argument('--checkpoints_dir', type=str, default='./checkpoints', help='models are saved here')
+        p.add_argument('--seed', type=int, default=None,
+                       help='random seed; when omitted one is drawn and recorded in the saved options')
+        # model
+        p.add_argument('--model', type=str, default='cut', choices=models.available_models(),
+                       help='which model to use')
+        p.add_argument('--input_nc', type=int, default=3, help='# of input image channels')
+        p.add_argument('--output_nc', type=int, default=3, help='# of output image channels')
+        p.add_argument('--ngf', type=int, default=64, help='# of gen filters in the last conv layer')
+        p.add_argument('--ndf', type=int, default=64, help='# of discrim filters in the first conv layer')
+        p.add_argument('--netD', type=str, default='basic', choices=sorted(DISCRIMINATORS),
+                       help='discriminator architecture')
+        p.add_argument('--netG', type=str, default='resnet_9blocks', choices=sorted(GENERATORS),
+                       help='generator architecture')
+        p.add_argument('--n_layers_D', type=int, default=3, help='only used if netD==n_layers')
+        p.add_argument('--normG', type=str, default='instance', choices=['instance', 'batch', 'none'],
+                       help='normalisation of G')
+        p.add_argument('--normD', type=str, default='instance', choices=['instance', 'batch', 'none'],
+                       help='normalisation of D')
+        p.add_argument('--init_type', type=str, default='xavier',
+                       choices=['normal', 'xavier', 'kaiming', 'orthogonal'], help='network initialisation')
+        p.add_argument('--init_gain', type=float, default=0.02,
+                       help='scaling factor for normal, xavier and orthogonal')
+        p.add_argument('--no_dropout', type=util.str2bool, nargs='?', const=True, default=True,
+                       help='no dropout for the generator')
+        p.add_argument('--no_antialias', action='store_true',
+                       help='if specified, use stride=2 convs instead of antialiased-downsampling (sad)')
+        p.add_argument('--no_antialias_up', action='store_true',
+                       help='if specified, use [upconv(learned filter)] instead of [upconv(hard-coded '
+                            '[1,3,3,1] filter), conv]')
+        # dataset
+        p.add_argument('--dataset_mode', type=str, default='unaligned', choices=data.available_datasets(),
+                       help='how the dataset is loaded')
+        p.add_argument('--direction', type=str, default='AtoB', choices=['AtoB', 'BtoA'],
+                       help='AtoB or BtoA')
+        p.add_argument('--serial_batches', action='store_true',
+                       help='if true, takes images in order to make batches, otherwise takes them randomly')
+        p.add_argument('--num_threads', default=4, type=int, help='# threads for loading data')
+        p.add_argument('--batch_size', type=int, default=1, help='input batch size')
+        p.add_argument('--load_size', type=int, default=286, help='scale images to this size')
+        p.add_argument('--crop_size', type=int, default=256, help='then crop to this size')
+        p.add_argument('--max_dataset_size', type=float, default=float('inf'),
+                       help='maximum number of samples allowed per dataset')
+        p.add_argument('--preprocess', type=str, default='resize_and_crop',
+                       help='scaling and cropping of images at load time '
+                            '[resize_and_crop | crop | scale_width | scale_width_and_crop | none]')
+        p.add_argument('--no_flip', action='store_true',
+                       help='if specified, do not flip the images for data augmentation')
+        p.add_argument('--display_winsize', type=int, default=256,
+                       help='display window size for both visdom and HTML')
+        p.add_argument('--random_scale_max', type=float, default=3.0,
+                       help='(used for single image translation) maximum random zoom')
+        # additional
+        p.add_argument('--epoch', type=str, default='latest',
+                       help='which epoch to load? set to latest to use latest cached model')
+        p.add_argument('--verbose', action='store_true', help='if specified, print more debugging information')
+        p.add_argument('--suffix', default='', type=str,
+                       help='customized suffix: opt.name = opt.name + suffix, e.g. {model}_{netG}_size{load_size}')
+        p.add_argument('--stylegan2_G_num_downsampling', default=1, type=int,
+                       help='number of downsampling layers used by the StyleGAN2 generator')
+        self.initialized = True
+        return parser
+
+    def _args(self):
+        return sys.argv[1:] if self.cmd_line is None else self.cmd_line
+
+    def gather_options(self):
+        """Base flags, then the model's and the dataset's `modify_commandline_options` hooks."""
+        parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser = self.initialize(parser)
+        args = self._args()
+        opt, _ = parser.parse_known_args(args)
+        model_cls = models.find_model_using_name(opt.model)
+        parser = model_cls.modify_commandline_options(parser, self.isTrain)
+        opt, _ = parser.parse_known_args(args)
+        presets = model_cls.preset_defaults(opt, self.isTrain)
+        if presets:
+            parser.set_defaults(**presets)
+            opt, _ = parser.parse_known_args(args)
+        parser = data.get_option_setter(opt.dataset_mode)(parser, self.isTrain)
+        self.parser = parser
+        return parser.parse_args(args)
+
+    def option_lines(self, opt):
+        """`name: value [default: d]` lines, the default shown only where it differs (CUT's format)."""
+        lines = ['----------------- Options ---------------']
+        for k, v in sorted(vars(opt).items()):
+            default = self.parser.get_default(k)
+            mark = f'\t[default: {default}]' if v != default else ''
+            lines.append(f'{k:>25}: {str(v):<30}{mark}')
+        lines.append('----------------- End -------------------')
+        return lines
+
+    def save_options(self, opt):
+        """Write <phase>_opt.txt (human) and <phase>_opt.json (machine) beside the checkpoints."""
+        expr_dir = os.path.join(opt.checkpoints_dir, opt.name)
+        try:
+            util.mkdirs(expr_dir)
+            text = '\n'.join(self.option_lines(opt)) + '\n'
+            util.atomic_write_text(os.path.join(expr_dir, f'{opt.phase}_opt.txt'), text)
+            util.atomic_write_json(os.path.join(expr_dir, f'{opt.phase}_opt.json'), options_to_dict(opt))
+        except OSError as exc:
+            raise SystemExit(f'error: cannot write to --checkpoints_dir {expr_dir!r}: {exc}') from exc
+
+    def parse(self):
+        opt = self.gather_options()
+        opt.isTrain = self.isTrain
+        if opt.suffix:
+            opt.name = opt.name + '_' + opt.suffix.format(**vars(opt))
+        if opt.seed is None:
+            opt.seed = random.SystemRandom().randrange(2 ** 31)
+        opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+        self.validate(opt)
+        print('\n'.join(self.option_lines(opt)))
+        self.save_options(opt)
+        self.opt = opt
+        return opt
+
+    def validate(self, opt):
+        """Loud, early errors for values argparse cannot check by itself."""
+        for flag in ('batch_size', 'crop_size', 'load_size', 'ngf', 'ndf'):
+            if getattr(opt, flag) <= 0:
+                raise SystemExit(f'error: --{flag} must be positive, got {getattr(opt, flag)}')
+        if opt.num_threads < 0:
+            raise SystemExit(f'error: --num_threads must be >= 0, got {opt.num_threads}')
+
+
+def parse_gpu_ids(spec):
+    """'0,1' -> [0, 1]; '-1' or '' -> []. Falls back to CPU (with one warning) when CUDA is absent."""
+    import torch
+    ids = []
+    for tok in str(spec).split(','):
+        tok = tok.strip()
+        if not tok:
+            continue
+        try:
+            i = int(tok)
+        except ValueError:
+            raise SystemExit(f'error: --gpu_ids expects comma-separated integers, got {spec!r}') from None
+        if i >= 0:
+            ids.append(i)
+    if ids and not torch.cuda.is_available():
+        print(f'warning: --gpu_ids {spec} requested but CUDA is not available; running on CPU',
+              file=sys.stderr)
+        return []
+    if ids and max(ids) >= torch.cuda.device_count():
+        raise SystemExit(f'error: --gpu_ids {spec}: only {torch.cuda.device_count()} CUDA device(s) present')
+    return ids
+
+
+def options_to_dict(opt):
+    """Options as plain JSON-able data (inf kept as the string 'inf')."""
+    out = {}
+    for k, v in vars(opt).items():
+        if isinstance(v, float) and v == float('inf'):
+            v = 'inf'
+        out[k] = v
+    return out
+
+
+def options_from_dict(d):
+    return argparse.Namespace(**{k: (float('inf') if v == 'inf' else v) for k, v in d.items()})
+

@@ -1,0 +1,71 @@
+"""Training flags (CUT's names and defaults)."""
+from .base_options import BaseOptions
+from util import util
+
+
+class TrainOptions(BaseOptions):
+
+    def initialize(self, parser):
+        parser = BaseOptions.initialize(self, parser)
+        p = parser
+        # visdom and HTML visualisation
+        p.add_argument('--display_freq', type=int, default=400,
+                       help='frequency of showing training results on screen')
+        p.add_argument('--display_ncols', type=int, default=4,
+                       help='if positive, display all images in a single visdom web panel with this many per row')
+        p.add_argument('--display_id', type=int, default=None,
+                       help='window id of the web display; default is a random id, 0 or -1 disables visdom')
+        p.add_argument('--display_server', type=str, default='http://localhost', help='visdom server')
+        p.add_argument('--display_env', type=str, default=None,
+                       help='visdom environment; defaults to the run name so parallel runs keep their own plots')
+        p.add_argument('--display_port', type=int, default=8097, help='visdom port')
+        p.add_argument('--update_html_freq', type=int, default=1000,
+                       help='frequency of saving training results to html')
+        p.add_argument('--print_freq', type=int, default=100,
+                       help='frequency of showing training results on console')
+        p.add_argument('--no_html', action='store_true',
+                       help='do not save intermediate training results to <checkpoints_dir>/<name>/web/')
+        # saving and loading
+        p.add_argument('--save_latest_freq', type=int, default=5000, help='frequency of saving the latest results')
+        p.add_argument('--save_epoch_freq', type=int, default=5,
+                       help='frequency of saving checkpoints at the end of epochs')
+        p.add_argument('--evaluation_freq', type=int, default=5000, help='evaluation freq')
+        p.add_argument('--save_by_iter', action='store_true', help='whether saves model by iteration')
+        p.add_argument('--continue_train', action='store_true', help='continue training: load the latest model')
+        p.add_argument('--epoch_count', type=int, default=1,
+                       help='the starting epoch count (set from the training state when resuming)')
+        p.add_argument('--phase', type=str, default='train', help='train, val, test, etc')
+        p.add_argument('--pretrained_name', type=str, default=None,
+                       help='resume training from another checkpoint')
+        # training parameters
+        p.add_argument('--n_epochs', type=int, default=200, help='number of epochs with the initial learning rate')
+        p.add_argument('--n_epochs_decay', type=int, default=200,
+                       help='number of epochs to linearly decay learning rate to zero')
+        p.add_argument('--beta1', type=float, default=0.5, help='momentum term of adam')
+        p.add_argument('--beta2', type=float, default=0.999, help='momentum term of adam')
+        p.add_argument('--lr', type=float, default=0.0002, help='initial learning rate for adam')
+        p.add_argument('--gan_mode', type=str, default='lsgan',
+                       choices=['lsgan', 'vanilla', 'wgangp', 'nonsaturating'], help='the type of GAN objective')
+        p.add_argument('--pool_size', type=int, default=50,
+                       help='the size of image buffer that stores previously generated images')
+        p.add_argument('--lr_policy', type=str, default='linear', choices=['linear', 'step', 'plateau', 'cosine'],
+                       help='learning rate policy')
+        p.add_argument('--lr_decay_iters', type=int, default=50,
+                       help='multiply by a gamma every lr_decay_iters iterations')
+        p.add_argument('--max_iters', type=int, default=None,
+                       help='stop after this many iterations in total (smoke runs, benchmarks)')
+        p.add_argument('--no_tqdm', type=util.str2bool, nargs='?', const=True, default=False,
+                       help='disable the per-epoch progress bar')
+        self.isTrain = True
+        return parser
+
+    def validate(self, opt):
+        super().validate(opt)
+        if opt.n_epochs < 0 or opt.n_epochs_decay < 0 or opt.n_epochs + opt.n_epochs_decay < 1:
+            raise SystemExit('error: --n_epochs + --n_epochs_decay must be at least 1 '
+                             f'(got {opt.n_epochs} + {opt.n_epochs_decay})')
+        for flag in ('print_freq', 'display_freq', 'save_latest_freq', 'save_epoch_freq', 'update_html_freq'):
+            if getattr(opt, flag) <= 0:
+                raise SystemExit(f'error: --{flag} must be positive, got {getattr(opt, flag)}')
+        if opt.display_env is None:
+            opt.display_env = opt.name
