@@ -25,14 +25,14 @@ def make_dataset(dir, max_dataset_size=float('inf')):
     Unlike CUT, the whole list is sorted before truncation, so the subset kept is reproducible.
     """
     if not os.path.isdir(dir):
-        raise FileNotFoundError(f'image folder {dir!r} does not exist or is not a folder')
+        raise FileNotFoundError(f"image folder '{dir}' does not exist or is not a folder")
     paths = sorted(
         os.path.join(root, name)
         for root, _, names in os.walk(dir, followlinks=True)
         for name in names
         if is_image_file(name) and not name.startswith('.'))
     if not paths:
-        raise ValueError(f'found no images in {dir!r}; supported extensions are '
+        raise ValueError(f"found no images in '{dir}'; supported extensions are "
                          f'{", ".join(IMG_EXTENSIONS)} (any letter case)')
     if max_dataset_size < len(paths):
         paths = paths[:int(max_dataset_size)]
@@ -53,7 +53,7 @@ def load_image(path):
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageLoadError(f'cannot read image {path!r}: {err}') from err
+        raise ImageLoadError(f"cannot read image '{path}': {err}") from err
 
 
 def _to_rgb(img):

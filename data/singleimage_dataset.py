@@ -57,7 +57,7 @@ class SingleImageDataset(BaseDataset):
 def _only_image(folder):
     paths = make_dataset(folder)
     if len(paths) != 1:
-        raise ValueError(f'the singleimage dataset needs exactly one image in {folder!r}, '
+        raise ValueError(f"the singleimage dataset needs exactly one image in '{folder}', "
                          f'found {len(paths)}')
     return paths[0]
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / 'synthetic'
 FORMAT_VERSION = 1
-SUPERSAMPLE = 4  # render at 4x and box-filter down, for smooth blob edges and stripes
+SUPERSAMPLE = 4  # blobs are drawn at 4x and box-filtered down, for smooth edges and stripes
 SPLIT_CODES = {'trainA': 0, 'trainB': 1, 'testA': 2, 'testB': 3}
 FOLDERS = ('trainA', 'trainB', 'testA', 'testB', 'testA_gt', 'testA_mask')
 STRIPE_DARK, STRIPE_LIGHT = 0.08, 0.92
@@ -53,7 +53,7 @@ def sample_object(rng):
         'stripe_period': rng.uniform(0.07, 0.12),
         'stripe_angle': math.pi / 2 + rng.normal(0.0, 0.3),
         'stripe_phase': rng.uniform(0, 2 * math.pi),
-        'stripe_wave': rng.uniform(0.0, 0.02),
+        'stripe_wave': rng.uniform(0.0, 0.012),
     }
 
 
@@ -61,25 +61,37 @@ def render(scene, size, domain):
     """(image, mask): a (size, size, 3) uint8 rendering in `domain` ('A' plain, 'B' striped) and
     the (size, size) bool mask of pixels any blob touches."""
     n = size * SUPERSAMPLE
-    coords = (np.arange(n) + 0.5) / n
-    x, y = np.meshgrid(coords, coords)  # (n, n) each, in [0, 1]
-    image = _background(scene, x, y)  # (n, n, 3)
+    centers = (np.arange(n) + 0.5) / n  # supersampled pixel centres in [0, 1]
+    paint = np.zeros((n, n, 3))
     covered = np.zeros((n, n), dtype=bool)
     for obj in scene['objects']:
-        inside, paint = _blob(obj, x, y, domain)  # (n, n), (n, n, 3)
-        image[inside] = paint[inside]
-        covered |= inside
-    image = image.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
-    mask = covered.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).any(axis=(1, 3))
-    image = np.clip(image + scene['grain'], 0.0, 1.0)
-    return np.rint(image * 255).astype(np.uint8), mask
+        rows, cols = _window(obj, size)
+        y, x = np.meshgrid(centers[rows], centers[cols], indexing='ij')  # (h, w) each
+        inside, color = _blob(obj, x, y, domain)  # (h, w), (h, w, 3)
+        paint[rows, cols][inside] = color[inside]
+        covered[rows, cols] |= inside
+    coverage = covered.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3))
+    blobs = paint.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
+    image = _background(scene, size) * (1.0 - coverage[..., None]) + blobs + scene['grain']
+    return np.rint(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8), coverage > 0
 
 
-def _background(scene, x, y):
+def _window(obj, size):
+    """Slices of the supersampled grid covering the blob's bounding square, on pixel borders."""
+    extent = max(obj['radii']) * (1.0 + sum(amp for _, amp, _ in obj['harmonics']))
+    lows = np.clip(np.floor((obj['center'] - extent) * size), 0, size).astype(int) * SUPERSAMPLE
+    highs = np.clip(np.ceil((obj['center'] + extent) * size), 0, size).astype(int) * SUPERSAMPLE
+    return slice(lows[1], highs[1]), slice(lows[0], highs[0])
+
+
+def _background(scene, size):
+    """A two-colour gradient with a few faint plane waves, (size, size, 3) in about [0, 1]."""
+    centers = (np.arange(size) + 0.5) / size
+    x, y = np.meshgrid(centers, centers)
     angle = scene['bg_angle']
     t = np.clip(0.5 + (x - 0.5) * math.cos(angle) + (y - 0.5) * math.sin(angle), 0.0, 1.0)
     low, high = scene['bg_colors']
-    image = low + t[..., None] * (high - low)  # (n, n, 3)
+    image = low + t[..., None] * (high - low)
     for wave in scene['waves']:
         u = x * math.cos(wave['angle']) + y * math.sin(wave['angle'])
         image += wave['amplitude'] * np.sin(2 * math.pi * wave['cycles'] * u + wave['phase'])[..., None]

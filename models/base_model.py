@@ -51,6 +51,10 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
+def _scalar(value):
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
 class BaseModel(ABC):
     """Subclasses fill `loss_names`, `visual_names`, `model_names` and implement the abstract methods.
 
@@ -148,7 +152,7 @@ class BaseModel(ABC):
                            if isinstance(getattr(self, name, None), torch.Tensor))
 
     def get_current_losses(self):
-        return OrderedDict((name, float(getattr(self, 'loss_' + name))) for name in self.loss_names)
+        return OrderedDict((name, _scalar(getattr(self, 'loss_' + name))) for name in self.loss_names)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def network_path(self, epoch, name, load_dir=None):

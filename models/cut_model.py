@@ -86,7 +86,7 @@ class CUTModel(BaseModel):
         self.netG = define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, norm=opt.normG,
                              use_dropout=not opt.no_dropout, init_type=opt.init_type, init_gain=opt.init_gain,
                              no_antialias=opt.no_antialias, no_antialias_up=opt.no_antialias_up,
-                             crop_size=opt.crop_size,
+                             crop_size=opt.crop_size, load_size=opt.load_size,
                              stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling).to(self.device)
         n_layers = self.netG.num_feature_layers
         bad = [i for i in self.nce_layers if not 0 <= i < n_layers]
@@ -103,7 +103,8 @@ class CUTModel(BaseModel):
         if self.isTrain:
             self.netD = define_D(opt.output_nc, opt.ndf, opt.netD, n_layers_D=opt.n_layers_D, norm=opt.normD,
                                  init_type=opt.init_type, init_gain=opt.init_gain,
-                                 no_antialias=opt.no_antialias, crop_size=opt.crop_size).to(self.device)
+                                 no_antialias=opt.no_antialias, crop_size=opt.crop_size,
+                                 load_size=opt.load_size).to(self.device)
             self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
             self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
             self.optimizers = [self.optimizer_G, self.optimizer_D]

@@ -36,7 +36,7 @@ class CycleGANModel(BaseModel):
         def generator(in_nc, out_nc):
             return define_G(in_nc, out_nc, opt.ngf, opt.netG, norm=opt.normG, use_dropout=not opt.no_dropout,
                             init_type=opt.init_type, init_gain=opt.init_gain, no_antialias=opt.no_antialias,
-                            no_antialias_up=opt.no_antialias_up, crop_size=opt.crop_size,
+                            no_antialias_up=opt.no_antialias_up, crop_size=opt.crop_size, load_size=opt.load_size,
                             stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling).to(self.device)
 
         self.netG_A = generator(opt.input_nc, opt.output_nc)
@@ -45,7 +45,7 @@ class CycleGANModel(BaseModel):
             def discriminator(in_nc):
                 return define_D(in_nc, opt.ndf, opt.netD, n_layers_D=opt.n_layers_D, norm=opt.normD,
                                 init_type=opt.init_type, init_gain=opt.init_gain, no_antialias=opt.no_antialias,
-                                crop_size=opt.crop_size).to(self.device)
+                                crop_size=opt.crop_size, load_size=opt.load_size).to(self.device)
 
             self.netD_A = discriminator(opt.output_nc)
             self.netD_B = discriminator(opt.input_nc)

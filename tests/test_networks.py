@@ -113,7 +113,8 @@ def test_official_checkpoint_parity():
     """The official ngf=16 checkpoint loads strictly and reproduces CUT's test.py PNGs."""
     root = FIXTURES / 'official_cut_checkpoint'
     net_g = define_G(3, 3, 16, 'resnet_9blocks')
-    state = torch.load(root / 'ckpt' / 'official16' / 'latest_net_G.pth', map_location='cpu', weights_only=True)
+    ckpt = root / 'ckpt' / 'official16' / 'latest_net_G.pth'
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)
     net_g.load_state_dict(state, strict=True)
     net_g.eval()
     preprocess = T.Compose([T.Resize([256, 256], T.InterpolationMode.BICUBIC), T.ToTensor(),
@@ -169,7 +170,8 @@ GENERATOR_SIDES = {'unet_128': 128, 'unet_256': 256}
 
 
 def test_registered_names():
-    assert {'resnet_9blocks', 'resnet_6blocks', 'resnet_4blocks', 'unet_128', 'unet_256'} <= set(OUR_GENERATORS)
+    resnets = {'resnet_9blocks', 'resnet_6blocks', 'resnet_4blocks'}
+    assert resnets | {'unet_128', 'unet_256'} <= set(OUR_GENERATORS)
     assert {'basic', 'n_layers', 'pixel'} <= set(OUR_DISCRIMINATORS)
     assert SAMPLERS == ('sample', 'mlp_sample')
 
@@ -234,7 +236,8 @@ def test_unknown_names_raise_with_the_list():
 @pytest.mark.parametrize('init_type', ['normal', 'xavier', 'kaiming', 'orthogonal'])
 def test_init_weights(init_type):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ConvTranspose2d(64, 8, 3), nn.Linear(64, 64))
+    net = nn.Sequential(nn.Conv2d(64, 64, 3), nn.BatchNorm2d(64), nn.ConvTranspose2d(64, 8, 3),
+                        nn.Linear(64, 64))
     init_weights(net, init_type, init_gain=0.02)
     for m in (net[0], net[2], net[3]):
         assert torch.count_nonzero(m.bias) == 0

@@ -12,12 +12,12 @@ NCE_LAYERS = [0, 2, 4]
 
 
 def build_generator(name):
-    return GENERATORS[name](3, 3, 10, norm_layer=None, use_dropout=False, no_antialias=False,
+    return GENERATORS[name](3, 3, 10, norm='instance', use_dropout=False, no_antialias=False,
                             no_antialias_up=False, **SINCUT)
 
 
 def build_discriminator():
-    return DISCRIMINATORS['stylegan2'](3, 8, 3, norm_layer=None, no_antialias=False, **SINCUT)
+    return DISCRIMINATORS['stylegan2'](3, 8, 3, norm='instance', no_antialias=False, **SINCUT)
 
 
 @pytest.fixture

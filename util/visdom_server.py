@@ -4,11 +4,12 @@
 crashes without internet. This launcher runs the same server (visdom 0.2.4's
 `run_server.start_server`) without that step, bound to 127.0.0.1 unless asked otherwise.
 
-The pip package ships only visdom's own bundle (static/js/main.js) and CSS; the page's third-party
-scripts are those downloads. Without them the page loads but stays blank (main.js needs the global
-jQuery `$` and `Plotly`), while every plot is still stored and served through visdom's API. Copy
-`site-packages/visdom/static/` from an online machine where `python -m visdom.server` has run once
-to get a working browser view.
+The pip package ships only visdom's own bundle (static/js/main.js) and CSS; the page's
+third-party scripts (jQuery, Bootstrap, React copies, Plotly, MathJax, d3) come from that download.
+Offline the page itself is served (HTTP 200) but those scripts answer 404, and main.js calls the
+globals `$` and `Plotly`, so the browser view is broken (no line plots); every window is still
+stored and readable through visdom's API (Visdom.get_window_data). For a working browser view, copy
+`site-packages/visdom/static/` from a machine where `python -m visdom.server` has run once online.
 """
 import argparse
 import errno
@@ -25,6 +26,7 @@ import requests
 DEFAULT_PORT = 8097
 LOOPBACK = '127.0.0.1'
 ALL_INTERFACES = '0.0.0.0'
+DEFAULT_ENV_PATH = os.path.join(os.path.expanduser('~'), '.visdom')  # visdom's default folder
 HOSTNAMES = (LOOPBACK, 'localhost', ALL_INTERFACES)
 # Third-party files visdom's index.html loads; the pip package does not ship them.
 WEB_ASSETS = ('js/jquery.min.js', 'js/bootstrap.min.js', 'js/react-react.min.js',
@@ -114,7 +116,6 @@ def _allow_visdom_page_on_new_tornado():
 
 
 def _parser():
-    from visdom.server.defaults import DEFAULT_ENV_PATH
     parser = argparse.ArgumentParser(
         description='Start a visdom server without downloading web assets (works offline).')
     parser.add_argument('--port', type=int, default=DEFAULT_PORT, help='port to listen on')

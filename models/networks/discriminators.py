@@ -19,10 +19,11 @@ class NLayerDiscriminator(nn.Module):
         use_bias = norm == 'instance'
         kw, padw = 4, 1
         if no_antialias:
-            model = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2, padding=padw), nn.LeakyReLU(0.2, True)]
+            model = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2, padding=padw),
+                     nn.LeakyReLU(0.2, True)]
         else:
-            model = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=1, padding=padw), nn.LeakyReLU(0.2, True),
-                     Downsample(ndf)]
+            model = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=1, padding=padw),
+                     nn.LeakyReLU(0.2, True), Downsample(ndf)]
         mult = 1
         for n in range(1, n_layers):
             prev, mult = mult, min(2 ** n, 8)

@@ -25,7 +25,8 @@ class ResnetBlock(nn.Module):
         for second in (False, True):
             if padding_type != 'zero':
                 block.append(pad_layer(padding_type, 1))
-            block += [nn.Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=use_bias), norm_layer(dim)]
+            block += [nn.Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=use_bias),
+                      norm_layer(dim)]
             if not second:
                 block.append(nn.ReLU(True))
                 if use_dropout:
@@ -130,7 +131,8 @@ class UnetGenerator(nn.Module):
             raise ValueError(f'num_downs must be >= 5, got {num_downs}')
         block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, norm=norm, innermost=True)
         for _ in range(num_downs - 5):
-            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, use_dropout=use_dropout)
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=norm,
+                                            use_dropout=use_dropout)
         for mult in (4, 2, 1):
             block = UnetSkipConnectionBlock(ngf * mult, ngf * mult * 2, submodule=block, norm=norm)
         self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block,
@@ -146,8 +148,8 @@ class UnetGenerator(nn.Module):
 def _resnet_builder(n_blocks):
     def build(input_nc, output_nc, ngf, norm='instance', use_dropout=False, no_antialias=False,
               no_antialias_up=False, **unused):
-        return ResnetGenerator(input_nc, output_nc, ngf, norm=norm, use_dropout=use_dropout, n_blocks=n_blocks,
-                               no_antialias=no_antialias, no_antialias_up=no_antialias_up)
+        return ResnetGenerator(input_nc, output_nc, ngf, norm=norm, use_dropout=use_dropout,
+                               n_blocks=n_blocks, no_antialias=no_antialias, no_antialias_up=no_antialias_up)
     return build
 
 

@@ -21,8 +21,8 @@ def pad_layer(pad_type, padding):
 
 def binomial_filter(filt_size):
     """(k, k) float32 blur kernel: outer product of the k-th row of Pascal's triangle, summing to 1."""
-    if not 1 <= filt_size <= 7:
-        raise ValueError(f'filt_size must be in 1..7, got {filt_size}')
+    if filt_size < 1:
+        raise ValueError(f'filt_size must be >= 1, got {filt_size}')
     row = torch.tensor([comb(filt_size - 1, i) for i in range(filt_size)], dtype=torch.float32)
     kernel = row[:, None] * row[None, :]
     return kernel / kernel.sum()

@@ -40,7 +40,8 @@ class PatchSampleF(nn.Module):
         self.in_channels = tuple(int(c) for c in in_channels)
         if self.use_mlp:
             for i, c in enumerate(self.in_channels):
-                self.add_module(f'mlp_{i}', nn.Sequential(nn.Linear(c, self.nc), nn.ReLU(), nn.Linear(self.nc, self.nc)))
+                mlp = nn.Sequential(nn.Linear(c, self.nc), nn.ReLU(), nn.Linear(self.nc, self.nc))
+                self.add_module(f'mlp_{i}', mlp)
             init_weights(self, self.init_type, self.init_gain)
         return self
 

@@ -18,7 +18,8 @@ from .registry import register_discriminator, register_generator
 BLUR_TAPS = (1, 3, 3, 1)
 LEAKY_SLOPE = 0.2
 LEAKY_GAIN = math.sqrt(2)
-MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
+VALID_RESOLUTIONS = tuple(2 ** i for i in range(2, 11))  # 4 .. 1024 px: the entries of CUT's channel tables
+MIN_RESOLUTION = VALID_RESOLUTIONS[0]
 
 
 def scaled_leaky_relu(x, bias):
@@ -51,9 +52,8 @@ def network_resolution(crop_size, load_size=None):
 
 
 def _check_resolution(resolution, what):
-    valid = [2 ** i for i in range(2, 11)]
-    if resolution not in valid:
-        raise ValueError(f'StyleGAN2 networks need {what} in {valid}; got {resolution} '
+    if resolution not in VALID_RESOLUTIONS:
+        raise ValueError(f'StyleGAN2 networks need {what} in {list(VALID_RESOLUTIONS)}; got {resolution} '
                          '(set by --crop_size, --load_size and --stylegan2_G_num_downsampling)')
 
 
@@ -324,7 +324,7 @@ def _build_generator(input_nc, output_nc, ngf, crop_size, load_size, num_downsam
 
 
 @register_generator('stylegan2')
-def build_stylegan2_generator(input_nc, output_nc, ngf, norm_layer=None, use_dropout=False, no_antialias=False,
+def build_stylegan2_generator(input_nc, output_nc, ngf, norm=None, use_dropout=False, no_antialias=False,
                               no_antialias_up=False, crop_size=256, load_size=None,
                               stylegan2_G_num_downsampling=1, **unused):
     """SinCUT's generator: 3 ResBlocks each side of the bottleneck, noise in the upsampling convs.
@@ -334,7 +334,7 @@ def build_stylegan2_generator(input_nc, output_nc, ngf, norm_layer=None, use_dro
 
 
 @register_generator('smallstylegan2')
-def build_small_stylegan2_generator(input_nc, output_nc, ngf, norm_layer=None, use_dropout=False,
+def build_small_stylegan2_generator(input_nc, output_nc, ngf, norm=None, use_dropout=False,
                                     no_antialias=False, no_antialias_up=False, crop_size=256, load_size=None,
                                     stylegan2_G_num_downsampling=1, **unused):
     """Like 'stylegan2' with 1 ResBlock each side and no noise injection."""
@@ -343,7 +343,7 @@ def build_small_stylegan2_generator(input_nc, output_nc, ngf, norm_layer=None, u
 
 
 @register_discriminator('stylegan2')
-def build_stylegan2_discriminator(input_nc, ndf, n_layers_D=3, norm_layer=None, no_antialias=False,
+def build_stylegan2_discriminator(input_nc, ndf, n_layers_D=3, norm=None, no_antialias=False,
                                   crop_size=256, load_size=None, **unused):
     """SinCUT's discriminator; its depth follows the image size, so n_layers_D and norm are ignored, as in CUT."""
     return StyleGAN2Discriminator(input_nc, ndf, resolution=network_resolution(crop_size, load_size))

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Download a CycleGAN/CUT unpaired dataset, or CUT's Cityscapes validation set, and check its layout.
+#
+#   bash datasets/download_cut_dataset.sh horse2zebra            # -> ./datasets/horse2zebra/{trainA,trainB,testA,testB}
+#   bash datasets/download_cut_dataset.sh cityscapes_val_for_CUT # -> ./datasets/cityscapes_val_for_CUT/.../{valA,valB}
+#   bash datasets/download_cut_dataset.sh NAME TARGET_ROOT       # another folder than ./datasets
+#
+# The full Cityscapes dataset needs a registration at https://www.cityscapes-dataset.com: download
+# gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip there, then run
+# datasets/prepare_cityscapes_dataset.py. CUT_DATASETS_MIRROR replaces the server
+# (default http://efrosgans.eecs.berkeley.edu, which also serves file:// mirrors).
+set -euo pipefail
+
+UNPAIRED=(apple2orange summer2winter_yosemite horse2zebra monet2photo cezanne2photo ukiyoe2photo
+          vangogh2photo maps facades iphone2dslr_flower grumpifycat mini)
+CITYSCAPES_VAL=cityscapes_val_for_CUT
+NAME=${1:-}
+ROOT=${2:-./datasets}
+MIRROR=${CUT_DATASETS_MIRROR:-http://efrosgans.eecs.berkeley.edu}
+
+fail() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+usage() {
+    echo "usage: $0 NAME [TARGET_ROOT]" >&2
+    echo "NAME is one of: ${UNPAIRED[*]} $CITYSCAPES_VAL (cityscapes: see datasets/prepare_cityscapes_dataset.py)" >&2
+    exit 1
+}
+
+[[ -n $NAME ]] || usage
+if [[ $NAME == cityscapes ]]; then
+    fail "Cityscapes cannot be redistributed: register at https://www.cityscapes-dataset.com, download" \
+         "gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip, unzip them and run" \
+         "python datasets/prepare_cityscapes_dataset.py --gtFine_dir gtFine --leftImg8bit_dir leftImg8bit" \
+         "--output_dir ./datasets/cityscapes. For CUT's pre-resized validation set: $0 $CITYSCAPES_VAL"
+fi
+if [[ $NAME == "$CITYSCAPES_VAL" ]]; then
+    URL="$MIRROR/CUT/datasets/$NAME.tar"
+elif [[ " ${UNPAIRED[*]} " == *" $NAME "* ]]; then
+    URL="$MIRROR/cyclegan/datasets/$NAME.zip"
+else
+    echo "error: unknown dataset '$NAME'" >&2
+    usage
+fi
+
+TARGET="$ROOT/$NAME"
+if [[ -e $TARGET ]] && [[ -n $(ls -A "$TARGET") ]]; then
+    fail "$TARGET already exists and is not empty; remove it to download again"
+fi
+mkdir -p "$ROOT"
+ARCHIVE="$ROOT/.$NAME.${URL##*.}.part"
+trap 'rm -f "$ARCHIVE"' EXIT
+
+echo "Downloading $URL" >&2
+if command -v curl > /dev/null; then
+    curl --fail --location --retry 2 --progress-bar --output "$ARCHIVE" "$URL" || fail "could not download $URL"
+else
+    wget --progress=bar:force --output-document "$ARCHIVE" "$URL" || fail "could not download $URL"
+fi
+
+if [[ $NAME == "$CITYSCAPES_VAL" ]]; then
+    mkdir -p "$TARGET"
+    tar -xf "$ARCHIVE" -C "$TARGET" || fail "$URL is not a readable tar archive"
+    VAL_A=$(find "$TARGET" -type d -name valA | head -n 1)
+    if [[ -z $VAL_A || ! -d "$(dirname "$VAL_A")/valB" ]]; then
+        fail "unexpected layout in $URL: no folder holding valA and valB under $TARGET"
+    fi
+    DATAROOT=$(dirname "$VAL_A")
+    echo "Cityscapes validation set ready: $(find "$DATAROOT/valA" -type f | wc -l) photos (valA)," \
+         "$(find "$DATAROOT/valB" -type f | wc -l) label maps (valB)." >&2
+    echo "Use: --dataroot $DATAROOT --phase val --direction BtoA" >&2
+else
+    unzip -q "$ARCHIVE" -d "$ROOT" || fail "$URL is not a readable zip archive"
+    for split in trainA trainB; do
+        [[ -d "$TARGET/$split" ]] || fail "unexpected layout in $URL: $TARGET/$split is missing"
+    done
+    for split in trainA trainB testA testB; do
+        if [[ -d "$TARGET/$split" ]]; then
+            echo "$TARGET/$split: $(find "$TARGET/$split" -type f | wc -l) images" >&2
+        else
+            echo "$TARGET/$split: none (this dataset has no test split; test with --phase train)" >&2
+        fi
+    done
+fi
+echo "$TARGET"

@@ -1,0 +1,80 @@
+"""Helpers shared by the evaluation commands: result folders, run labels, JSON output, errors."""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from util.util import atomic_write_json
+
+IMAGE_SUFFIXES = ('.bmp', '.jpg', '.jpeg', '.pgm', '.png', '.ppm', '.tif', '.tiff', '.webp')
+EPOCH_CHOICES = ('best', 'last', 'fixed')
+
+
+class EvaluationError(ValueError):
+    """Bad input to an evaluation (a folder, an image, a weights file); the message names it."""
+
+
+def image_files(folder):
+    """Sorted image files directly inside `folder` (any letter case, hidden files skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f'{folder} does not exist or is not a folder')
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith('.'))
+    if not files:
+        raise EvaluationError(f'{folder} holds no images ({", ".join(IMAGE_SUFFIXES)})')
+    return files
+
+
+def images_dir(path, kind):
+    """`<path>/images/<kind>` when `path` is a test.py result folder, else `path` itself."""
+    path = Path(path)
+    nested = path / 'images' / kind
+    if nested.is_dir():
+        return nested
+    if not path.is_dir():
+        raise EvaluationError(f'{path} does not exist or is not a folder')
+    return path
+
+
+def run_metadata(images_path, *, run=None, method=None, dataset=None, epoch=None, epoch_choice=None):
+    """Labels of the run behind `images_path`, read from `<results>/<name>/<phase>_<epoch>/images/<kind>`.
+
+    Explicit arguments win over what the path says. `epoch_choice` defaults to 'last' for the
+    'latest' checkpoint, 'best' for a checkpoint named 'best' and 'fixed' for a numbered epoch.
+    """
+    parts = Path(images_path).resolve().parts
+    from_path = {}
+    if len(parts) >= 4 and parts[-2] == 'images' and '_' in parts[-3]:
+        phase, path_epoch = parts[-3].split('_', 1)
+        from_path = {'run': parts[-4], 'phase': phase, 'epoch': path_epoch}
+    epoch = epoch if epoch is not None else from_path.get('epoch')
+    if epoch_choice is None:
+        epoch_choice = {'latest': 'last', 'best': 'best'}.get(epoch, 'fixed')
+    if epoch_choice not in EPOCH_CHOICES:
+        raise EvaluationError(f'epoch choice {epoch_choice!r} is not one of {", ".join(EPOCH_CHOICES)}')
+    run = run or from_path.get('run')
+    return {'run': run, 'method': method or run, 'dataset': dataset, 'phase': from_path.get('phase'),
+            'epoch': epoch, 'epoch_choice': epoch_choice}
+
+
+def default_device():
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def emit(result, json_path=None):
+    """Print `result` as JSON on stdout and, when `json_path` is given, write it there atomically."""
+    if json_path:
+        atomic_write_json(str(json_path), result)
+    print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def cli(main, argv=None):
+    """Run a command's `main(argv)`; an EvaluationError ends it with its message and exit status 2."""
+    try:
+        main(argv)
+    except EvaluationError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    return 0

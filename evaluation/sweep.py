@@ -1,0 +1,245 @@
+"""Best-epoch sweep: test.py and the metrics for every saved epoch of a run, then the best and the last.
+
+Papers in the CUT line report the best epoch; this makes that one command and keeps the last one
+beside it, so a table can say which it shows. For each `<checkpoints_dir>/<name>/<epoch>_net_G.pth`
+it runs `test.py --epoch <epoch> --num_test <all source images>`, scores
+`<results_dir>/<name>/<phase>_<epoch>/images/fake_B` (FID/KID against the target test set, and/or
+the Cityscapes DRN-D-22 scores), writes each epoch's metrics JSON next to its images, and writes
+`<results_dir>/<name>/sweep_<phase>.{json,csv}`. Flags it does not know (--model, --gpu_ids,
+--CUT_mode, ...) are passed on to test.py.
+
+    python -m evaluation.sweep --dataroot datasets/horse2zebra --name h2z_src --model src_hdce
+    python -m evaluation.sweep --dataroot datasets/cityscapes --name city_src --direction BtoA \\
+        --metrics fid cityscapes --drn-weights drn_d_22_cityscapes.pth
+"""
+import argparse
+import csv
+import io
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data.image_folder import make_dataset
+from evaluation import cityscapes, fid
+from evaluation.common import EvaluationError, cli, default_device, emit, image_files
+from evaluation.drn import pretrained_drn
+from util.util import atomic_write_json, atomic_write_text
+
+# Whether a lower value is better, for every metric --select accepts.
+LOWER_IS_BETTER = {'fid': True, 'kid_mean': True, 'mAP': False, 'pixAcc': False, 'classAcc': False}
+METRICS = ('fid', 'cityscapes')
+
+
+def saved_epochs(checkpoints_dir, name, *, include_latest=False):
+    """Epochs with a saved generator, numbered ones ascending; 'latest' last when asked or alone."""
+    folder = Path(checkpoints_dir) / name
+    if not folder.is_dir():
+        raise EvaluationError(f'checkpoint folder {folder} does not exist')
+    numbered = sorted(int(m.group(1)) for p in folder.glob('*_net_G.pth')
+                      if (m := re.fullmatch(r'(\d+)_net_G\.pth', p.name)))
+    epochs = [str(e) for e in numbered]
+    if (folder / 'latest_net_G.pth').is_file() and (include_latest or not epochs):
+        epochs.append('latest')
+    if not epochs:
+        raise EvaluationError(f'{folder} holds no <epoch>_net_G.pth checkpoint')
+    return epochs
+
+
+def choose_epochs(available, requested):
+    """`requested` (all of `available` when None), in the order of `available`; loud on unknown ones."""
+    if not requested:
+        return list(available)
+    unknown = [e for e in requested if e not in available]
+    if unknown:
+        raise EvaluationError(f'no checkpoint for epoch(s) {", ".join(unknown)}; saved: {", ".join(available)}')
+    return [e for e in available if e in requested]
+
+
+def domain_dirs(dataroot, phase, direction):
+    """(source, target) image folders of a CUT dataset: <phase>A/<phase>B, swapped for BtoA."""
+    if direction not in ('AtoB', 'BtoA'):
+        raise EvaluationError(f'--direction must be AtoB or BtoA, got {direction!r}')
+    a, b = Path(dataroot) / f'{phase}A', Path(dataroot) / f'{phase}B'
+    source, target = (a, b) if direction == 'AtoB' else (b, a)
+    for folder in (source, target):
+        if not folder.is_dir():
+            raise EvaluationError(f'{folder} does not exist; --dataroot must hold {phase}A and {phase}B')
+    return source, target
+
+
+def test_py_runner(*, dataroot, name, checkpoints_dir, results_dir, phase, direction, extra_args=(),
+                   python=sys.executable, script='test.py'):
+    """A runner `(epoch, num_test)` calling test.py with CUT's flags; its output goes to stderr."""
+    def run(epoch, num_test):
+        cmd = [python, script, '--dataroot', str(dataroot), '--name', name, '--epoch', epoch,
+               '--num_test', str(num_test), '--phase', phase, '--direction', direction,
+               '--results_dir', str(results_dir), '--checkpoints_dir', str(checkpoints_dir), *extra_args]
+        print('+ ' + shlex.join(cmd), file=sys.stderr)
+        completed = subprocess.run(cmd, stdout=sys.stderr)
+        if completed.returncode != 0:
+            raise EvaluationError(f'test.py failed for epoch {epoch} (exit status {completed.returncode}): '
+                                  f'{shlex.join(cmd)}')
+    return run
+
+
+def check_outputs(fake_dir, source_names, num_test):
+    """Fail unless `fake_dir` holds one image per translated source image, named after it."""
+    if not fake_dir.is_dir():
+        raise EvaluationError(f'test.py wrote no {fake_dir}')
+    names = {p.stem for p in image_files(fake_dir)}
+    expected = min(num_test, len(source_names))
+    strangers = sorted(names - source_names)
+    if len(names) != expected or strangers:
+        raise EvaluationError(
+            f'{fake_dir} holds {len(names)} images, expected {expected} named after the source images'
+            + (f'; not from the source set: {strangers[:3]}' if strangers else '')
+            + '. Remove the folder if it holds results of an earlier run.')
+
+
+def fid_evaluator(features, target_dir, **kid_args):
+    """Metrics of a result folder against `target_dir`, whose features are computed once, here."""
+    real = features(target_dir)
+
+    def evaluate(result_dir, expect_count):
+        return fid.fid_kid(result_dir / 'images' / 'fake_B', target_dir, features, real=real,
+                           expect_count=expect_count, **kid_args)
+    return evaluate
+
+
+def cityscapes_evaluator(model, *, device, batch_size, official):
+    def evaluate(result_dir, expect_count):
+        return cityscapes.evaluate_cityscapes(result_dir / 'images' / 'fake_B', result_dir / 'images' / 'real_A',
+                                              model, device=device, batch_size=batch_size, official=official,
+                                              expect_count=expect_count)
+    return evaluate
+
+
+def _row_metrics(result):
+    """Scalar metrics of one evaluation, get_Acc.py's numbers prefixed with 'official_'."""
+    row = {k: v for k, v in result['metrics'].items() if not isinstance(v, dict)}
+    row.update({f'official_{k}': v for k, v in result.get('official_get_acc', {}).items()})
+    return row
+
+
+def best_row(rows, select):
+    """The row with the best `select` value (the earliest one on ties)."""
+    if select not in LOWER_IS_BETTER:
+        raise EvaluationError(f'--select {select!r} is not one of {", ".join(LOWER_IS_BETTER)}')
+    if any(select not in row for row in rows):
+        raise EvaluationError(f'--select {select} was not measured; add its metric to --metrics')
+    sign = 1 if LOWER_IS_BETTER[select] else -1
+    return min(rows, key=lambda row: sign * row[select])
+
+
+def sweep(epochs, *, run_test, results_root, phase, source_dir, evaluators, select, num_test=None,
+          reuse_results=False, labels=None):
+    """Run the test and every evaluator for each epoch; the rows plus the best and last rows.
+
+    `run_test(epoch, num_test)` must write `<results_root>/<phase>_<epoch>/images/fake_B`;
+    `evaluators` maps a kind ('fid', 'cityscapes') to `evaluate(result_dir, expect_count)`
+    returning a result dict with 'metrics', saved with `labels` (run, method, dataset) as
+    `metrics_<kind>.json` in the result folder.
+    """
+    source_names = {Path(p).stem for p in make_dataset(str(source_dir))}
+    num_test = len(source_names) if num_test is None else num_test
+    expected = min(num_test, len(source_names))
+    rows = []
+    for epoch in tqdm(epochs, desc='epochs', unit='epoch', file=sys.stderr):
+        result_dir = Path(results_root) / f'{phase}_{epoch}'
+        if not (reuse_results and (result_dir / 'images' / 'fake_B').is_dir()):
+            run_test(epoch, num_test)
+        check_outputs(result_dir / 'images' / 'fake_B', source_names, num_test)
+        row = {'epoch': epoch}
+        for kind, evaluate in evaluators.items():
+            result = evaluate(result_dir, expected)
+            result.update(labels or {}, epoch=epoch, phase=phase, epoch_choice='fixed')
+            atomic_write_json(str(result_dir / f'metrics_{kind}.json'), result)
+            row.update(_row_metrics(result))
+        rows.append(row)
+    return {'epochs': rows, 'best': best_row(rows, select), 'last': rows[-1], 'select': select,
+            'num_images': expected, 'partial': expected < len(source_names)}
+
+
+def rows_to_csv(rows):
+    """CSV text of the sweep rows, one per epoch, columns in first-seen order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument('--dataroot', required=True)
+    parser.add_argument('--name', required=True, help='the run (checkpoints_dir/name)')
+    parser.add_argument('--checkpoints_dir', default='./checkpoints')
+    parser.add_argument('--results_dir', default='./results/')
+    parser.add_argument('--phase', default='test')
+    parser.add_argument('--direction', default='AtoB', choices=('AtoB', 'BtoA'))
+    parser.add_argument('--num_test', type=int, default=None,
+                        help='images per epoch (default: the whole source test set; fewer is marked partial)')
+    parser.add_argument('--epochs', nargs='+', default=None, help='epochs to evaluate (default: every saved one)')
+    parser.add_argument('--include-latest', action='store_true', help="also evaluate 'latest'")
+    parser.add_argument('--metrics', nargs='+', default=['fid'], choices=METRICS)
+    parser.add_argument('--select', default=None, choices=sorted(LOWER_IS_BETTER),
+                        help='metric that picks the best epoch (default: fid, or mAP without fid)')
+    fid.add_feature_args(parser)
+    cityscapes.add_drn_args(parser)
+    parser.add_argument('--reuse-results', action='store_true',
+                        help="score existing result folders instead of rerunning test.py for them")
+    parser.add_argument('--test-script', default='test.py')
+    parser.add_argument('--python', default=sys.executable, help='interpreter for test.py')
+    parser.add_argument('--method', default=None, help='row label for tables (default: --name)')
+    parser.add_argument('--dataset', default=None, help='dataset label (default: the dataroot folder name)')
+    parser.add_argument('--out', default=None,
+                        help='JSON path; the CSV goes beside it (default: RESULTS_DIR/NAME/sweep_PHASE.json)')
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args, test_args = parser.parse_known_args(argv)
+    if 'cityscapes' in args.metrics and not args.drn_weights:
+        parser.error('--metrics cityscapes needs --drn-weights')
+    select = args.select or ('fid' if 'fid' in args.metrics else 'mAP')
+    source_dir, target_dir = domain_dirs(args.dataroot, args.phase, args.direction)
+    epochs = choose_epochs(saved_epochs(args.checkpoints_dir, args.name, include_latest=args.include_latest),
+                           args.epochs)
+    device = args.device or default_device()
+    evaluators = {}
+    if 'fid' in args.metrics:
+        features, _ = fid.features_from_args(args)
+        evaluators['fid'] = fid_evaluator(features, target_dir, kid=not args.no_kid,
+                                          kid_subset_size=args.kid_subset_size,
+                                          kid_subsets_n=args.kid_subsets, kid_seed=args.kid_seed)
+    if 'cityscapes' in args.metrics:
+        evaluators['cityscapes'] = cityscapes_evaluator(pretrained_drn(args.drn_weights, device=device),
+                                                        device=device, batch_size=args.drn_batch_size,
+                                                        official=args.official_get_acc)
+    results_root = Path(args.results_dir) / args.name
+    run_test = test_py_runner(dataroot=args.dataroot, name=args.name, checkpoints_dir=args.checkpoints_dir,
+                              results_dir=args.results_dir, phase=args.phase, direction=args.direction,
+                              extra_args=test_args, python=args.python, script=args.test_script)
+    labels = {'run': args.name, 'method': args.method or args.name,
+              'dataset': args.dataset or Path(args.dataroot).resolve().name}
+    summary = sweep(epochs, run_test=run_test, results_root=results_root, phase=args.phase,
+                    source_dir=source_dir, evaluators=evaluators, select=select, num_test=args.num_test,
+                    reuse_results=args.reuse_results, labels=labels)
+    summary.update(labels, kind='sweep', phase=args.phase, direction=args.direction, source_dir=str(source_dir),
+                   target_dir=str(target_dir), metrics_measured=list(evaluators), test_args=test_args)
+    out = Path(args.out) if args.out else results_root / f'sweep_{args.phase}.json'
+    atomic_write_text(str(out.with_suffix('.csv')), rows_to_csv(summary['epochs']))
+    print(f'best epoch by {select}: {summary["best"]["epoch"]}  last: {summary["last"]["epoch"]}  '
+          f'({out}, {out.with_suffix(".csv")})', file=sys.stderr)
+    emit(summary, out)
+
+
+if __name__ == '__main__':
+    sys.exit(cli(main))
