@@ -46,31 +46,65 @@ def create_dataset(opt, rank=0, world_size=1):
     return DatasetLoader(opt, rank=rank, world_size=world_size).load_data()
 
 
+class EpochSampler(torch.utils.data.Sampler):
+    """Indices of one epoch: a permutation drawn from (seed, epoch) alone, sharded across processes.
+
+    The order depends on nothing else (not on the global RNG), so a run resumed in the middle of an
+    epoch sees the same remaining samples: `start` skips the ones this process has already read.
+    """
+
+    def __init__(self, n, shuffle, seed, rank=0, world_size=1):
+        self.n, self.shuffle, self.seed = n, shuffle, int(seed)
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+        self.per_rank = -(-n // world_size)  # ceil: shards are padded by wrapping around, as DDP does
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return max(self.per_rank - self.start, 0)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = self.per_rank * self.world_size
+        order = (order * (total // max(self.n, 1) + 1))[:total]
+        return iter(order[self.rank:total:self.world_size][self.start:])
+
+
 class DatasetLoader:
     """A dataset with its DataLoader; iterating yields dict batches of `opt.batch_size`.
 
-    With world_size > 1 each process reads its own shard through a DistributedSampler and
-    `opt.batch_size` is per process. Iteration stops once `opt.max_dataset_size` samples have
-    been read across all processes, so every process runs the same number of steps.
+    With world_size > 1 each process reads its own shard and `opt.batch_size` is per process.
+    Iteration stops once `opt.max_dataset_size` samples have been read across all processes, so
+    every process runs the same number of steps. The shuffling order is a function of
+    (`opt.seed`, epoch) only, which makes mid-epoch resumption exact (see `iterate`).
     """
 
     def __init__(self, opt, rank=0, world_size=1):
         self.opt = opt
         self.world_size = world_size
         self.dataset = find_dataset_using_name(opt.dataset_mode)(opt)
-        shuffle = not opt.serial_batches
-        self.sampler = None
-        if world_size > 1:
-            self.sampler = torch.utils.data.DistributedSampler(
-                self.dataset, num_replicas=world_size, rank=rank, shuffle=shuffle)
+        seed = getattr(opt, 'seed', None) or 0
+        self.sampler = EpochSampler(len(self.dataset), not opt.serial_batches, seed, rank, world_size)
+        # the loader's own generator seeds its workers, so building an iterator never draws from
+        # the global torch RNG (a resumed run would otherwise drift by one draw)
+        self.generator = torch.Generator().manual_seed(seed)
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,
             batch_size=opt.batch_size,
-            shuffle=shuffle and self.sampler is None,
             sampler=self.sampler,
             num_workers=int(opt.num_threads),
             drop_last=bool(opt.isTrain),
+            generator=self.generator,
         )
+        if opt.isTrain and self.samples_per_epoch() == 0:
+            raise ValueError(f'--batch_size {opt.batch_size} is larger than the {len(self.dataset)} '
+                             f'training samples of {opt.dataroot} (per process: {self.sampler.per_rank})')
 
     def load_data(self):
         return self
@@ -78,14 +112,34 @@ class DatasetLoader:
     def set_epoch(self, epoch):
         """Tell the dataset (epoch-dependent augmentation) and the sampler (shuffling) the epoch."""
         self.dataset.current_epoch = epoch
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed((getattr(self.opt, 'seed', None) or 0) * 1_000_003 + epoch)
 
     def __len__(self):
         return int(min(len(self.dataset), self.opt.max_dataset_size))
 
+    def samples_per_epoch(self):
+        """Samples this process reads in a full epoch (what train.py's epoch_iter reaches)."""
+        bs = self.opt.batch_size
+        batches = self.sampler.per_rank // bs if self.opt.isTrain else -(-self.sampler.per_rank // bs)
+        cap = -(-self.opt.max_dataset_size // (bs * self.world_size)) if self.opt.max_dataset_size != float('inf') \
+            else batches
+        return int(min(batches, cap)) * bs
+
     def __iter__(self):
-        for i, batch in enumerate(self.dataloader):
-            if i * self.opt.batch_size * self.world_size >= self.opt.max_dataset_size:
-                break
-            yield batch
+        return self.iterate(0)
+
+    def iterate(self, start_sample=0):
+        """Batches of the current epoch, skipping the first `start_sample` samples of this process."""
+        if start_sample % self.opt.batch_size:
+            raise ValueError(f'cannot resume at sample {start_sample}: not a multiple of --batch_size '
+                             f'{self.opt.batch_size}')
+        self.sampler.start = start_sample
+        try:
+            first = start_sample // self.opt.batch_size
+            for i, batch in enumerate(self.dataloader, start=first):
+                if i * self.opt.batch_size * self.world_size >= self.opt.max_dataset_size:
+                    break
+                yield batch
+        finally:
+            self.sampler.start = 0

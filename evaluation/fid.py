@@ -174,10 +174,11 @@ def fid_kid(fake_dir, real_dir, features, *, real=None, kid=True, kid_subset_siz
     set once). `expect_count` makes a fake folder of any other size an error: a folder written
     with too small a --num_test would otherwise give a partial score.
     """
-    fake_feats, fake_files, fake_size = features(fake_dir)
-    if expect_count is not None and len(fake_files) != expect_count:
-        raise EvaluationError(f'{fake_dir} holds {len(fake_files)} images, expected {expect_count} '
+    count = len(fid_image_files(fake_dir))
+    if expect_count is not None and count != expect_count:
+        raise EvaluationError(f'{fake_dir} holds {count} images, expected {expect_count} '
                               '(one per source test image); rerun test.py with --num_test covering the test set')
+    fake_feats, fake_files, fake_size = features(fake_dir)
     real_feats, real_files, real_size = real if real is not None else features(real_dir)
     result = {
         'kind': 'fid',

@@ -13,7 +13,7 @@ NAME=${NAME:-demo_src_hdce}
 DATA="$DEMO_DIR/synthetic"
 
 echo "== 1/4 synthetic dataset -> $DATA"
-"$PYTHON" datasets/make_synthetic_dataset.py --out "$DATA" --n_train "$N_TRAIN" --n_test 20 --size "$SIZE" --seed 0
+"$PYTHON" datasets/make_synthetic_dataset.py --root "$DATA" --overwrite --n_train "$N_TRAIN" --n_test 20 --size "$SIZE" --seed 0
 
 echo "== 2/4 training src_hdce (horse2zebra recipe, small generator, ${SIZE}px, CPU)"
 "$PYTHON" train.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \

@@ -5,7 +5,8 @@ weights. It runs the CLI's own `main()` in a subprocess whose weight loader
 (`pytorch_fid.inception.load_state_dict_from_url`, the one call that touches the network) returns
 a seeded random Inception state dict from a file; evaluation.fid reads the same file through
 --fid-weights. Everything else (file listing, transforms, batching, statistics) is the CLI's.
-64-dim features (the first Inception block) keep it fast on CPU.
+64-dim features (the first Inception block) and two dozen images keep it fast on CPU; the
+covariances are then singular, which pytorch-fid's square root handles, identically on both sides.
 """
 import json
 import re
@@ -23,7 +24,7 @@ from evaluation import fid
 from evaluation.common import EvaluationError
 
 REPO = Path(__file__).resolve().parents[1]
-NUM_IMAGES = 72  # > 64 features, so both covariances have full rank
+NUM_IMAGES = 24  # few images: a random Inception at 299x299 is slow on CPU
 
 CLI_WITH_LOCAL_WEIGHTS = """
 import sys, torch
@@ -80,7 +81,7 @@ def test_fid_equals_pytorch_fid_cli(weights_file, folders, tmp_path):
     assert expected > 0
     assert abs(result['metrics']['fid'] - expected) < 1e-6
     assert result['num_fake'] == NUM_IMAGES and result['num_real'] == NUM_IMAGES + 8
-    assert result['kid_subset_size'] == NUM_IMAGES and result['metrics']['kid_mean'] > 0
+    assert result['kid_subset_size'] == NUM_IMAGES and np.isfinite(result['metrics']['kid_mean'])
     assert (result['run'], result['epoch'], result['epoch_choice'], result['dataset']) == \
         ('h2z_run', 'latest', 'last', 'horse2zebra')
 
@@ -156,3 +157,4 @@ def test_partial_fake_folder_is_an_error(weights_file, folders):
     features = fid.InceptionFeatures(fid.build_inception(state_dict, dims=64), dims=64)
     with pytest.raises(EvaluationError, match=f'holds {NUM_IMAGES} images, expected 120'):
         fid.fid_kid(fake, real, features, expect_count=120)
+    assert features.model.training is False
