@@ -64,12 +64,13 @@ class StopRequest:
         return False
 
 
-def check_finite(losses, epoch, epoch_iter):
-    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-    if bad:
-        names = ', '.join(f'{k}={v}' for k, v in bad.items())
-        raise NonFiniteLossError(f'non-finite loss {names} at epoch {epoch}, iteration {epoch_iter}; '
-                                 'training stopped, the last saved checkpoint is kept unchanged')
+def non_finite(losses):
+    return {k: v for k, v in losses.items() if not math.isfinite(v)}
+
+
+def non_finite_message(bad, epoch, epoch_iter):
+    names = ', '.join(f'{k}={v}' for k, v in bad.items())
+    return f'non-finite loss {names} at epoch {epoch}, iteration {epoch_iter}'
 
 
 def check_writable(folder):
@@ -114,6 +115,7 @@ def train(opt):
 
     visualizer = Visualizer(opt)
     optimize_time = 0.1
+    skipped = 0
     with StopRequest() as stop:
         for epoch in range(start_epoch, total_epochs + 1):
             epoch_start = time.time()
@@ -136,12 +138,22 @@ def train(opt):
                     torch.cuda.synchronize()
                 optimize_start = time.time()
                 model.set_input(data)
+                if opt.skip_nonfinite:
+                    snapshot = model.snapshot()
                 model.optimize_parameters()
                 if opt.gpu_ids:
                     torch.cuda.synchronize()
                 optimize_time = (time.time() - optimize_start) / batch_size * 0.005 + 0.995 * optimize_time
                 losses = model.get_current_losses()
-                check_finite(losses, epoch, epoch_iter)
+                bad = non_finite(losses)
+                if bad and not opt.skip_nonfinite:
+                    raise NonFiniteLossError(non_finite_message(bad, epoch, epoch_iter) + '; training stopped, '
+                                             'the last saved checkpoint is kept unchanged')
+                if bad:
+                    model.restore(snapshot)
+                    skipped += 1
+                    bar.write(f'warning: {non_finite_message(bad, epoch, epoch_iter)}: step undone '
+                              f'(--skip_nonfinite, {skipped} so far)')
                 bar.update(batch_size)
 
                 if total_iters % opt.display_freq == 0:

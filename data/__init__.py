@@ -102,9 +102,6 @@ class DatasetLoader:
             drop_last=bool(opt.isTrain),
             generator=self.generator,
         )
-        if opt.isTrain and self.samples_per_epoch() == 0:
-            raise ValueError(f'--batch_size {opt.batch_size} is larger than the {len(self.dataset)} '
-                             f'training samples of {opt.dataroot} (per process: {self.sampler.per_rank})')
 
     def load_data(self):
         return self
@@ -134,6 +131,9 @@ class DatasetLoader:
         if start_sample % self.opt.batch_size:
             raise ValueError(f'cannot resume at sample {start_sample}: not a multiple of --batch_size '
                              f'{self.opt.batch_size}')
+        if self.opt.isTrain and self.samples_per_epoch() == 0:
+            raise ValueError(f'--batch_size {self.opt.batch_size} is larger than the {len(self.dataset)} '
+                             f'training samples of {self.opt.dataroot} (per process: {self.sampler.per_rank})')
         self.sampler.start = start_sample
         try:
             first = start_sample // self.opt.batch_size

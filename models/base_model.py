@@ -1,4 +1,5 @@
 """The model contract shared by train.py and test.py, and checkpoint I/O in CUT's file layout."""
+import copy
 import os
 import random
 from abc import ABC, abstractmethod
@@ -251,6 +252,18 @@ class BaseModel(ABC):
         counters = {k: state[k] for k in ('epoch', 'epoch_iter', 'epoch_done', 'total_iters')}
         counters['epoch_count'] = state['options'].get('epoch_count', 1)
         return counters
+
+    def snapshot(self):
+        """Copies of weights and optimizer states, to undo a step (train.py --skip_nonfinite)."""
+        return ([copy.deepcopy(self._unwrapped(n).state_dict()) for n in self.model_names],
+                [copy.deepcopy(o.state_dict()) for o in self.optimizers])
+
+    def restore(self, snapshot):
+        nets, optimizers = snapshot
+        for name, state in zip(self.model_names, nets):
+            self._unwrapped(name).load_state_dict(state)
+        for o, state in zip(self.optimizers, optimizers):
+            o.load_state_dict(state)
 
     def print_networks(self, verbose):
         print('---------- Networks initialized -------------')

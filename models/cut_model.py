@@ -131,6 +131,8 @@ class CUTModel(BaseModel):
 
     def set_input(self, input):
         a, b = ('A', 'B') if self.opt.direction == 'AtoB' else ('B', 'A')
+        if a not in input and not self.isTrain:  # dataset_mode single holds only 'A', whatever the direction
+            a, b = 'A', 'B'
         self.real_A = input[a].to(self.device)
         # a test set may have no target domain (dataset_mode single)
         self.real_B = input[b].to(self.device) if (b in input or self.isTrain) else None

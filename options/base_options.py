@@ -6,6 +6,7 @@ import sys
 
 import data
 import models
+from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
 from models.networks import DISCRIMINATORS, GENERATORS
 from util import util
 
@@ -61,7 +62,7 @@ class BaseOptions:
         # dataset
         p.add_argument('--dataset_mode', type=str, default='unaligned', choices=data.available_datasets(),
                        help='how the dataset is loaded')
-        p.add_argument('--direction', type=str, default='AtoB', choices=['AtoB', 'BtoA'],
+        p.add_argument('--direction', type=str, default='AtoB', choices=list(DIRECTIONS),
                        help='AtoB or BtoA')
         p.add_argument('--serial_batches', action='store_true',
                        help='if true, takes images in order to make batches, otherwise takes them randomly')
@@ -71,9 +72,8 @@ class BaseOptions:
         p.add_argument('--crop_size', type=int, default=256, help='then crop to this size')
         p.add_argument('--max_dataset_size', type=float, default=float('inf'),
                        help='maximum number of samples allowed per dataset')
-        p.add_argument('--preprocess', type=str, default='resize_and_crop',
-                       help='scaling and cropping of images at load time '
-                            '[resize_and_crop | crop | scale_width | scale_width_and_crop | none]')
+        p.add_argument('--preprocess', type=str, default='resize_and_crop', choices=list(PREPROCESS_MODES),
+                       help='scaling and cropping of images at load time')
         p.add_argument('--no_flip', action='store_true',
                        help='if specified, do not flip the images for data augmentation')
         p.add_argument('--display_winsize', type=int, default=256,

@@ -54,6 +54,8 @@ class TrainOptions(BaseOptions):
                        help='multiply by a gamma every lr_decay_iters iterations')
         p.add_argument('--max_iters', type=int, default=None,
                        help='stop after this many iterations in total (smoke runs, benchmarks)')
+        p.add_argument('--skip_nonfinite', action='store_true',
+                       help='undo a step whose loss is NaN/Inf and go on (default: stop with an error)')
         p.add_argument('--no_tqdm', type=util.str2bool, nargs='?', const=True, default=False,
                        help='disable the per-epoch progress bar')
         self.isTrain = True
