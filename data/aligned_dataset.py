@@ -1,9 +1,8 @@
 """Paired images stored side by side: each file in <dataroot>/<phase> is [A | B]."""
 import os
 
-from data.base_dataset import (BaseDataset, domain_channels, get_params, get_transform,
-                               transform_image)
-from data.image_folder import load_image, make_dataset
+from data.base_dataset import (BaseDataset, domain_channels, find_images, get_params, get_transform,
+                               read_image, transform_image)
 
 
 class AlignedDataset(BaseDataset):
@@ -12,12 +11,12 @@ class AlignedDataset(BaseDataset):
     def __init__(self, opt):
         super().__init__(opt)
         self.dir_AB = os.path.join(opt.dataroot, opt.phase)
-        self.AB_paths = make_dataset(self.dir_AB, opt.max_dataset_size)
+        self.AB_paths = find_images(opt, self.dir_AB)
         self.nc_A, self.nc_B = domain_channels(opt)
 
     def __getitem__(self, index):
         AB_path = self.AB_paths[index]
-        AB = load_image(AB_path)
+        AB = read_image(AB_path)
         w, h = AB.size
         half = w // 2
         A_img = AB.crop((0, 0, half, h))

@@ -15,6 +15,8 @@ import torchvision.transforms as transforms
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from data.image_folder import ImageLoadError, load_image, make_dataset
+
 PREPROCESS_MODES = (
     'resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'scale_shortside',
     'scale_shortside_and_crop', 'resize', 'zoom', 'patch', 'zoom_and_patch', 'none')
@@ -58,6 +60,21 @@ def domain_channels(opt):
     if opt.direction == 'AtoB':
         return opt.input_nc, opt.output_nc
     return opt.output_nc, opt.input_nc
+
+
+def find_images(opt, folder):
+    """Image paths under `folder`, at most --max_dataset_size of them; under --skip_bad_images the
+    unreadable ones are left out now, before training starts (one warning with their count)."""
+    # namespaces built by hand (scripts, notebooks) may predate the flag
+    return make_dataset(folder, opt.max_dataset_size, skip_bad=getattr(opt, 'skip_bad_images', False))
+
+
+def read_image(path):
+    """`load_image`, with the error of an unreadable file also naming the flag that skips such files."""
+    try:
+        return load_image(path)
+    except ImageLoadError as err:
+        raise ImageLoadError(f'{err} (--skip_bad_images leaves unreadable files out)') from err
 
 
 def transform_image(transform, img, path):

@@ -1,4 +1,5 @@
 """Finding image files under a folder and reading any of them as an 8-bit RGB PIL image."""
+import logging
 import os
 
 import numpy as np
@@ -7,6 +8,9 @@ from PIL import Image
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.tif', '.tiff', '.webp')
 
 _SIXTEEN_BIT_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
+_LISTED_BAD_FILES = 5  # how many unreadable files a skip warning names
+
+logger = logging.getLogger(__name__)
 
 
 class ImageLoadError(ValueError):
@@ -18,11 +22,13 @@ def is_image_file(filename):
     return str(filename).lower().endswith(IMG_EXTENSIONS)
 
 
-def make_dataset(dir, max_dataset_size=float('inf')):
+def make_dataset(dir, max_dataset_size=float('inf'), skip_bad=False):
     """Sorted paths of every image under `dir`, subfolders included, cut to `max_dataset_size`.
 
     Hidden files (names starting with '.', such as macOS '._x.png' resource forks) are skipped.
     Unlike CUT, the whole list is sorted before truncation, so the subset kept is reproducible.
+    With `skip_bad`, every file is decoded now and the unreadable ones are left out, with one
+    warning giving their count; an error is raised if none is readable.
     """
     if not os.path.isdir(dir):
         raise FileNotFoundError(f"image folder '{dir}' does not exist or is not a folder")
@@ -34,9 +40,38 @@ def make_dataset(dir, max_dataset_size=float('inf')):
     if not paths:
         raise ValueError(f"found no images in '{dir}'; supported extensions are "
                          f'{", ".join(IMG_EXTENSIONS)} (any letter case)')
+    if skip_bad:
+        paths, bad = readable_images(paths, limit=max_dataset_size)
+        if bad:
+            _warn_skipped(dir, bad, checked=len(paths) + len(bad))
+        if not paths:
+            raise ValueError(f"none of the {len(bad)} images in '{dir}' can be read; first: {bad[0]}")
     if max_dataset_size < len(paths):
         paths = paths[:int(max_dataset_size)]
     return paths
+
+
+def readable_images(paths, limit=float('inf')):
+    """(readable, errors): the paths that `load_image` decodes, in order, stopping once `limit` are
+    found, and one ImageLoadError message for each unreadable path met on the way."""
+    readable, errors = [], []
+    for path in paths:
+        if len(readable) >= limit:
+            break
+        try:
+            load_image(path)
+        except ImageLoadError as err:
+            errors.append(str(err))
+        else:
+            readable.append(path)
+    return readable, errors
+
+
+def _warn_skipped(folder, errors, checked):
+    listed = '; '.join(errors[:_LISTED_BAD_FILES])
+    more = f'; and {len(errors) - _LISTED_BAD_FILES} more' if len(errors) > _LISTED_BAD_FILES else ''
+    logger.warning("skipped %d unreadable of %d images checked in '%s' (--skip_bad_images): %s%s",
+                   len(errors), checked, folder, listed, more)
 
 
 def load_image(path):

@@ -1,6 +1,5 @@
 """One domain of images read from <dataroot> itself (subfolders included), for inference."""
-from data.base_dataset import BaseDataset, get_transform, transform_image
-from data.image_folder import load_image, make_dataset
+from data.base_dataset import BaseDataset, find_images, get_transform, read_image, transform_image
 
 
 class SingleDataset(BaseDataset):
@@ -11,12 +10,12 @@ class SingleDataset(BaseDataset):
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.A_paths = make_dataset(opt.dataroot, opt.max_dataset_size)
+        self.A_paths = find_images(opt, opt.dataroot)
         self.transform = get_transform(opt, grayscale=opt.input_nc == 1)
 
     def __getitem__(self, index):
         A_path = self.A_paths[index]
-        A = transform_image(self.transform, load_image(A_path), A_path)
+        A = transform_image(self.transform, read_image(A_path), A_path)
         return {'A': A, 'A_paths': A_path}
 
     def __len__(self):

@@ -4,8 +4,8 @@ import random
 
 from PIL import Image
 
-from data.base_dataset import BaseDataset, domain_channels, get_transform, transform_image
-from data.image_folder import load_image, make_dataset
+from data.base_dataset import BaseDataset, domain_channels, get_transform, read_image, transform_image
+from data.image_folder import make_dataset
 
 CROPS_PER_EPOCH = 100_000
 
@@ -21,10 +21,11 @@ class SingleImageDataset(BaseDataset):
 
     def __init__(self, opt):
         super().__init__(opt)
-        self.A_path = _only_image(os.path.join(opt.dataroot, 'trainA'))
-        self.B_path = _only_image(os.path.join(opt.dataroot, 'trainB'))
-        self.A_img = load_image(self.A_path)
-        self.B_img = load_image(self.B_path)
+        skip_bad = getattr(opt, 'skip_bad_images', False)
+        self.A_path = _only_image(os.path.join(opt.dataroot, 'trainA'), skip_bad)
+        self.B_path = _only_image(os.path.join(opt.dataroot, 'trainB'), skip_bad)
+        self.A_img = read_image(self.A_path)
+        self.B_img = read_image(self.B_path)
         self.nc_A, self.nc_B = domain_channels(opt)
         num_batches = len(self) // opt.batch_size + 1
         self.batch_zoom_A = _zoom_levels(num_batches, 1 / opt.random_scale_max)
@@ -54,8 +55,8 @@ class SingleImageDataset(BaseDataset):
         return CROPS_PER_EPOCH
 
 
-def _only_image(folder):
-    paths = make_dataset(folder)
+def _only_image(folder, skip_bad):
+    paths = make_dataset(folder, skip_bad=skip_bad)
     if len(paths) != 1:
         raise ValueError(f"the singleimage dataset needs exactly one image in '{folder}', "
                          f'found {len(paths)}')

@@ -9,8 +9,7 @@ The models read 'A' (and 'B' during training) and the paths 'A_paths' / 'B_paths
 """
 import os
 
-from data.base_dataset import BaseDataset, get_transform, transform_image
-from data.image_folder import load_image, make_dataset
+from data.base_dataset import BaseDataset, find_images, get_transform, read_image, transform_image
 
 
 class TemplateDataset(BaseDataset):
@@ -26,12 +25,12 @@ class TemplateDataset(BaseDataset):
     def __init__(self, opt):
         super().__init__(opt)
         self.dir = os.path.join(opt.dataroot, opt.template_folder or opt.phase + 'A')
-        self.paths = make_dataset(self.dir, opt.max_dataset_size)
+        self.paths = find_images(opt, self.dir)
         self.transform = get_transform(opt, grayscale=opt.input_nc == 1)
 
     def __getitem__(self, index):
         path = self.paths[index]
-        image = transform_image(self.transform, load_image(path), path)  # (C, H, W) in [-1, 1]
+        image = transform_image(self.transform, read_image(path), path)  # (C, H, W) in [-1, 1]
         return {'A': image, 'B': image, 'A_paths': path, 'B_paths': path}
 
     def __len__(self):

@@ -2,8 +2,8 @@
 import os
 import random
 
-from data.base_dataset import BaseDataset, domain_channels, get_transform, transform_image
-from data.image_folder import load_image, make_dataset
+from data.base_dataset import (BaseDataset, domain_channels, find_images, get_transform, read_image,
+                               transform_image)
 from util.util import copyconf
 
 
@@ -23,8 +23,8 @@ class UnalignedDataset(BaseDataset):
         val_A = os.path.join(opt.dataroot, 'valA')
         if opt.phase == 'test' and not os.path.exists(self.dir_A) and os.path.exists(val_A):
             self.dir_A, self.dir_B = val_A, os.path.join(opt.dataroot, 'valB')
-        self.A_paths = make_dataset(self.dir_A, opt.max_dataset_size)
-        self.B_paths = make_dataset(self.dir_B, opt.max_dataset_size)
+        self.A_paths = find_images(opt, self.dir_A)
+        self.B_paths = find_images(opt, self.dir_B)
         self.A_size = len(self.A_paths)
         self.B_size = len(self.B_paths)
         self.nc_A, self.nc_B = domain_channels(opt)
@@ -35,8 +35,8 @@ class UnalignedDataset(BaseDataset):
             B_path = self.B_paths[index % self.B_size]
         else:
             B_path = self.B_paths[random.randint(0, self.B_size - 1)]
-        A_img = load_image(A_path)
-        B_img = load_image(B_path)
+        A_img = read_image(A_path)
+        B_img = read_image(B_path)
         # CUT: once the learning rate decays (epoch > n_epochs), crop at full resolution.
         finetuning = self.opt.isTrain and self.current_epoch > self.opt.n_epochs
         opt = copyconf(self.opt, load_size=self.opt.crop_size) if finetuning else self.opt

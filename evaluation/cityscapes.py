@@ -42,10 +42,19 @@ EVAL_SIZE = (256, 128)  # (width, height), get_mAP.py's --w and --h
 OFFICIAL_TOTAL_PIXELS = 128 * 256 * 500
 
 
+# A label map has most pixels this close (L1) to a palette colour; a photo does not.
+NEAR_PALETTE_L1 = 15
+MIN_NEAR_PALETTE_FRACTION = 0.5
+
+
+def palette_distances(image):
+    """(H, W, 3) colours -> (H, W, 20) L1 distances to the PALETTE colours."""
+    return np.abs(image.astype(np.int64)[:, :, None, :] - PALETTE[None, None]).sum(-1)
+
+
 def colors_to_ids(image):
     """(H, W, 3) colours -> (H, W) ids of the nearest PALETTE colour in L1 (IGNORE_ID for black)."""
-    distance = np.abs(image.astype(np.int64)[:, :, None, :] - PALETTE[None, None]).sum(-1)  # (H, W, 20)
-    return distance.argmin(-1)
+    return palette_distances(image).argmin(-1)
 
 
 def confusion_matrix(label_ids, pred_ids, num_classes=NUM_CLASSES):
@@ -141,10 +150,15 @@ def load_pair(fake_path, label_path, size=EVAL_SIZE):
     return photo, label_rgb
 
 
-def label_ids(label_rgb, size=EVAL_SIZE):
-    """Class ids of a colour label map resized (nearest) to `size`."""
-    resized = np.asarray(Image.fromarray(label_rgb).resize(size, Image.NEAREST))
-    return colors_to_ids(resized)
+def label_ids(label_rgb, size=EVAL_SIZE, *, source='label map'):
+    """Class ids of a colour label map resized (nearest) to `size`; an error if it looks like a photo."""
+    distances = palette_distances(np.asarray(Image.fromarray(label_rgb).resize(size, Image.NEAREST)))
+    near = float((distances.min(-1) <= NEAR_PALETTE_L1).mean())
+    if near < MIN_NEAR_PALETTE_FRACTION:
+        raise EvaluationError(f'{source} is not a Cityscapes colour label map (only {100 * near:.0f}% of its '
+                              'pixels are near a palette colour); label→photo results need test.py '
+                              '--direction BtoA, so that real_A holds the label maps')
+    return distances.argmin(-1)
 
 
 def normalize(photos):
@@ -166,10 +180,11 @@ def evaluate_pairs(pairs, model, *, device='cpu', batch_size=8, size=EVAL_SIZE, 
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     official_cm = np.zeros_like(cm)
     for start in tqdm(range(0, len(pairs), batch_size), desc='DRN-D-22', unit='batch', file=sys.stderr):
-        batch = [load_pair(fake, label, size) for _, fake, label in pairs[start:start + batch_size]]
+        chunk = pairs[start:start + batch_size]
+        batch = [load_pair(fake, label, size) for _, fake, label in chunk]
         preds = predict(model, [photo for photo, _ in batch], device)
-        for pred, (_, label_rgb) in zip(preds, batch):
-            cm += confusion_matrix(label_ids(label_rgb, size), pred)
+        for pred, (_, label_rgb), (_, _, label_path) in zip(preds, batch, chunk):
+            cm += confusion_matrix(label_ids(label_rgb, size, source=label_path), pred)
             if official:
                 official_cm += official_confusion_matrix(label_rgb, pred)
     result = {'metrics': segmentation_scores(cm), 'confusion_matrix': cm.tolist()}

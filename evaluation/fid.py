@@ -175,6 +175,8 @@ def fid_kid(fake_dir, real_dir, features, *, real=None, kid=True, kid_subset_siz
     with too small a --num_test would otherwise give a partial score.
     """
     count = len(fid_image_files(fake_dir))
+    if real is None:
+        fid_image_files(real_dir)
     if expect_count is not None and count != expect_count:
         raise EvaluationError(f'{fake_dir} holds {count} images, expected {expect_count} '
                               '(one per source test image); rerun test.py with --num_test covering the test set')

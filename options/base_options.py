@@ -76,6 +76,9 @@ class BaseOptions:
                        help='scaling and cropping of images at load time')
         p.add_argument('--no_flip', action='store_true',
                        help='if specified, do not flip the images for data augmentation')
+        p.add_argument('--skip_bad_images', action='store_true',
+                       help='leave out image files that cannot be decoded (checked once at start-up, with '
+                            'a warning and their count) instead of stopping at the first one')
         p.add_argument('--display_winsize', type=int, default=256,
                        help='display window size for both visdom and HTML')
         p.add_argument('--random_scale_max', type=float, default=3.0,

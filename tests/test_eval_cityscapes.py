@@ -204,3 +204,12 @@ def test_cli_writes_json(drn, tmp_path, capsys):
     assert (result['kind'], result['run'], result['epoch'], result['epoch_choice']) == \
         ('cityscapes', 'city_run', '40', 'fixed')
     assert set(result['metrics']) >= {'mAP', 'pixAcc', 'classAcc'} and 'pixAcc' in result['official_get_acc']
+
+
+def test_photos_as_labels_are_refused(tmp_path):
+    """AtoB results put photos in real_A; scoring them as label maps would be meaningless."""
+    folder = _result_folder(tmp_path / 'r', [0, 1])
+    noise = np.random.default_rng(0).integers(40, 215, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / 'images' / 'real_A' / '1_B.png')
+    with pytest.raises(EvaluationError, match=r'real_A/1_B.png is not a Cityscapes colour label map.*BtoA'):
+        cs.evaluate_cityscapes(folder / 'images' / 'fake_B', folder / 'images' / 'real_A', OracleDRN())

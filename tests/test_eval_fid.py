@@ -21,7 +21,7 @@ import torchvision
 from PIL import Image
 
 from evaluation import fid
-from evaluation.common import EvaluationError
+from evaluation.common import EvaluationError, cli
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_IMAGES = 24  # few images: a random Inception at 299x299 is slow on CPU
@@ -66,12 +66,12 @@ def folders(tmp_path_factory):
     return fake, real
 
 
-def test_fid_equals_pytorch_fid_cli(weights_file, folders, tmp_path):
+def test_fid_equals_pytorch_fid_cli(weights_file, folders):
     fake, real = folders
-    cli = subprocess.run([sys.executable, '-c', CLI_WITH_LOCAL_WEIGHTS, str(weights_file), '--dims', '64',
+    reference = subprocess.run([sys.executable, '-c', CLI_WITH_LOCAL_WEIGHTS, str(weights_file), '--dims', '64',
                           '--device', 'cpu', str(fake), str(real)],
                          capture_output=True, text=True, cwd=REPO, check=True)
-    expected = float(re.search(r'FID:\s+(\S+)', cli.stdout).group(1))
+    expected = float(re.search(r'FID:\s+(\S+)', reference.stdout).group(1))
 
     results = fake.parents[1]
     fid.main([str(results), str(real), '--dims', '64', '--device', 'cpu', '--num-workers', '0',
@@ -116,7 +116,6 @@ def test_missing_weights_names_the_hub_cache_path(tmp_path, monkeypatch, capsys)
     expected = tmp_path / 'torch_home' / 'hub' / 'checkpoints' / fid.FID_WEIGHTS_FILE
     with pytest.raises(EvaluationError, match=re.escape(str(expected))):
         fid.load_fid_weights()
-    from evaluation.common import cli
     assert cli(fid.main, [str(tmp_path), str(tmp_path)]) == 2
     assert str(expected) in capsys.readouterr().err
 
