@@ -5,7 +5,7 @@ weights. It runs the CLI's own `main()` in a subprocess whose weight loader
 (`pytorch_fid.inception.load_state_dict_from_url`, the one call that touches the network) returns
 a seeded random Inception state dict from a file; evaluation.fid reads the same file through
 --fid-weights. Everything else (file listing, transforms, batching, statistics) is the CLI's.
-64-dim features (the first Inception block) and two dozen images keep it fast on CPU; the
+64-dim features (the first Inception block) and a few images keep it fast on CPU; the
 covariances are then singular, which pytorch-fid's square root handles, identically on both sides.
 """
 import json
@@ -24,7 +24,7 @@ from evaluation import fid
 from evaluation.common import EvaluationError, cli
 
 REPO = Path(__file__).resolve().parents[1]
-NUM_IMAGES = 24  # few images: a random Inception at 299x299 is slow on CPU
+NUM_IMAGES = 16  # few images: a random Inception at 299x299 is slow on CPU
 
 CLI_WITH_LOCAL_WEIGHTS = """
 import sys, torch
@@ -62,7 +62,7 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
     fake = _write_images(root / 'results' / 'h2z_run' / 'test_latest' / 'images' / 'fake_B', NUM_IMAGES,
                          seed=1, brightness=120)
-    real = _write_images(root / 'horse2zebra' / 'testB', NUM_IMAGES + 8, seed=2, brightness=60)
+    real = _write_images(root / 'horse2zebra' / 'testB', NUM_IMAGES + 4, seed=2, brightness=60)
     return fake, real
 
 
@@ -80,7 +80,7 @@ def test_fid_equals_pytorch_fid_cli(weights_file, folders):
 
     assert expected > 0
     assert abs(result['metrics']['fid'] - expected) < 1e-6
-    assert result['num_fake'] == NUM_IMAGES and result['num_real'] == NUM_IMAGES + 8
+    assert result['num_fake'] == NUM_IMAGES and result['num_real'] == NUM_IMAGES + 4
     assert result['kid_subset_size'] == NUM_IMAGES and np.isfinite(result['metrics']['kid_mean'])
     assert (result['run'], result['epoch'], result['epoch_choice'], result['dataset']) == \
         ('h2z_run', 'latest', 'last', 'horse2zebra')

@@ -140,3 +140,18 @@ def test_official_cut_checkpoint_gives_official_images(model, fixtures_dir, tmp_
         ref = np.asarray(Image.open(e))
         assert ours.shape == ref.shape
         assert np.array_equal(ours, ref), f'{e.name}: max diff {np.abs(ours.astype(int) - ref).max()}'
+
+
+def test_training_goes_on_when_the_visdom_server_is_down(dataset, tmp_path, caplog):
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    with caplog.at_level('WARNING'):
+        code = run_train(dataset, tmp_path / 'ckpt', 'run', '--n_epochs', '1', '--n_epochs_decay', '0',
+                         '--display_id', '1', '--display_port', str(port), '--display_server',
+                         'http://127.0.0.1', '--display_freq', '2')
+    assert code == 0
+    warnings = [r for r in caplog.records if str(port) in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert (tmp_path / 'ckpt' / 'run' / 'latest_net_G.pth').is_file()
