@@ -41,8 +41,8 @@ def images_dir(path, kind):
 def run_metadata(images_path, *, run=None, method=None, dataset=None, epoch=None, epoch_choice=None):
     """Labels of the run behind `images_path`, read from `<results>/<name>/<phase>_<epoch>/images/<kind>`.
 
-    Explicit arguments win over what the path says. `epoch_choice` defaults to 'last' for the
-    'latest' checkpoint, 'best' for a checkpoint named 'best' and 'fixed' for a numbered epoch.
+    Explicit arguments win over what the path says; `epoch_choice` defaults to
+    default_epoch_choice(epoch).
     """
     parts = Path(images_path).resolve().parts
     from_path = {}
@@ -50,13 +50,17 @@ def run_metadata(images_path, *, run=None, method=None, dataset=None, epoch=None
         phase, path_epoch = parts[-3].split('_', 1)
         from_path = {'run': parts[-4], 'phase': phase, 'epoch': path_epoch}
     epoch = epoch if epoch is not None else from_path.get('epoch')
-    if epoch_choice is None:
-        epoch_choice = {'latest': 'last', 'best': 'best'}.get(epoch, 'fixed')
+    epoch_choice = epoch_choice or default_epoch_choice(epoch)
     if epoch_choice not in EPOCH_CHOICES:
         raise EvaluationError(f'epoch choice {epoch_choice!r} is not one of {", ".join(EPOCH_CHOICES)}')
     run = run or from_path.get('run')
     return {'run': run, 'method': method or run, 'dataset': dataset, 'phase': from_path.get('phase'),
             'epoch': epoch, 'epoch_choice': epoch_choice}
+
+
+def default_epoch_choice(epoch):
+    """'last' for the 'latest' checkpoint, 'best' for one named 'best', 'fixed' for a numbered epoch."""
+    return {'latest': 'last', 'best': 'best'}.get(epoch, 'fixed')
 
 
 def default_device():

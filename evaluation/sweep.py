@@ -25,38 +25,47 @@ from tqdm import tqdm
 
 from data.image_folder import make_dataset
 from evaluation import cityscapes, fid
-from evaluation.common import EvaluationError, cli, default_device, emit, image_files
+from evaluation.common import EvaluationError, cli, default_device, default_epoch_choice, emit, image_files
 from evaluation.drn import pretrained_drn
 from util.util import atomic_write_json, atomic_write_text
 
-# Whether a lower value is better, for every metric --select accepts.
+# Whether a lower value is better, for every metric --select accepts, and which --metrics measures it.
 LOWER_IS_BETTER = {'fid': True, 'kid_mean': True, 'mAP': False, 'pixAcc': False, 'classAcc': False}
+MEASURED_BY = {'fid': 'fid', 'kid_mean': 'fid', 'mAP': 'cityscapes', 'pixAcc': 'cityscapes',
+               'classAcc': 'cityscapes'}
 METRICS = ('fid', 'cityscapes')
 
 
-def saved_epochs(checkpoints_dir, name, *, include_latest=False):
-    """Epochs with a saved generator, numbered ones ascending; 'latest' last when asked or alone."""
+def saved_epochs(checkpoints_dir, name):
+    """Every epoch with a saved generator: numbered ones ascending, then named ones ('best', 'latest')."""
     folder = Path(checkpoints_dir) / name
     if not folder.is_dir():
         raise EvaluationError(f'checkpoint folder {folder} does not exist')
-    numbered = sorted(int(m.group(1)) for p in folder.glob('*_net_G.pth')
-                      if (m := re.fullmatch(r'(\d+)_net_G\.pth', p.name)))
-    epochs = [str(e) for e in numbered]
-    if (folder / 'latest_net_G.pth').is_file() and (include_latest or not epochs):
-        epochs.append('latest')
+    tags = [p.name[:-len('_net_G.pth')] for p in folder.glob('*_net_G.pth')]
+    epochs = [str(e) for e in sorted(int(t) for t in tags if t.isdigit())] + sorted(t for t in tags if not t.isdigit())
     if not epochs:
         raise EvaluationError(f'{folder} holds no <epoch>_net_G.pth checkpoint')
     return epochs
 
 
-def choose_epochs(available, requested):
-    """`requested` (all of `available` when None), in the order of `available`; loud on unknown ones."""
-    if not requested:
-        return list(available)
-    unknown = [e for e in requested if e not in available]
-    if unknown:
-        raise EvaluationError(f'no checkpoint for epoch(s) {", ".join(unknown)}; saved: {", ".join(available)}')
-    return [e for e in available if e in requested]
+def choose_epochs(saved, requested=None, *, include_latest=False):
+    """The epochs to evaluate, in the order of `saved`; loud on requested ones that were not saved.
+
+    By default the numbered epochs, plus 'latest' when `include_latest` or when nothing is numbered;
+    named checkpoints such as Hneg_SRC's 'best' only when requested.
+    """
+    if requested:
+        unknown = [e for e in requested if e not in saved]
+        if unknown:
+            raise EvaluationError(f'no checkpoint for epoch(s) {", ".join(unknown)}; saved: {", ".join(saved)}')
+        return [e for e in saved if e in requested]
+    numbered = [e for e in saved if e.isdigit()]
+    if 'latest' in saved and (include_latest or not numbered):
+        return numbered + ['latest']
+    if not numbered:
+        raise EvaluationError(f'no numbered epoch or latest checkpoint among {", ".join(saved)}; '
+                              'name the ones to evaluate with --epochs')
+    return numbered
 
 
 def domain_dirs(dataroot, phase, direction):
@@ -71,7 +80,7 @@ def domain_dirs(dataroot, phase, direction):
     return source, target
 
 
-def test_py_runner(*, dataroot, name, checkpoints_dir, results_dir, phase, direction, extra_args=(),
+def cut_test_runner(*, dataroot, name, checkpoints_dir, results_dir, phase, direction, extra_args=(),
                    python=sys.executable, script='test.py'):
     """A runner `(epoch, num_test)` calling test.py with CUT's flags; its output goes to stderr."""
     def run(epoch, num_test):
@@ -111,6 +120,7 @@ def fid_evaluator(features, target_dir, **kid_args):
 
 
 def cityscapes_evaluator(model, *, device, batch_size, official):
+    """DRN-D-22 scores of a result folder's fake_B photos against its real_A label maps."""
     def evaluate(result_dir, expect_count):
         return cityscapes.evaluate_cityscapes(result_dir / 'images' / 'fake_B', result_dir / 'images' / 'real_A',
                                               model, device=device, batch_size=batch_size, official=official,
@@ -144,7 +154,10 @@ def sweep(epochs, *, run_test, results_root, phase, source_dir, evaluators, sele
     returning a result dict with 'metrics', saved with `labels` (run, method, dataset) as
     `metrics_<kind>.json` in the result folder.
     """
-    source_names = {Path(p).stem for p in make_dataset(str(source_dir))}
+    try:
+        source_names = {Path(p).stem for p in make_dataset(str(source_dir))}
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f'source test set {source_dir}: {exc}') from exc
     num_test = len(source_names) if num_test is None else num_test
     expected = min(num_test, len(source_names))
     rows = []
@@ -156,7 +169,7 @@ def sweep(epochs, *, run_test, results_root, phase, source_dir, evaluators, sele
         row = {'epoch': epoch}
         for kind, evaluate in evaluators.items():
             result = evaluate(result_dir, expected)
-            result.update(labels or {}, epoch=epoch, phase=phase, epoch_choice='fixed')
+            result.update(labels or {}, epoch=epoch, phase=phase, epoch_choice=default_epoch_choice(epoch))
             atomic_write_json(str(result_dir / f'metrics_{kind}.json'), result)
             row.update(_row_metrics(result))
         rows.append(row)
@@ -185,8 +198,9 @@ def build_parser():
     parser.add_argument('--direction', default='AtoB', choices=('AtoB', 'BtoA'))
     parser.add_argument('--num_test', type=int, default=None,
                         help='images per epoch (default: the whole source test set; fewer is marked partial)')
-    parser.add_argument('--epochs', nargs='+', default=None, help='epochs to evaluate (default: every saved one)')
-    parser.add_argument('--include-latest', action='store_true', help="also evaluate 'latest'")
+    parser.add_argument('--epochs', nargs='+', default=None,
+                        help="epochs to evaluate, numbered or named ('latest', 'best'); default: every numbered one")
+    parser.add_argument('--include-latest', action='store_true', help="with the default epochs, also 'latest'")
     parser.add_argument('--metrics', nargs='+', default=['fid'], choices=METRICS)
     parser.add_argument('--select', default=None, choices=sorted(LOWER_IS_BETTER),
                         help='metric that picks the best epoch (default: fid, or mAP without fid)')
@@ -209,9 +223,13 @@ def main(argv=None):
     if 'cityscapes' in args.metrics and not args.drn_weights:
         parser.error('--metrics cityscapes needs --drn-weights')
     select = args.select or ('fid' if 'fid' in args.metrics else 'mAP')
+    if MEASURED_BY[select] not in args.metrics:
+        parser.error(f'--select {select} needs --metrics {MEASURED_BY[select]}')
+    if select == 'kid_mean' and args.no_kid:
+        parser.error('--select kid_mean needs KID; drop --no-kid')
     source_dir, target_dir = domain_dirs(args.dataroot, args.phase, args.direction)
-    epochs = choose_epochs(saved_epochs(args.checkpoints_dir, args.name, include_latest=args.include_latest),
-                           args.epochs)
+    epochs = choose_epochs(saved_epochs(args.checkpoints_dir, args.name), args.epochs,
+                           include_latest=args.include_latest)
     device = args.device or default_device()
     evaluators = {}
     if 'fid' in args.metrics:
@@ -224,7 +242,7 @@ def main(argv=None):
                                                         device=device, batch_size=args.drn_batch_size,
                                                         official=args.official_get_acc)
     results_root = Path(args.results_dir) / args.name
-    run_test = test_py_runner(dataroot=args.dataroot, name=args.name, checkpoints_dir=args.checkpoints_dir,
+    run_test = cut_test_runner(dataroot=args.dataroot, name=args.name, checkpoints_dir=args.checkpoints_dir,
                               results_dir=args.results_dir, phase=args.phase, direction=args.direction,
                               extra_args=test_args, python=args.python, script=args.test_script)
     labels = {'run': args.name, 'method': args.method or args.name,

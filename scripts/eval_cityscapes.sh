@@ -18,5 +18,5 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 DATAROOT=$1 NAME=$2 EPOCH=$3 DRN_WEIGHTS=$4
 shift 4
 exec "${PYTHON:-python}" -m evaluation.sweep --dataroot "$DATAROOT" --name "$NAME" --epochs "$EPOCH" \
-    --include-latest --direction BtoA --metrics cityscapes fid --select mAP --drn-weights "$DRN_WEIGHTS" \
+    --direction BtoA --metrics cityscapes fid --select mAP --drn-weights "$DRN_WEIGHTS" \
     --test-script "$REPO/test.py" "$@"

@@ -69,7 +69,7 @@ def folders(tmp_path_factory):
 def test_fid_equals_pytorch_fid_cli(weights_file, folders):
     fake, real = folders
     reference = subprocess.run([sys.executable, '-c', CLI_WITH_LOCAL_WEIGHTS, str(weights_file), '--dims', '64',
-                          '--device', 'cpu', str(fake), str(real)],
+                          '--device', 'cpu', '--num-workers', '0', str(fake), str(real)],
                          capture_output=True, text=True, cwd=REPO, check=True)
     expected = float(re.search(r'FID:\s+(\S+)', reference.stdout).group(1))
 

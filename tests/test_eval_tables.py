@@ -55,14 +55,19 @@ def _checkpoints(root, name, epochs):
     return root
 
 
-def test_saved_epochs_are_numeric_then_latest(tmp_path):
+def test_saved_epochs_are_numeric_then_named(tmp_path):
     root = _checkpoints(tmp_path, 'run', ['5', '10', '40', 'latest', 'best'])
-    assert sw.saved_epochs(root, 'run') == ['5', '10', '40']
-    assert sw.saved_epochs(root, 'run', include_latest=True) == ['5', '10', '40', 'latest']
-    assert sw.choose_epochs(['5', '10', '40'], ['40', '5']) == ['5', '40']
-    with pytest.raises(EvaluationError, match='no checkpoint for epoch.*15; saved: 5, 10, 40'):
-        sw.choose_epochs(['5', '10', '40'], ['15'])
-    assert sw.saved_epochs(_checkpoints(tmp_path / 'b', 'only_latest', ['latest']), 'only_latest') == ['latest']
+    saved = sw.saved_epochs(root, 'run')
+    assert saved == ['5', '10', '40', 'best', 'latest']
+    assert sw.choose_epochs(saved) == ['5', '10', '40']
+    assert sw.choose_epochs(saved, include_latest=True) == ['5', '10', '40', 'latest']
+    assert sw.choose_epochs(saved, ['best', '40', '5']) == ['5', '40', 'best']
+    with pytest.raises(EvaluationError, match='no checkpoint for epoch.*15; saved: 5, 10, 40, best, latest'):
+        sw.choose_epochs(saved, ['15'])
+    assert sw.choose_epochs(sw.saved_epochs(_checkpoints(tmp_path / 'b', 'latest_only', ['latest']),
+                                            'latest_only')) == ['latest']
+    with pytest.raises(EvaluationError, match="name the ones to evaluate with --epochs"):
+        sw.choose_epochs(['best'])
     with pytest.raises(EvaluationError, match='holds no <epoch>_net_G.pth'):
         sw.saved_epochs(_checkpoints(tmp_path / 'c', 'empty', []), 'empty')
 
@@ -223,7 +228,7 @@ def test_table_last_choice_and_layout(metric_files, capsys):
 def test_table_errors_name_the_files(metric_files, tmp_path):
     duplicate = _write(tmp_path / 'dup.json', {'kind': 'fid', 'method': 'SRC', 'run': 'x', 'dataset': 'horse2zebra',
                                                 'epoch': '5', 'metrics': {'fid': 1.0}})
-    with pytest.raises(EvaluationError, match=r'two values for SRC / Horse→Zebra FID↓: .*src_h2z.json and .*dup.json'):
+    with pytest.raises(EvaluationError, match=r'two values for SRC / Horse→Zebra FID↓: .*src_h2z.json and .*dup'):
         tables.main(list(map(str, metric_files + [duplicate])))
     nameless = _write(tmp_path / 'nameless.json', {'kind': 'fid', 'metrics': {'fid': 1.0}})
     with pytest.raises(EvaluationError, match='nameless.json names no dataset'):
