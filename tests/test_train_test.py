@@ -10,6 +10,7 @@ from PIL import Image
 import test as test_script
 import train as train_script
 from datasets.make_synthetic_dataset import make_synthetic_dataset
+from tests.conftest import ROOT
 
 RECIPE = ['--model', 'src_hdce', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05',
           '--use_curriculum', '--HDCE_gamma', '50', '--HDCE_gamma_min', '10']
@@ -155,3 +156,30 @@ def test_training_goes_on_when_the_visdom_server_is_down(dataset, tmp_path, capl
     warnings = [r for r in caplog.records if str(port) in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert (tmp_path / 'ckpt' / 'run' / 'latest_net_G.pth').is_file()
+
+
+def test_epoch_sweep_with_the_real_test_script(dataset, tmp_path):
+    """train.py saves epochs 1 and 2; the sweep runs the real test.py on each and scores FID/KID
+    (randomly initialised Inception, 64-d features: the pipeline, not the value, is under test)."""
+    import torchvision
+
+    from evaluation import fid, sweep
+    ckpt, results = tmp_path / 'ckpt', tmp_path / 'results'
+    assert run_train(dataset, ckpt, 'run', '--n_epochs', '1', '--n_epochs_decay', '1', '--save_epoch_freq',
+                     '1') == 0
+    assert sweep.saved_epochs(ckpt, 'run')[:2] == ['1', '2']
+    torch.manual_seed(0)
+    net = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
+    model = fid.build_inception(net.state_dict(), dims=64, device='cpu', source='random')
+    features = fid.InceptionFeatures(model, 64, batch_size=4, device='cpu', num_workers=0)
+    run = sweep.cut_test_runner(dataroot=dataset, name='run', checkpoints_dir=ckpt, results_dir=results,
+                                phase='test', direction='AtoB', script=str(ROOT / 'test.py'),
+                                extra_args=['--model', 'src_hdce', '--ngf', '4', '--netG', 'resnet_6blocks',
+                                            '--load_size', '32', '--crop_size', '32', '--gpu_ids', '-1'])
+    summary = sweep.sweep(['1', '2'], run_test=run, results_root=results / 'run', phase='test',
+                          source_dir=dataset / 'testA', evaluators={'fid': sweep.fid_evaluator(features,
+                                                                                              dataset / 'testB')},
+                          select='fid')
+    assert [r['epoch'] for r in summary['epochs']] == ['1', '2'] and summary['num_images'] == 3
+    assert summary['best']['fid'] == min(r['fid'] for r in summary['epochs'])
+    assert (results / 'run' / 'test_2' / 'metrics_fid.json').is_file()
