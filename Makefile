@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv clean-demo visdom-assets
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -22,3 +22,6 @@ demo: venv
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
+
+visdom-assets: venv
+	$(PYTHON) -m util.visdom_server --install-assets

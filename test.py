@@ -3,8 +3,12 @@
     python test.py --dataroot ./datasets/horse2zebra --name h2z --model src_hdce --epoch latest
 
 Writes <results_dir>/<name>/<phase>_<epoch>/images/{real_A,fake_B,real_B}/<image>.png, an index.html
-and results.json (counts, timing, where the images are).
+and results.json (counts, timing, where the images are). With --similarity_maps, the first
+--sim_num images also get the paper's Figure 9 (images/similarity/<image>.png, shown in index.html):
+per nce_layer, the similarity of the --sim_query point to every location, on the input and on
+its translation (see scripts/similarity_maps.py).
 """
+import argparse
 import os
 import sys
 import time
@@ -14,12 +18,51 @@ from tqdm import tqdm
 from data import create_dataset
 from models import create_model
 from options.test_options import TestOptions
-from util import util
+from util import similarity, util
 from util.html import HTML
 from util.visualizer import save_images
 
 
-def run_test(opt):
+def similarity_parser():
+    """Flags of the Figure 9 maps, parsed before (and apart from) CUT's test options."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument('--similarity_maps', action='store_true',
+                   help='render the Figure 9 similarity maps of the first --sim_num images')
+    p.add_argument('--sim_query', nargs=2, type=float, default=[0.5, 0.5], metavar=('X', 'Y'),
+                   help='query point as fractions of the image width and height')
+    p.add_argument('--sim_num', type=int, default=10, help='how many test images get similarity maps')
+    p.add_argument('--sim_features', default='auto', choices=similarity.FEATURE_CHOICES,
+                   help='projected by F (auto: when <epoch>_net_F.pth exists) or raw encoder features')
+    return p
+
+
+def add_similarity_maps(webpage, model, opt, inputs, sim):
+    """Render Figure 9 for each (name, input) of `inputs` into images/similarity/ and the page."""
+    netG = model.netG
+    layers = model.nce_layers
+    f_path = os.path.join(opt.checkpoints_dir, opt.name, f'{opt.epoch}_net_F.pth')
+    channels = similarity.encoder_channels(netG, inputs[0][1], layers)
+    netF = similarity.choose_sampler(sim.sim_features, f_path, kind=opt.netF, nc=opt.netF_nc,
+                                     in_channels=channels, device=model.device)
+    used = 'F-projected' if netF is not None else 'raw encoder'
+    webpage.add_header(f'Similarity maps (Figure 9): query ({sim.sim_query[0]:g}, {sim.sim_query[1]:g}), '
+                       f'{used} features of layers {", ".join(map(str, layers))}')
+    for name, image in inputs:
+        result = similarity.similarity_maps(netG, image, layers, sim.sim_query, netF=netF)
+        relative = f'similarity/{name}.png'
+        figure = similarity.render_figure(result, image, sim.sim_query)
+        path = os.path.join(webpage.get_image_dir(), relative)
+        util.mkdirs(os.path.dirname(path))
+        util.atomic_write(path, lambda f: figure.save(f, format='PNG'), binary=True)
+        agreement = ', '.join(f'{v:.2f}' for v in result['agreement'])
+        webpage.add_images([relative], [f'{name}: A/B map correlation per layer {agreement}'], [relative],
+                           width=figure.width)
+    return {'features': used, 'query': list(sim.sim_query), 'layers': list(layers), 'num_images': len(inputs),
+            'dir': os.path.abspath(os.path.join(webpage.get_image_dir(), 'similarity'))}
+
+
+def run_test(opt, sim=None):
+    """Translate the test split; `sim` (similarity_parser's namespace) optionally adds Figure 9 maps."""
     # CUT's test-time settings: one image at a time, in order, no augmentation, no visdom
     opt.num_threads = 0
     opt.batch_size = 1
@@ -28,6 +71,10 @@ def run_test(opt):
     opt.display_id = -1
     dataset = create_dataset(opt)
     model = create_model(opt)
+    want_maps = sim is not None and sim.similarity_maps and sim.sim_num > 0
+    if want_maps and not hasattr(model, 'nce_layers'):
+        raise SystemExit(f'error: --similarity_maps needs a model with patch features (cut, src_hdce, '
+                         f'sin_src_hdce), not --model {opt.model}')
     web_dir = os.path.join(opt.results_dir, opt.name, f'{opt.phase}_{opt.epoch}')
     try:
         util.mkdirs(web_dir)
@@ -38,6 +85,7 @@ def run_test(opt):
     n_total = int(min(len(dataset), opt.num_test))
     start = time.time()
     n_done = 0
+    map_inputs = []  # (image name, input tensor) for the similarity maps
     for i, data in enumerate(tqdm(dataset, total=n_total, desc='test', unit='img', file=sys.stdout)):
         if i == 0:
             model.data_dependent_initialize(data)
@@ -50,23 +98,30 @@ def run_test(opt):
         model.set_input(data)
         model.test()
         save_images(webpage, model.get_current_visuals(), model.get_image_paths(), width=opt.display_winsize)
+        if want_maps and len(map_inputs) < sim.sim_num:
+            name = os.path.splitext(os.path.basename(model.get_image_paths()[0]))[0]
+            map_inputs.append((name, model.real_A.detach().clone()))
         n_done += 1
-    webpage.save()
     elapsed = time.time() - start
+    maps = add_similarity_maps(webpage, model, opt, map_inputs, sim) if map_inputs else None
+    webpage.save()
     summary = {
         'name': opt.name, 'model': opt.model, 'epoch': opt.epoch, 'phase': opt.phase,
         'dataroot': opt.dataroot, 'direction': opt.direction, 'num_images': n_done,
         'seconds': round(elapsed, 3), 'seconds_per_image': round(elapsed / max(n_done, 1), 4),
         'web_dir': os.path.abspath(web_dir), 'images_dir': os.path.abspath(os.path.join(web_dir, 'images')),
     }
+    if maps is not None:
+        summary['similarity_maps'] = maps
     util.atomic_write_json(os.path.join(web_dir, 'results.json'), summary)
     print(f'{n_done} images translated; results in {os.path.join(web_dir, "index.html")}')
     return summary
 
 
 def main(argv=None):
-    opt = TestOptions(argv).parse()
-    run_test(opt)
+    sim, rest = similarity_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    opt = TestOptions(rest).parse()
+    run_test(opt, sim)
     return 0
 
 

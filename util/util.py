@@ -2,6 +2,8 @@
 import argparse
 import json
 import os
+import pickle
+import re
 import tempfile
 from argparse import Namespace
 
@@ -117,13 +119,22 @@ def _json_default(o):
 
 
 def safe_torch_load(path, map_location='cpu'):
-    """torch.load restricted to tensors and plain containers (weights_only=True), with a clear error."""
+    """torch.load restricted to tensors and plain containers (weights_only=True).
+
+    A file that names any other class or function (which unpickling would import and run) is
+    refused; that and a damaged file each raise a RuntimeError naming the file.
+    """
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as exc:
+    except pickle.UnpicklingError as exc:
+        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(exc))
+        culprit = found.group(1) if found else 'an object that is not a tensor or plain container'
         raise RuntimeError(
-            f'could not load {path} as plain tensors (weights_only=True): {exc}. '
-            'Files that need arbitrary code to unpickle are refused; re-save the checkpoint as a '
-            'plain state_dict.') from exc
+            f'refused to load {path}: it contains {culprit}, and unpickling it would run code named in '
+            'the file (only tensors and plain containers are loaded, weights_only=True). If you trust '
+            'its source, re-save it as a plain state_dict of tensors.') from exc
+    except Exception as exc:
+        raise RuntimeError(f'could not load {path}: the file is damaged or not a PyTorch checkpoint '
+                           f'({type(exc).__name__}: {exc})') from exc

@@ -5,11 +5,11 @@ crashes without internet. This launcher runs the same server (visdom 0.2.4's
 `run_server.start_server`) without that step, bound to 127.0.0.1 unless asked otherwise.
 
 The pip package ships only visdom's own bundle (static/js/main.js) and CSS; the page's
-third-party scripts (jQuery, Bootstrap, React copies, Plotly, MathJax, d3) come from that download.
-Offline the page itself is served (HTTP 200) but those scripts answer 404, and main.js calls the
-globals `$` and `Plotly`, so the browser view is broken (no line plots); every window is still
-stored and readable through visdom's API (Visdom.get_window_data). For a working browser view, copy
-`site-packages/visdom/static/` from a machine where `python -m visdom.server` has run once online.
+third-party scripts (jQuery, Bootstrap, React, Plotly, MathJax, d3, fonts) come from that download.
+Without them the page is served (HTTP 200) but draws nothing, since main.js calls the globals `$` and
+`Plotly`; every window is still stored and readable through visdom's API (Visdom.get_window_data).
+`python -m util.visdom_server --install-assets` installs them from npm package tarballs (registry,
+mirror or a copied folder; util/visdom_assets.py, docs/visdom.md).
 """
 import argparse
 import errno
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import requests
 
+from util import visdom_assets
+
 DEFAULT_PORT = 8097
 LOOPBACK = '127.0.0.1'
 ALL_INTERFACES = '0.0.0.0'
 DEFAULT_ENV_PATH = os.path.join(os.path.expanduser('~'), '.visdom')  # visdom's default folder
 HOSTNAMES = (LOOPBACK, 'localhost', ALL_INTERFACES)
-# Third-party files visdom's index.html loads; the pip package does not ship them.
-WEB_ASSETS = ('js/jquery.min.js', 'js/bootstrap.min.js', 'js/react-react.min.js',
-              'js/react-dom.min.js', 'js/plotly-plotly.min.js', 'css/bootstrap.min.css')
+INSTALL_ASSETS_COMMAND = 'python -m util.visdom_server --install-assets'
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,11 +53,18 @@ def server_answers(url, timeout=1.0):
         return False
 
 
-def missing_web_assets():
-    """Names (under visdom/static/) of the third-party scripts the browser view needs but lacks."""
-    from visdom.utils.shared_utils import get_visdom_path
-    static = Path(get_visdom_path('static'))
-    return [name for name in WEB_ASSETS if not (static / name).is_file()]
+def missing_web_assets(static_dir=None):
+    """Files (under visdom/static/) of the third-party web assets that are not installed."""
+    return visdom_assets.missing_assets(static_dir)
+
+
+def missing_assets_note(missing):
+    """What the launcher prints when web assets are missing, with the command that installs them."""
+    shown = ', '.join(missing[:3]) + (f' and {len(missing) - 3} more' if len(missing) > 3 else '')
+    return (f'note: visdom web assets missing ({shown}): the browser page cannot draw plots; they are '
+            f'still recorded and readable through the visdom API. Install the assets with '
+            f'`{INSTALL_ASSETS_COMMAND}` (npm registry, or --registry MIRROR, or --from-dir DIR of '
+            'copied tarballs; see docs/visdom.md).')
 
 
 def ensure_server(port=DEFAULT_PORT, hostname=LOOPBACK, timeout=30.0, env_path=None):
@@ -129,11 +136,21 @@ def _parser():
                         help='exit 0 without starting anything if a server already answers on --port')
     parser.add_argument('--check', action='store_true',
                         help='start nothing; exit 0 if a server answers on --port, 1 otherwise')
-    return parser
+    parser.add_argument('--install-assets', action='store_true',
+                        help='start nothing; install the page\'s JavaScript/CSS/fonts from npm package '
+                             'tarballs (options below), print a JSON summary and exit')
+    return visdom_assets.add_arguments(parser)
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.install_assets:
+        return visdom_assets.run(args, parser)
+    asset_options = ('static_dir', 'registry', 'cache_dir', 'from_dir', 'download_only')
+    given = [f'--{name.replace("_", "-")}' for name in asset_options if getattr(args, name) is not None]
+    if given:
+        parser.error(f'{", ".join(given)}: only used with --install-assets')
     url = server_url(args.port, args.hostname)
     if args.check:
         return 0 if server_answers(url) else 1
@@ -145,9 +162,7 @@ def main(argv=None):
               'machine can read and change the plots', file=sys.stderr, flush=True)
     missing = missing_web_assets()
     if missing:
-        print(f'note: visdom web assets missing ({", ".join(missing)}): the browser page will be '
-              'blank; plots are still recorded and readable through the visdom API. See '
-              'util/visdom_server.py for how to get them.', file=sys.stderr, flush=True)
+        print(missing_assets_note(missing), file=sys.stderr, flush=True)
 
     from visdom.server.run_server import start_server
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Table 1 (single-modal translation): train, test and evaluate CUT (its own recipe) and ours (the
+# official recipes) on horse2zebra (FID) and Cityscapes label→photo (mAP, pixAcc, classAcc, FID),
+# then write the table with each number's epoch and run.
+#
+#   DRN_WEIGHTS=drn_d_22_cityscapes.pth bash scripts/table1.sh
+#   DATASETS=horse2zebra GPU_IDS=1 NAME_PREFIX=t1_ bash scripts/table1.sh
+#   SMOKE=1 bash scripts/table1.sh                      # the whole pipeline on generated data, CPU
+#
+# Every saved epoch is evaluated (scripts/sweep_epochs.sh); the table reports EPOCH_CHOICE (best:
+# lowest FID for horse2zebra, highest mAP for Cityscapes; or last). Output:
+# RESULTS_DIR/<NAME_PREFIX>table1.{md,csv}. Settings (environment): DATASETS, and scripts/common.sh's.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+DATASETS=${DATASETS:-horse2zebra cityscapes}
+prepare
+jsons=()
+for dataset in $DATASETS; do
+    dataroot=$(dataset_dir "$dataset")
+    short=$(short_name "$dataset")
+    direction=$(direction_of "$dataset")
+    require_dir "$dataroot" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
+    recipe=("${RECIPE_H2Z[@]}")
+    [[ "$dataset" == cityscapes ]] && recipe=("${RECIPE_CITYSCAPES[@]}")
+
+    name="${NAME_PREFIX}${short}_cut"
+    train_run "$name" "$dataroot" "${RECIPE_CUT[@]}" --direction "$direction" "${TRAIN_ARGS[@]}"
+    json=$(sweep_run "$dataset" "$name" CUT --model cut "${TEST_ARGS[@]}")
+    jsons+=("$json")
+
+    name="${NAME_PREFIX}${short}_src_hdce"
+    train_run "$name" "$dataroot" "${recipe[@]}" "${TRAIN_ARGS[@]}"
+    json=$(sweep_run "$dataset" "$name" 'SRC + hDCE (ours)' --model src_hdce "${TEST_ARGS[@]}")
+    jsons+=("$json")
+done
+make_table table1 "$RESULTS_DIR/${NAME_PREFIX}table1" "${jsons[@]}"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Table 4 (ablation): every combination of the patch loss (InfoNCE or DCE), SRC (on or off) and hard
+# negatives (on or off), trained with the official recipe of each dataset, tested and evaluated on
+# horse2zebra (FID) and Cityscapes label→photo (mAP, pixAcc, classAcc, FID), then the table.
+#
+#   DRN_WEIGHTS=drn_d_22_cityscapes.pth bash scripts/table4_ablation.sh
+#   ROWS="dce dce_src_hneg" DATASETS=horse2zebra GPU_IDS=2 bash scripts/table4_ablation.sh
+#   SMOKE=1 bash scripts/table4_ablation.sh             # the whole pipeline on generated data, CPU
+#
+# The rows (slugs for ROWS) come from `python scripts/run_cpu_ablation.py --print_rows`: 8 rows, from
+# InfoNCE (CUT's loss under the paper's weights) to DCE + SRC + Hneg (ours); SRC off is --lambda_SRC 0,
+# hard negatives off is --no_Hneg. Output: RESULTS_DIR/<NAME_PREFIX>table4.{md,csv}, each number
+# with its epoch (EPOCH_CHOICE of every saved one) and run. Settings: DATASETS, ROWS, scripts/common.sh's.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+DATASETS=${DATASETS:-horse2zebra cityscapes}
+mapfile -t ALL_ROWS < <("$PYTHON" scripts/run_cpu_ablation.py --print_rows)
+ROWS=${ROWS:-$(printf '%s\n' "${ALL_ROWS[@]}" | cut -f1 | tr '\n' ' ')}
+prepare
+jsons=()
+for dataset in $DATASETS; do
+    dataroot=$(dataset_dir "$dataset")
+    short=$(short_name "$dataset")
+    require_dir "$dataroot" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
+    recipe=("${RECIPE_H2Z[@]}")
+    [[ "$dataset" == cityscapes ]] && recipe=("${RECIPE_CITYSCAPES[@]}")
+    for slug in $ROWS; do
+        line=$(printf '%s\n' "${ALL_ROWS[@]}" | awk -F'\t' -v s="$slug" '$1 == s')
+        if [[ -z "$line" ]]; then
+            echo "error: unknown row $slug (valid: $(printf '%s\n' "${ALL_ROWS[@]}" | cut -f1 | tr '\n' ' '))" >&2
+            exit 2
+        fi
+        IFS=$'\t' read -r _ label flags <<<"$line"
+        name="${NAME_PREFIX}${short}_abl_${slug}"
+        # shellcheck disable=SC2086
+        train_run "$name" "$dataroot" "${recipe[@]}" $flags "${TRAIN_ARGS[@]}"
+        json=$(sweep_run "$dataset" "$name" "$label" --model src_hdce "${TEST_ARGS[@]}")
+        jsons+=("$json")
+    done
+done
+make_table table4 "$RESULTS_DIR/${NAME_PREFIX}table4" "${jsons[@]}"
