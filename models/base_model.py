@@ -1,5 +1,6 @@
 """The model contract shared by train.py and test.py, and checkpoint I/O in CUT's file layout."""
 import copy
+import hashlib
 import os
 import random
 from abc import ABC, abstractmethod
@@ -50,6 +51,14 @@ def set_rng_state(state):
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _scalar(value):
@@ -170,30 +179,51 @@ class BaseModel(ABC):
         """Write <epoch>_net_<name>.pth (CUT's files) and, when given, <epoch>_train_state.pth.
 
         Every file goes to a temporary name first; the renames happen only after all are written,
-        so a crash or a full disk leaves the previous checkpoint complete.
+        so a crash or a full disk leaves the previous checkpoint complete. The state records the
+        SHA-256 of the weight files it belongs with, so a crash between two renames is detected
+        at resume instead of silently mixing two checkpoints.
         """
+        self._remove_stale_temporaries(epoch)
         staged = []
         try:
+            digests = {}
             for name in self.model_names:
                 state = {k: v.detach().cpu() for k, v in self._unwrapped(name).state_dict().items()}
-                staged.append(self._stage(state, self.network_path(epoch, name)))
+                tmp, path = self._stage(state, self.network_path(epoch, name))
+                staged.append((tmp, path))
+                digests[name] = _sha256(tmp)
             if training_state is not None:
-                staged.append(self._stage(training_state, self.state_path(epoch)))
+                staged.append(self._stage(dict(training_state, net_sha256=digests), self.state_path(epoch)))
         except BaseException:
             for tmp, _ in staged:
                 if os.path.exists(tmp):
                     os.remove(tmp)
             raise
-        for tmp, path in staged:
+        for tmp, path in staged:  # weights first, the state that vouches for them last
             os.replace(tmp, path)
+
+    def _remove_stale_temporaries(self, epoch):
+        """Temporary files of a save that a killed process never finished."""
+        if not os.path.isdir(self.save_dir):
+            return
+        prefixes = [os.path.basename(self.network_path(epoch, n)) + '.tmp' for n in self.model_names]
+        prefixes.append(os.path.basename(self.state_path(epoch)) + '.tmp')
+        for f in os.listdir(self.save_dir):
+            if f.startswith(tuple(prefixes)):
+                os.remove(os.path.join(self.save_dir, f))
 
     @staticmethod
     def _stage(obj, path):
         tmp = f'{path}.tmp{os.getpid()}'
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, 'wb') as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
         return tmp, path
 
     def load_networks(self, epoch):
@@ -244,6 +274,11 @@ class BaseModel(ABC):
         if len(state['optimizers']) != len(self.optimizers):
             raise RuntimeError(f'{path} holds {len(state["optimizers"])} optimizer states but the model has '
                                f'{len(self.optimizers)}; was it written by another --model?')
+        for name, digest in state.get('net_sha256', {}).items():
+            net_path = self.network_path(epoch, name)
+            if os.path.isfile(net_path) and _sha256(net_path) != digest:
+                raise RuntimeError(f'{net_path} is not the file {path} was saved with: a save was interrupted '
+                                   f'between renames. Resume from an epoch checkpoint (--epoch N) instead.')
         for opt_, s in zip(self.optimizers, state['optimizers']):
             opt_.load_state_dict(s)
         for sch, s in zip(self.schedulers, state['schedulers']):

@@ -96,23 +96,33 @@ def reference(dataset, tmp_path_factory):
 
 # ---------------------------------------------------------------- train.py as a separate process
 
-def spawn_train(dataset, ckpt, name, *extra):
-    """`python train.py ...` with the thread count of this process (so its arithmetic is the same)."""
+@pytest.fixture
+def spawn_train(dataset):
+    """Starts `python train.py ...` on `dataset` with this process's thread count (so that its
+    arithmetic is the same), output to <ckpt>/<name>.out; kills whatever still runs at teardown."""
     threads = str(torch.get_num_threads())
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED='1')
-    log = open(ckpt / f'{name}.out', 'w+')
-    proc = subprocess.Popen([sys.executable, 'train.py', *train_argv(dataset, ckpt, name, *extra)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    proc.log = log
-    return proc
+    started = []
+
+    def spawn(ckpt, name, *extra):
+        with open(ckpt / f'{name}.out', 'w') as log:
+            started.append(subprocess.Popen([sys.executable, 'train.py', *train_argv(dataset, ckpt, name, *extra)],
+                                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        return started[-1]
+    yield spawn
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
-def finish(proc):
-    proc.wait(timeout=WAIT_S)
-    proc.log.seek(0)
-    output = proc.log.read()
-    proc.log.close()
-    return output
+def output_of(proc, ckpt, name):
+    """Wait for `proc` to end; its stdout and stderr."""
+    try:
+        proc.wait(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f'train.py did not end within {WAIT_S} s')
+    return (ckpt / f'{name}.out').read_text()
 
 
 def logged_iterations(run_dir):
@@ -125,24 +135,25 @@ def wait_for_iterations(proc, run_dir, count):
     deadline = time.monotonic() + WAIT_S
     while logged_iterations(run_dir) < count:
         if proc.poll() is not None:
-            pytest.fail(f'train.py exited with {proc.returncode} before iteration {count}:\n{finish(proc)[-3000:]}')
+            output = (run_dir.parent / f'{run_dir.name}.out').read_text()
+            pytest.fail(f'train.py exited with {proc.returncode} before iteration {count}:\n{output[-3000:]}')
         if time.monotonic() > deadline:
-            proc.kill()
             pytest.fail(f'train.py did not reach iteration {count} in {WAIT_S} s')
         time.sleep(0.002)
 
 
-def test_sigkill_at_a_random_point_then_resume_ends_with_the_same_weights(dataset, reference, tmp_path):
+def test_sigkill_at_a_random_point_then_resume_ends_with_the_same_weights(dataset, reference, spawn_train,
+                                                                          tmp_path):
     """Saves every iteration, so the kill often lands inside a save (staging or fsync)."""
     seed = int.from_bytes(os.urandom(4), 'little')
     rng = random.Random(seed)
     kill_after, delay = rng.randint(2, TOTAL_ITERS - 2), rng.uniform(0.0, 0.05)
     run_dir = tmp_path / 'run'
-    proc = spawn_train(dataset, tmp_path, 'run', '--save_latest_freq', '1')
+    proc = spawn_train(tmp_path, 'run', '--save_latest_freq', '1')
     wait_for_iterations(proc, run_dir, kill_after)
     time.sleep(delay)
     proc.kill()
-    output = finish(proc)
+    output = output_of(proc, tmp_path, 'run')
     context = f'(seed {seed}: killed {delay:.3f} s after iteration {kill_after})'
     assert proc.returncode == -signal.SIGKILL, f'{context}\n{output[-2000:]}'
     seen = logged_iterations(run_dir)
@@ -155,13 +166,13 @@ def test_sigkill_at_a_random_point_then_resume_ends_with_the_same_weights(datase
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_saves_latest_and_state_then_resume_ends_with_the_same_weights(sig, dataset, reference,
-                                                                              tmp_path):
+                                                                              spawn_train, tmp_path):
     """No periodic save: the only checkpoint is the one the signal handler writes."""
     run_dir = tmp_path / 'run'
-    proc = spawn_train(dataset, tmp_path, 'run', '--save_latest_freq', '1000')
+    proc = spawn_train(tmp_path, 'run', '--save_latest_freq', '1000')
     wait_for_iterations(proc, run_dir, random.randint(2, 3))
     proc.send_signal(sig)
-    output = finish(proc)
+    output = output_of(proc, tmp_path, 'run')
     assert proc.returncode == 128 + sig, output[-2000:]
     assert f'received signal {int(sig)}' in output and 'resume with --continue_train' in output
     state = torch.load(run_dir / 'latest_train_state.pth', weights_only=True)
@@ -229,7 +240,7 @@ def saved_model(tmp_path):
 def fresh_model(opt):
     model = create_model(opt)
     model.data_dependent_initialize(fake_batch())
-    model.setup(argparse.Namespace(**{**vars(opt), 'continue_train': False}))
+    model.setup(opt)  # opt.continue_train is off: nothing is loaded yet
     return model
 
 
@@ -254,11 +265,6 @@ def test_disk_full_at_any_file_of_a_save_leaves_latest_intact_and_loadable(faili
     assert_same_weights(old, state_dicts(loaded))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'needs models/base_model.py: BaseModel._stage leaves its partly written <file>.tmp<pid> behind when '
-    'torch.save or fsync fails (save_networks only removes the files staged before it), which keeps '
-    'the space of a full disk taken. Fix: in _stage, on any exception while writing, remove tmp, then '
-    're-raise'))
 def test_failed_save_leaves_no_partial_file(saved_model, monkeypatch):
     _, model, _ = saved_model
     monkeypatch.setattr(torch, 'save', disk_full_on('latest_net_F', 1))
@@ -267,11 +273,6 @@ def test_failed_save_leaves_no_partial_file(saved_model, monkeypatch):
     assert temp_files(model.save_dir) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'needs models/base_model.py: a process killed while staging a save leaves <file>.tmp<its pid> files '
-    '(up to one whole checkpoint) that nothing ever removes, so repeated preemptions fill the disk. '
-    'Fix: at the start of save_networks(epoch), remove the <epoch>_net_*.pth.tmp* and '
-    '<epoch>_train_state.pth.tmp* files in save_dir (one process writes a run folder)'))
 def test_save_removes_temp_files_left_by_a_killed_process(saved_model):
     _, model, _ = saved_model
     stale = Path(model.save_dir) / 'latest_net_G.pth.tmp99999999'
@@ -284,13 +285,6 @@ class SimulatedKill(BaseException):
     """Stands for SIGKILL: nothing after the point where it is raised runs."""
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'needs models/base_model.py: save_networks renames its files one by one, so a crash between two '
-    'renames leaves latest_net_G from the new save beside latest_net_F/D and latest_train_state from '
-    'the old one. Fix: in save_networks, record the SHA-256 of each staged net file in the training '
-    'state (staged and renamed last); in load_training_state, compare them with the net files on disk '
-    'and raise RuntimeError("... a save was interrupted between renames ...") naming the file and the '
-    'last complete <epoch> checkpoint'))
 def test_crash_between_the_renames_of_a_save_is_detected_or_harmless(saved_model, monkeypatch):
     opt, model, old = saved_model
     new = {n: {k: v.clone() for k, v in sd.items()} for n, sd in state_dicts(model).items()}
