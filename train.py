@@ -6,6 +6,7 @@ Checkpoints go to <checkpoints_dir>/<name>/<epoch>_net_<G|D|F>.pth (CUT's files)
 <epoch>_train_state.pth (optimizers, schedulers, counters, RNG states) so --continue_train resumes
 exactly. Losses are logged to loss_log.txt and loss_log.jsonl, plotted in visdom when a server runs.
 """
+import errno
 import math
 import os
 import random
@@ -205,6 +206,13 @@ def main(argv=None):
     except NonFiniteLossError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 3
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f'error: disk full while writing {exc.filename or opt.checkpoints_dir}: {exc.strerror}. '
+              'The previous checkpoint files are intact; free space and resume with --continue_train.',
+              file=sys.stderr)
+        return 4
 
 
 if __name__ == '__main__':
