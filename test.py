@@ -25,7 +25,7 @@ from util.visualizer import save_images
 
 def similarity_parser():
     """Flags of the Figure 9 maps, parsed before (and apart from) CUT's test options."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument('--similarity_maps', action='store_true',
                    help='render the Figure 9 similarity maps of the first --sim_num images')
     p.add_argument('--sim_query', nargs=2, type=float, default=[0.5, 0.5], metavar=('X', 'Y'),

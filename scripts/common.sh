@@ -151,6 +151,22 @@ prepare() {
     fi
 }
 
+# check_eval_weights DATASET...: fail before any training when an evaluation network's weights are missing
+check_eval_weights() {
+    local fid_weights=$FID_WEIGHTS
+    if [[ -z "$fid_weights" ]]; then
+        fid_weights=$("$PYTHON" -c 'from evaluation.fid import default_weights_path; print(default_weights_path())')
+    fi
+    if [[ ! -f "$fid_weights" ]]; then
+        echo "error: FID weights not found at $fid_weights; set FID_WEIGHTS=path/to/pt_inception-2015-12-05-6726825d.pth" >&2
+        exit 2
+    fi
+    if [[ " $* " == *" cityscapes "* && ! -f "$DRN_WEIGHTS" ]]; then
+        echo "error: the Cityscapes scores need DRN_WEIGHTS=path/to/drn_d_22_cityscapes.pth (got '${DRN_WEIGHTS}')" >&2
+        exit 2
+    fi
+}
+
 require_dir() {
     if [[ ! -d "$1" ]]; then
         echo "error: dataset folder $1 not found; $2" >&2
@@ -191,10 +207,6 @@ sweep_run() {
     shift 3
     local metrics=(--metrics fid) dataroot=$H2Z_DIR
     if [[ "$dataset" == cityscapes ]]; then
-        if [[ -z "$DRN_WEIGHTS" ]]; then
-            echo "error: the Cityscapes scores need DRN_WEIGHTS=path/to/drn_d_22_cityscapes.pth" >&2
-            exit 2
-        fi
         metrics=(--metrics fid cityscapes --select mAP --drn-weights "$DRN_WEIGHTS" --direction BtoA)
         dataroot=$CITYSCAPES_DIR
     fi

@@ -6,6 +6,8 @@ horse2zebra recipe under one budget (crop, generator width, iterations) for seve
 with test.py and scored with scripts/paired_metrics.py against testA_gt: PSNR, SSIM and L1 to the true
 translation, L1 inside the objects (was the texture changed as it should be?) and outside them (was
 the rest kept?). One JSON per run goes to --out; a finished run is skipped when the command is rerun.
+The patch and SRC weights default to 10x the recipe's (λ_hDCE 1, λ_SRC 0.5): at the recipe's 0.1 and
+0.05 the GAN term swamps them in a budget of hundreds of iterations and every row collapses.
 
     nice -n 10 python scripts/run_cpu_ablation.py --work /tmp/ablation --out docs/ablation_runs --jobs 2
     python scripts/run_cpu_ablation.py --summarize docs/ablation_runs      # mean ± std, Markdown
@@ -25,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from datasets.make_synthetic_dataset import make_synthetic_dataset  # noqa: E402
-from util.util import atomic_write_json  # noqa: E402
+from util.util import atomic_write_json, safe_torch_load  # noqa: E402
 
 # (slug, patch loss, SRC on, hard negatives on), in the order of the table; the first is CUT's loss
 ABLATION_ROWS = (
@@ -38,9 +40,9 @@ ABLATION_ROWS = (
     ('dce_hneg', 'dce', False, True),
     ('dce_src_hneg', 'dce', True, True),
 )
-# the official horse2zebra recipe; a row switches SRC off with --lambda_SRC 0 (later flags win)
-RECIPE = ('--model', 'src_hdce', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05',
-          '--use_curriculum', '--HDCE_gamma', '50', '--HDCE_gamma_min', '10')
+# the official horse2zebra recipe but for the weights (--lambda_HDCE, --lambda_SRC); a row switches
+# SRC off with --lambda_SRC 0 (later flags win)
+RECIPE = ('--model', 'src_hdce', '--dce_idt', '--use_curriculum', '--HDCE_gamma', '50', '--HDCE_gamma_min', '10')
 METRICS = (('psnr', 'PSNR↑', 2), ('ssim', 'SSIM↑', 3), ('l1', 'L1↓', 4), ('l1_object', 'L1 object↓', 4),
            ('l1_background', 'L1 background↓', 4))
 HIGHER_IS_BETTER = {'psnr', 'ssim'}
@@ -108,7 +110,8 @@ def train_test_score(args, data, slug, row, seed):
     work = Path(args.work)
     logs = work / 'logs'
     logs.mkdir(parents=True, exist_ok=True)
-    train_flags = list(RECIPE) + row_flags(*row) + budget_flags(args) + ['--seed', str(seed)]
+    weights = ['--lambda_HDCE', str(args.lambda_HDCE), '--lambda_SRC', str(args.lambda_SRC)]
+    train_flags = list(RECIPE) + weights + row_flags(*row) + budget_flags(args) + ['--seed', str(seed)]
     where = ['--dataroot', str(data), '--checkpoints_dir', str(work / 'checkpoints'), '--name', name]
     start = time.time()
     run_logged([sys.executable, 'train.py'] + where + train_flags, logs / f'{name}_train.log', args.threads)
@@ -138,10 +141,8 @@ def score(pred_dir, data, out_path, threads):
 
 
 def iterations_done(run_dir):
-    """Total training iterations, from the last line of loss_log.jsonl (None when nothing was logged)."""
-    log = run_dir / 'loss_log.jsonl'
-    lines = log.read_text().splitlines() if log.is_file() else []
-    return json.loads(lines[-1]).get('total_iters') if lines else None
+    """Total training iterations, from the run's latest training state."""
+    return int(safe_torch_load(str(run_dir / 'latest_train_state.pth'))['total_iters'])
 
 
 def identity_baseline(args, data):
@@ -245,6 +246,9 @@ def parse_args(argv):
     ap.add_argument('--num_patches', type=int, default=64)
     ap.add_argument('--n_epochs', type=int, default=2)
     ap.add_argument('--n_epochs_decay', type=int, default=2)
+    ap.add_argument('--lambda_HDCE', type=float, default=1.0,
+                    help='patch-loss weight of every row (the horse2zebra recipe: 0.1)')
+    ap.add_argument('--lambda_SRC', type=float, default=0.5, help='SRC weight of the rows with SRC (recipe: 0.05)')
     ap.add_argument('--max_iters', type=int, default=None, help='stop every run early (timing, smoke tests)')
     return ap.parse_args(argv)
 

@@ -15,8 +15,6 @@ import json
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.base_dataset import get_transform  # noqa: E402
 from data.image_folder import load_image  # noqa: E402
@@ -35,7 +33,8 @@ def run_options_argv(checkpoints_dir, name):
     path = os.path.join(checkpoints_dir, name, 'train_opt.json')
     if not os.path.isfile(path):
         return []
-    saved = json.loads(open(path).read())
+    with open(path) as f:
+        saved = json.load(f)
     argv = []
     for key in ARCH_KEYS:
         if key not in saved:
@@ -50,6 +49,7 @@ def run_options_argv(checkpoints_dir, name):
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False,
                                  epilog='Other flags go to test.py\'s options (--name, --epoch, --gpu_ids, ...).')
     ap.add_argument('--image', required=True, help='the input image (domain A of the run\'s direction)')
     ap.add_argument('--query', nargs=2, type=float, default=[0.5, 0.5], metavar=('X', 'Y'),
@@ -58,10 +58,10 @@ def parse(argv):
     ap.add_argument('--features', default='auto', choices=similarity.FEATURE_CHOICES)
     ap.add_argument('--cell', type=int, default=160, help='width of one panel in pixels')
     args, rest = ap.parse_known_args(argv)
-    name = argparse.ArgumentParser(add_help=False)
-    name.add_argument('--checkpoints_dir', default='./checkpoints')
-    name.add_argument('--name', default='experiment_name')
-    where, _ = name.parse_known_args(rest)
+    run = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    run.add_argument('--checkpoints_dir', default='./checkpoints')
+    run.add_argument('--name', default='experiment_name')
+    where, _ = run.parse_known_args(rest)
     opt = TestOptions(run_options_argv(where.checkpoints_dir, where.name) + rest).parse()
     return args, opt
 
@@ -96,5 +96,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    with torch.no_grad():
-        sys.exit(main())
+    sys.exit(main())

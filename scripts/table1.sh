@@ -13,12 +13,15 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DATASETS=${DATASETS:-horse2zebra cityscapes}
 prepare
+check_eval_weights $DATASETS
+for dataset in $DATASETS; do  # every dataset is there before the first run starts
+    require_dir "$(dataset_dir "$dataset")" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
+done
 jsons=()
 for dataset in $DATASETS; do
     dataroot=$(dataset_dir "$dataset")
     short=$(short_name "$dataset")
     direction=$(direction_of "$dataset")
-    require_dir "$dataroot" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
     recipe=("${RECIPE_H2Z[@]}")
     [[ "$dataset" == cityscapes ]] && recipe=("${RECIPE_CITYSCAPES[@]}")
 

@@ -14,21 +14,27 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DATASETS=${DATASETS:-horse2zebra cityscapes}
 mapfile -t ALL_ROWS < <("$PYTHON" scripts/run_cpu_ablation.py --print_rows)
-ROWS=${ROWS:-$(printf '%s\n' "${ALL_ROWS[@]}" | cut -f1 | tr '\n' ' ')}
+SLUGS=$(printf '%s\n' "${ALL_ROWS[@]}" | cut -f1 | tr '\n' ' ')
+ROWS=${ROWS:-$SLUGS}
+for slug in $ROWS; do
+    if [[ " $SLUGS " != *" $slug "* ]]; then
+        echo "error: unknown row $slug in ROWS (valid: $SLUGS)" >&2
+        exit 2
+    fi
+done
 prepare
+check_eval_weights $DATASETS
+for dataset in $DATASETS; do  # every dataset is there before the first run starts
+    require_dir "$(dataset_dir "$dataset")" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
+done
 jsons=()
 for dataset in $DATASETS; do
     dataroot=$(dataset_dir "$dataset")
     short=$(short_name "$dataset")
-    require_dir "$dataroot" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
     recipe=("${RECIPE_H2Z[@]}")
     [[ "$dataset" == cityscapes ]] && recipe=("${RECIPE_CITYSCAPES[@]}")
     for slug in $ROWS; do
         line=$(printf '%s\n' "${ALL_ROWS[@]}" | awk -F'\t' -v s="$slug" '$1 == s')
-        if [[ -z "$line" ]]; then
-            echo "error: unknown row $slug (valid: $(printf '%s\n' "${ALL_ROWS[@]}" | cut -f1 | tr '\n' ' '))" >&2
-            exit 2
-        fi
         IFS=$'\t' read -r _ label flags <<<"$line"
         name="${NAME_PREFIX}${short}_abl_${slug}"
         # shellcheck disable=SC2086

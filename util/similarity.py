@@ -69,10 +69,9 @@ def unit_features(netG, image, layers, netF=None):
     height, width = image.shape[-2:]
     feats = [crop_to(f, height, width) for f in netG(image, layers, encode_only=True)]
     if netF is not None:
-        feats, _ = netF(feats, num_patches=0)  # each (1, nc, h, w), unit length per location
-    else:
-        feats = [nnf.normalize(f, dim=1) for f in feats]
-    return [f[0] for f in feats]
+        feats, _ = netF(feats, num_patches=0)  # each (1, nc, h, w)
+    # exact unit length (F divides by the norm plus an epsilon, visible on tiny projections)
+    return [nnf.normalize(f, dim=1)[0] for f in feats]
 
 
 def query_cell(point, shape):
