@@ -8,7 +8,6 @@ and results.json (counts, timing, where the images are). With --similarity_maps,
 per nce_layer, the similarity of the --sim_query point to every location, on the input and on
 its translation (see scripts/similarity_maps.py).
 """
-import argparse
 import os
 import sys
 import time
@@ -23,46 +22,33 @@ from util.html import HTML
 from util.visualizer import save_images
 
 
-def similarity_parser():
-    """Flags of the Figure 9 maps, parsed before (and apart from) CUT's test options."""
-    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    p.add_argument('--similarity_maps', action='store_true',
-                   help='render the Figure 9 similarity maps of the first --sim_num images')
-    p.add_argument('--sim_query', nargs=2, type=float, default=[0.5, 0.5], metavar=('X', 'Y'),
-                   help='query point as fractions of the image width and height')
-    p.add_argument('--sim_num', type=int, default=10, help='how many test images get similarity maps')
-    p.add_argument('--sim_features', default='auto', choices=similarity.FEATURE_CHOICES,
-                   help='projected by F (auto: when <epoch>_net_F.pth exists) or raw encoder features')
-    return p
-
-
-def add_similarity_maps(webpage, model, opt, inputs, sim):
+def add_similarity_maps(webpage, model, opt, inputs):
     """Render Figure 9 for each (name, input) of `inputs` into images/similarity/ and the page."""
     netG = model.netG
     layers = model.nce_layers
     f_path = os.path.join(opt.checkpoints_dir, opt.name, f'{opt.epoch}_net_F.pth')
     channels = similarity.encoder_channels(netG, inputs[0][1], layers)
-    netF = similarity.choose_sampler(sim.sim_features, f_path, kind=opt.netF, nc=opt.netF_nc,
+    netF = similarity.choose_sampler(opt.sim_features, f_path, kind=opt.netF, nc=opt.netF_nc,
                                      in_channels=channels, device=model.device)
     used = 'F-projected' if netF is not None else 'raw encoder'
-    webpage.add_header(f'Similarity maps (Figure 9): query ({sim.sim_query[0]:g}, {sim.sim_query[1]:g}), '
+    webpage.add_header(f'Similarity maps (Figure 9): query ({opt.sim_query[0]:g}, {opt.sim_query[1]:g}), '
                        f'{used} features of layers {", ".join(map(str, layers))}')
     for name, image in inputs:
-        result = similarity.similarity_maps(netG, image, layers, sim.sim_query, netF=netF)
+        result = similarity.similarity_maps(netG, image, layers, opt.sim_query, netF=netF)
         relative = f'similarity/{name}.png'
-        figure = similarity.render_figure(result, image, sim.sim_query)
+        figure = similarity.render_figure(result, image, opt.sim_query)
         path = os.path.join(webpage.get_image_dir(), relative)
         util.mkdirs(os.path.dirname(path))
         util.atomic_write(path, lambda f: figure.save(f, format='PNG'), binary=True)
         agreement = ', '.join(f'{v:.2f}' for v in result['agreement'])
         webpage.add_images([relative], [f'{name}: A/B map correlation per layer {agreement}'], [relative],
                            width=figure.width)
-    return {'features': used, 'query': list(sim.sim_query), 'layers': list(layers), 'num_images': len(inputs),
+    return {'features': used, 'query': list(opt.sim_query), 'layers': list(layers), 'num_images': len(inputs),
             'dir': os.path.abspath(os.path.join(webpage.get_image_dir(), 'similarity'))}
 
 
-def run_test(opt, sim=None):
-    """Translate the test split; `sim` (similarity_parser's namespace) optionally adds Figure 9 maps."""
+def run_test(opt):
+    """Translate the test split; with --similarity_maps, also render Figure 9 maps."""
     # CUT's test-time settings: one image at a time, in order, no augmentation, no visdom
     opt.num_threads = 0
     opt.batch_size = 1
@@ -71,7 +57,7 @@ def run_test(opt, sim=None):
     opt.display_id = -1
     dataset = create_dataset(opt)
     model = create_model(opt)
-    want_maps = sim is not None and sim.similarity_maps and sim.sim_num > 0
+    want_maps = opt.similarity_maps and opt.sim_num > 0
     if want_maps and not hasattr(model, 'nce_layers'):
         raise SystemExit(f'error: --similarity_maps needs a model with patch features (cut, src_hdce, '
                          f'sin_src_hdce), not --model {opt.model}')
@@ -98,12 +84,12 @@ def run_test(opt, sim=None):
         model.set_input(data)
         model.test()
         save_images(webpage, model.get_current_visuals(), model.get_image_paths(), width=opt.display_winsize)
-        if want_maps and len(map_inputs) < sim.sim_num:
+        if want_maps and len(map_inputs) < opt.sim_num:
             name = os.path.splitext(os.path.basename(model.get_image_paths()[0]))[0]
             map_inputs.append((name, model.real_A.detach().clone()))
         n_done += 1
     elapsed = time.time() - start
-    maps = add_similarity_maps(webpage, model, opt, map_inputs, sim) if map_inputs else None
+    maps = add_similarity_maps(webpage, model, opt, map_inputs) if map_inputs else None
     webpage.save()
     summary = {
         'name': opt.name, 'model': opt.model, 'epoch': opt.epoch, 'phase': opt.phase,
@@ -119,9 +105,8 @@ def run_test(opt, sim=None):
 
 
 def main(argv=None):
-    sim, rest = similarity_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-    opt = TestOptions(rest).parse()
-    run_test(opt, sim)
+    opt = TestOptions(argv).parse()
+    run_test(opt)
     return 0
 
 

@@ -1,4 +1,6 @@
 """Testing flags (CUT's names and defaults); load_size defaults to crop_size to avoid cropping."""
+from util.similarity import FEATURE_CHOICES
+
 from .base_options import BaseOptions
 
 
@@ -10,6 +12,14 @@ class TestOptions(BaseOptions):
         parser.add_argument('--phase', type=str, default='test', help='train, val, test, etc')
         parser.add_argument('--eval', action='store_true', help='use eval mode during test time.')
         parser.add_argument('--num_test', type=int, default=50, help='how many test images to run')
+        # the paper's Figure 9, rendered at the end of testing
+        parser.add_argument('--similarity_maps', action='store_true',
+                            help='render the Figure 9 similarity maps of the first --sim_num images')
+        parser.add_argument('--sim_query', nargs=2, type=float, default=[0.5, 0.5], metavar=('X', 'Y'),
+                            help='query point as fractions of the image width and height')
+        parser.add_argument('--sim_num', type=int, default=10, help='how many test images get similarity maps')
+        parser.add_argument('--sim_features', default='auto', choices=FEATURE_CHOICES,
+                            help='projected by F (auto: when <epoch>_net_F.pth exists) or raw encoder features')
         parser.set_defaults(load_size=parser.get_default('crop_size'))
         self.isTrain = False
         return parser
