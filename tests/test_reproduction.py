@@ -57,7 +57,6 @@ def test_table4_smoke_end_to_end_and_table_writer(tmp_path, capsys):
     assert opts['lambda_SRC'] == 0 and opts['no_Hneg'] and opts['display_env'] == 'city_abl_infonce'
 
 
-@pytest.mark.skipif(os.environ.get('SMOKE_ALL') != '1', reason='slow; run with SMOKE_ALL=1')
 @pytest.mark.parametrize('script,result', [('train_horse2zebra.sh', 'h2z_src_hdce'),
                                            ('train_cityscapes.sh', 'city_src_hdce'),
                                            ('train_monet.sh', 'monet_src_hdce'),
