@@ -1,6 +1,7 @@
 """Train a translation model with CUT's command line.
 
     python train.py --dataroot ./datasets/horse2zebra --name h2z --model src_hdce --dce_idt ...
+    torchrun --nproc_per_node 4 train.py ...   # DistributedDataParallel, --batch_size per GPU
 
 Checkpoints go to <checkpoints_dir>/<name>/<epoch>_net_<G|D|F>.pth (CUT's files) plus
 <epoch>_train_state.pth (optimizers, schedulers, counters, RNG states) so --continue_train resumes
@@ -8,6 +9,7 @@ exactly. Losses are logged to loss_log.txt and loss_log.jsonl, plotted in visdom
 """
 import errno
 import math
+from collections import OrderedDict
 import os
 import random
 import signal
@@ -21,6 +23,7 @@ from tqdm import tqdm
 from data import create_dataset
 from models import create_model
 from options.train_options import TrainOptions
+from util import distributed
 from util.visualizer import Visualizer
 
 
@@ -85,13 +88,40 @@ def check_writable(folder):
         raise SystemExit(f'error: checkpoint folder {folder} is not writable: {exc}') from exc
 
 
+def save_checkpoint(model, tags, epoch, epoch_iter, total_iters, epoch_done):
+    """Rank 0 writes weights and training state under each tag; the other processes wait for it."""
+    if distributed.is_main():
+        state = model.training_state(epoch, epoch_iter, total_iters, epoch_done)
+        for tag in tags:
+            model.save_networks(tag, state)
+    distributed.barrier()
+
+
+def join_processes(opt):
+    """Under torchrun: join the process group, one GPU per process (cuda:LOCAL_RANK) or gloo on CPU,
+    and share rank 0's seed. Returns (rank, world_size)."""
+    rank, world_size, local_rank = distributed.init_from_env(use_cuda=bool(opt.gpu_ids))
+    if world_size > 1:
+        if opt.gpu_ids:
+            opt.gpu_ids = [local_rank]
+        opt.seed = distributed.broadcast(opt.seed)  # a seed drawn at parse time differs per process
+    elif len(opt.gpu_ids) > 1:
+        raise SystemExit(f'error: --gpu_ids {",".join(map(str, opt.gpu_ids))} asks for {len(opt.gpu_ids)} GPUs, '
+                         f'but one process trains on one GPU: launch one process per GPU with '
+                         f'torchrun --nproc_per_node {len(opt.gpu_ids)} train.py ... (DistributedDataParallel)')
+    return rank, world_size
+
+
 def train(opt):
+    rank, world_size = join_processes(opt)
     seed_everything(opt.seed)
     save_dir = os.path.join(opt.checkpoints_dir, opt.name)
-    check_writable(save_dir)
-    dataset = create_dataset(opt)
+    if rank == 0:
+        check_writable(save_dir)
+    dataset = create_dataset(opt, rank=rank, world_size=world_size)
     dataset_size = len(dataset)
-    print(f'The number of training images = {dataset_size}')
+    distributed.print0(f'The number of training images = {dataset_size}'
+                       + (f' ({world_size} processes, --batch_size {opt.batch_size} each)' if world_size > 1 else ''))
     model = create_model(opt)
     total_epochs = opt.n_epochs + opt.n_epochs_decay
 
@@ -101,22 +131,25 @@ def train(opt):
     model.data_dependent_initialize(first_batch(dataset))
     model.setup(opt)
     model.parallelize()
+    if world_size > 1:
+        model.distribute()
     start_epoch, skip, total_iters = opt.epoch_count, 0, 0
     if opt.continue_train:
         counters = model.load_training_state(opt.epoch)
         if counters is None:
-            print(f'no training state beside the {opt.epoch} weights (e.g. an official CUT checkpoint): '
+            distributed.print0(f'no training state beside the {opt.epoch} weights (e.g. an official CUT checkpoint): '
                   f'resuming from the weights only, with fresh optimizers, at --epoch_count {opt.epoch_count}')
         else:
             opt.epoch_count = counters.get('epoch_count', opt.epoch_count)
             start_epoch = counters['epoch'] + 1 if counters['epoch_done'] else counters['epoch']
             skip = 0 if counters['epoch_done'] else counters['epoch_iter']
             total_iters = counters['total_iters']
-            print(f'resuming at epoch {start_epoch}, iteration {skip} of the epoch, {total_iters} in total')
+            distributed.print0(f'resuming at epoch {start_epoch}, iteration {skip} of the epoch, {total_iters} in total')
 
-    visualizer = Visualizer(opt)
+    visualizer = Visualizer(opt, rank=rank)
     optimize_time = 0.1
     skipped = 0
+    stopping = False  # agreed by every process, which must leave the loop at the same iteration
     with StopRequest() as stop:
         for epoch in range(start_epoch, total_epochs + 1):
             epoch_start = time.time()
@@ -125,7 +158,7 @@ def train(opt):
             model.set_epoch(epoch)
             epoch_iter = skip if epoch == start_epoch else 0
             bar = tqdm(total=dataset_size, initial=epoch_iter, desc=f'epoch {epoch}/{total_epochs}',
-                       unit='img', disable=opt.no_tqdm, dynamic_ncols=True, file=sys.stdout)
+                       unit='img', disable=opt.no_tqdm or rank != 0, dynamic_ncols=True, file=sys.stdout)
             iter_data_time = time.time()
             t_data = 0.0
             for data in dataset.iterate(start_sample=epoch_iter):
@@ -133,8 +166,8 @@ def train(opt):
                 if total_iters % opt.print_freq == 0:
                     t_data = iter_start - iter_data_time
                 batch_size = data['A'].size(0)
-                total_iters += batch_size
-                epoch_iter += batch_size
+                total_iters += batch_size * world_size  # samples of all processes, as CUT counts a batch
+                epoch_iter += batch_size  # this process's samples (what a resumed run skips)
                 if opt.gpu_ids:
                     torch.cuda.synchronize()
                 optimize_start = time.time()
@@ -146,6 +179,8 @@ def train(opt):
                     torch.cuda.synchronize()
                 optimize_time = (time.time() - optimize_start) / batch_size * 0.005 + 0.995 * optimize_time
                 losses = model.get_current_losses()
+                means, stopping = distributed.agree(losses.values(), stop.signum is not None, model.device)
+                losses = OrderedDict(zip(losses, means))  # averaged over processes
                 bad = non_finite(losses)
                 if bad and not opt.skip_nonfinite:
                     raise NonFiniteLossError(non_finite_message(bad, epoch, epoch_iter) + '; training stopped, '
@@ -153,9 +188,10 @@ def train(opt):
                 if bad:
                     model.restore(snapshot)
                     skipped += 1
-                    bar.write(f'warning: {non_finite_message(bad, epoch, epoch_iter)}: step undone '
-                              f'(--skip_nonfinite, {skipped} so far)')
-                bar.update(batch_size)
+                    if rank == 0:
+                        bar.write(f'warning: {non_finite_message(bad, epoch, epoch_iter)}: step undone '
+                                  f'(--skip_nonfinite, {skipped} so far)')
+                bar.update(batch_size * world_size)
 
                 if total_iters % opt.display_freq == 0:
                     model.compute_visuals()
@@ -163,39 +199,40 @@ def train(opt):
                                                        total_iters % opt.update_html_freq == 0)
                 if total_iters % opt.print_freq == 0:
                     bar.set_postfix({k: f'{v:.3f}' for k, v in losses.items()}, refresh=False)
-                    visualizer.print_current_losses(epoch, epoch_iter, losses, optimize_time, t_data,
+                    visualizer.print_current_losses(epoch, epoch_iter * world_size, losses, optimize_time, t_data,
                                                     total_iters=total_iters)
                     if opt.display_id is None or opt.display_id > 0:
-                        visualizer.plot_current_losses(epoch, float(epoch_iter) / dataset_size, losses)
+                        visualizer.plot_current_losses(epoch, float(epoch_iter * world_size) / dataset_size, losses)
                 if total_iters % opt.save_latest_freq == 0:
                     tag = f'iter_{total_iters}' if opt.save_by_iter else 'latest'
-                    bar.write(f'saving the {tag} model (epoch {epoch}, total_iters {total_iters})')
-                    model.save_networks(tag, model.training_state(epoch, epoch_iter, total_iters, False))
+                    if rank == 0:
+                        bar.write(f'saving the {tag} model (epoch {epoch}, total_iters {total_iters})')
+                    save_checkpoint(model, [tag], epoch, epoch_iter, total_iters, False)
                 iter_data_time = time.time()
-                if stop.signum is not None or (opt.max_iters and total_iters >= opt.max_iters):
+                if stopping or (opt.max_iters and total_iters >= opt.max_iters):
                     # stopped early; it still counts as a full epoch when no batch was left
                     epoch_done = epoch_iter >= dataset.samples_per_epoch()
                     break
             else:
                 epoch_done = True
             bar.close()
-            interrupted = stop.signum is not None or bool(opt.max_iters and total_iters >= opt.max_iters)
+            interrupted = stopping or bool(opt.max_iters and total_iters >= opt.max_iters)
             if epoch_done:
                 model.update_learning_rate()
             if epoch_done and (epoch % opt.save_epoch_freq == 0 or epoch == total_epochs):
-                print(f'saving the model at the end of epoch {epoch}, iters {total_iters}')
-                state = model.training_state(epoch, epoch_iter, total_iters, True)
-                model.save_networks('latest', state)
-                model.save_networks(epoch, state)
+                distributed.print0(f'saving the model at the end of epoch {epoch}, iters {total_iters}')
+                save_checkpoint(model, ['latest', epoch], epoch, epoch_iter, total_iters, True)
             elif interrupted:
-                print(f'saving the latest model (epoch {epoch}, iteration {epoch_iter}, total_iters {total_iters})')
-                model.save_networks('latest', model.training_state(epoch, epoch_iter, total_iters, epoch_done))
+                distributed.print0(f'saving the latest model (epoch {epoch}, iteration {epoch_iter}, '
+                                   f'total_iters {total_iters})')
+                save_checkpoint(model, ['latest'], epoch, epoch_iter, total_iters, epoch_done)
             if interrupted:
                 break
-            print(f'End of epoch {epoch} / {total_epochs} \t Time Taken: {time.time() - epoch_start:.0f} sec')
-    if stop.signum is not None:
-        print(f'stopped by signal {stop.signum}; resume with --continue_train', file=sys.stderr)
-        return 128 + stop.signum
+            distributed.print0(f'End of epoch {epoch} / {total_epochs} \t Time Taken: {time.time() - epoch_start:.0f} sec')
+    if stopping:
+        signum = distributed.max_int(stop.signum or 0, model.device)  # the signal another process got
+        print(f'stopped by signal {signum}; resume with --continue_train', file=sys.stderr)
+        return 128 + signum
     return 0
 
 
@@ -213,6 +250,8 @@ def main(argv=None):
               'The previous checkpoint files are intact; free space and resume with --continue_train.',
               file=sys.stderr)
         return 4
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == '__main__':

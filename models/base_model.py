@@ -10,9 +10,12 @@ import numpy as np
 import torch
 from torch.optim import lr_scheduler
 
-from util import util
+from util import distributed, util
 
 STATE_FORMAT = 1
+
+# --amp: the dtype the network forwards autocast to (None: float32 throughout); losses stay float32
+PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 def get_scheduler(optimizer, opt):
@@ -86,6 +89,12 @@ class BaseModel(ABC):
         self.schedulers = []
         self.image_paths = []
         self.metric = 0
+        # options files written before these flags existed lack them
+        self.amp_dtype = PRECISIONS[getattr(opt, 'amp', 'off')]
+        self.memory_format = torch.channels_last if getattr(opt, 'channels_last', False) else torch.contiguous_format
+        self.compile = getattr(opt, 'compile', False)
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     @staticmethod
     def modify_commandline_options(parser, is_train):
@@ -128,9 +137,52 @@ class BaseModel(ABC):
         self.print_networks(opt.verbose)
 
     def parallelize(self):
+        """Move the networks to the device, in the --channels_last layout, compiled under --compile."""
+        if self.compile:
+            import torch._inductor.config
+            # inductor's own channels-last choice breaks replication_pad2d_backward (a stride assertion
+            # in torch 2.14); --channels_last picks the layout explicitly instead
+            torch._inductor.config.layout_optimization = False
+        for name in self.model_names:
+            net = getattr(self, 'net' + name).to(self.device, memory_format=self.memory_format)
+            if self.compile:
+                net.compile()  # in place: state-dict keys stay CUT's
+            setattr(self, 'net' + name, net)
+
+    def distribute(self):
+        """Wrap every trained network in DistributedDataParallel (train.py under torchrun).
+
+        Networks no optimizer trains (F without MLPs, or unused) stay unwrapped: DDP would wait for their
+        gradients. Buffers are not broadcast: they are constant blur filters or batch-norm running
+        statistics, and broadcasting them in place between two forwards would invalidate saved graphs.
+        """
+        from torch.nn.parallel import DistributedDataParallel
+        trained = {id(p) for o in self.optimizers for group in o.param_groups for p in group['params']}
+        device_ids = [self.device.index] if self.device.type == 'cuda' else None
         for name in self.model_names:
             net = getattr(self, 'net' + name)
-            setattr(self, 'net' + name, net.to(self.device))
+            if any(id(p) in trained for p in net.parameters()):
+                setattr(self, 'net' + name, DistributedDataParallel(net, device_ids=device_ids,
+                                                                    broadcast_buffers=False))
+
+    def to_input(self, tensor):
+        """An image batch on the model's device, in the networks' memory layout."""
+        return tensor.to(self.device, memory_format=self.memory_format)
+
+    def autocast(self):
+        """The region network forwards run in: autocast to --amp's dtype, a no-op when it is off."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def backward(self, loss):
+        """loss.backward(), with the loss scaled under --amp fp16."""
+        self.grad_scaler.scale(loss).backward()
+
+    def step(self, *optimizers):
+        """Optimizer steps; under --amp fp16 the gradients are unscaled first and a step whose gradients
+        overflowed is skipped. Call `grad_scaler.update()` once after the last step of an iteration."""
+        for optimizer in optimizers:
+            if optimizer is not None:
+                self.grad_scaler.step(optimizer)
 
     def eval(self):
         for name in self.model_names:
@@ -155,7 +207,7 @@ class BaseModel(ABC):
             else:
                 scheduler.step()
         lr = self.optimizers[0].param_groups[0]['lr']
-        print(f'learning rate {old_lr:.7f} -> {lr:.7f}')
+        distributed.print0(f'learning rate {old_lr:.7f} -> {lr:.7f}')
 
     def get_current_visuals(self):
         return OrderedDict((name, getattr(self, name)) for name in self.visual_names
@@ -172,6 +224,8 @@ class BaseModel(ABC):
         return os.path.join(self.save_dir, f'{epoch}_train_state.pth')
 
     def _unwrapped(self, name):
+        """net<name> without its DistributedDataParallel wrapper: for checkpoints, and for passes that
+        give the network no gradient (a frozen discriminator), which DDP would wait for in vain."""
         net = getattr(self, 'net' + name)
         return net.module if hasattr(net, 'module') else net
 
@@ -261,6 +315,7 @@ class BaseModel(ABC):
             'schedulers': [s.state_dict() for s in self.schedulers],
             'rng': rng_state(),
             'options': options_to_dict(self.opt),
+            'grad_scaler': self.grad_scaler.state_dict(),
         }
 
     def load_training_state(self, epoch):
@@ -284,6 +339,8 @@ class BaseModel(ABC):
         for sch, s in zip(self.schedulers, state['schedulers']):
             sch.load_state_dict(s)
         set_rng_state(state['rng'])
+        if self.grad_scaler.is_enabled() and state.get('grad_scaler'):
+            self.grad_scaler.load_state_dict(state['grad_scaler'])
         counters = {k: state[k] for k in ('epoch', 'epoch_iter', 'epoch_done', 'total_iters')}
         counters['epoch_count'] = state['options'].get('epoch_count', 1)
         return counters
@@ -301,6 +358,8 @@ class BaseModel(ABC):
             o.load_state_dict(state)
 
     def print_networks(self, verbose):
+        if not distributed.is_main():
+            return
         print('---------- Networks initialized -------------')
         for name in self.model_names:
             net = getattr(self, 'net' + name)

@@ -71,9 +71,14 @@ class CUTModel(BaseModel):
         self.lambda_patch = getattr(opt, self.lambda_flag)
         self.use_idt = bool(getattr(opt, self.idt_flag)) and self.isTrain
         self.nce_layers = parse_layers(opt.nce_layers)
-        # the features of the main forward pass equal a separate encoder pass unless batch statistics
-        # (batch norm over the X+Y batch) or random dropout masks make them differ
-        self.reuse_source_features = opt.normG != 'batch' and opt.no_dropout
+        # Without batch statistics (batch norm) or random dropout masks, an image's features do not depend
+        # on the other images of its pass: the main forward pass then yields the source features of the
+        # patch losses, and one encoder pass over the whole translated batch serves both branches.
+        self.batch_independent = opt.normG != 'batch' and opt.no_dropout
+        self.reuse_source_features = self.batch_independent
+        # the same step computed the official way (every feature recomputed image by image, the detached
+        # k side with autograd graphs): what scripts/benchmark.py --reference and the tests compare to
+        self.reference_step = False
         self.flipped_for_equivariance = False
 
         self.loss_names = ['G_GAN', 'D_real', 'D_fake', 'G', self.patch_loss_name]
@@ -133,9 +138,9 @@ class CUTModel(BaseModel):
         a, b = ('A', 'B') if self.opt.direction == 'AtoB' else ('B', 'A')
         if a not in input and not self.isTrain:  # dataset_mode single holds only 'A', whatever the direction
             a, b = 'A', 'B'
-        self.real_A = input[a].to(self.device)
+        self.real_A = self.to_input(input[a])
         # a test set may have no target domain (dataset_mode single)
-        self.real_B = input[b].to(self.device) if (b in input or self.isTrain) else None
+        self.real_B = self.to_input(input[b]) if (b in input or self.isTrain) else None
         self.image_paths = input[a + '_paths']
 
     # ---- forward -----------------------------------------------------------------------------
@@ -145,18 +150,26 @@ class CUTModel(BaseModel):
                                              and np.random.random() < 0.5)
         if self.flipped_for_equivariance:
             self.real = torch.flip(self.real, [3])
-        self.real_feats = None
-        if self.isTrain and self.reuse_source_features and not self.flipped_for_equivariance \
-                and self.lambda_patch > 0 and torch.is_grad_enabled():
-            # one pass gives the translation and the source features the patch losses need
-            self.fake, feats = self.netG(self.real, self.nce_layers)
-            self.real_feats = [f.detach() for f in feats]
-        else:
-            self.fake = self.netG(self.real)
+        self.real_feats = self.fake_feats = None
+        with self.autocast():
+            if self.reusing_source_features():
+                # one pass gives the translation and the source features the patch losses need
+                fake, feats = self.netG(self.real, self.nce_layers)
+                self.real_feats = [f.detach() for f in feats]
+            else:
+                fake = self.netG(self.real)
+        self.fake = fake.float()
         n = self.real_A.size(0)
         self.fake_B = self.fake[:n]
         if self.use_idt:
             self.idt_B = self.fake[n:]
+
+    def uses_patch_features(self):
+        return self.lambda_patch > 0
+
+    def reusing_source_features(self):
+        return (self.isTrain and self.reuse_source_features and not self.reference_step
+                and not self.flipped_for_equivariance and self.uses_patch_features() and torch.is_grad_enabled())
 
     def source_features(self, src, which):
         """Encoder features of an input image (no gradient: the patch losses detach this side).
@@ -167,8 +180,27 @@ class CUTModel(BaseModel):
         if self.real_feats is not None:
             n = self.real_A.size(0)
             return [f[which * n:(which + 1) * n] for f in self.real_feats]
-        with torch.no_grad():
+        with self.autocast(), torch.set_grad_enabled(self.reference_step):
             return self.netG(src, self.nce_layers, encode_only=True)
+
+    def target_features(self, tgt, which):
+        """Encoder features of a translation, with gradient, flipped back under flip-equivariance.
+
+        When both branches are used and images are independent, one encoder pass over the translated
+        batch serves both (`which` 0 = fake_B rows, 1 = idt_B rows); otherwise `tgt` is encoded alone.
+        """
+        if self.batch_independent and not self.reference_step and self.use_idt and self.lambda_patch > 0:
+            if self.fake_feats is None:
+                with self.autocast():
+                    self.fake_feats = self.netG(self.fake, self.nce_layers, encode_only=True)
+            n = self.real_A.size(0)
+            feats = [f[which * n:(which + 1) * n] for f in self.fake_feats]
+        else:
+            with self.autocast():
+                feats = self.netG(tgt, self.nce_layers, encode_only=True)
+        if self.flipped_for_equivariance:
+            feats = [torch.flip(f, [3]) for f in feats]
+        return feats
 
     def sample_pairs(self, src, tgt, which, sample_ids=None):
         """Pooled, L2-normalised patch features of G(src)-side `tgt` (q) and `src` (k), shared locations.
@@ -176,35 +208,39 @@ class CUTModel(BaseModel):
         Returns (q_list, k_list, ids), one (B, N, C) tensor per layer ((1, B*N, C) when negatives are
         drawn from the whole minibatch).
         """
-        feat_q = self.netG(tgt, self.nce_layers, encode_only=True)
-        if self.flipped_for_equivariance:
-            feat_q = [torch.flip(f, [3]) for f in feat_q]
+        feat_q = self.target_features(tgt, which)
         feat_k = self.source_features(src, which)
-        q_pool, ids = self.netF(feat_q, self.opt.num_patches, sample_ids)
-        with torch.no_grad():
-            k_pool, _ = self.netF(feat_k, self.opt.num_patches, ids)
+        with self.autocast():
+            q_pool, ids = self.netF(feat_q, self.opt.num_patches, sample_ids)
+            with torch.set_grad_enabled(self.reference_step):
+                k_pool, _ = self.netF(feat_k, self.opt.num_patches, ids)
         b = tgt.size(0)
         shape = (1, -1) if self.opt.nce_includes_all_negatives_from_minibatch else (b, -1)
-        q = [p.reshape(*shape, p.shape[-1]) for p in q_pool]
-        k = [p.reshape(*shape, p.shape[-1]) for p in k_pool]
+        q = [p.float().reshape(*shape, p.shape[-1]) for p in q_pool]
+        k = [p.float().reshape(*shape, p.shape[-1]) for p in k_pool]
         return q, k, ids
 
     # ---- losses ------------------------------------------------------------------------------
     def compute_D_loss(self):
-        pred_fake = self.netD(self.fake_B.detach())
+        with self.autocast():
+            pred_fake = self.netD(self.fake_B.detach()).float()
+            self.pred_real = self.netD(self.real_B).float()
         self.loss_D_fake = losses.gan_loss(pred_fake, False, self.opt.gan_mode).mean()
-        self.pred_real = self.netD(self.real_B)
         self.loss_D_real = losses.gan_loss(self.pred_real, True, self.opt.gan_mode).mean()
         self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
         return self.loss_D
 
     def compute_G_loss(self):
         if self.opt.lambda_GAN > 0.0:
-            pred_fake = self.netD(self.fake_B)
+            with self.autocast():  # D is frozen: no DDP, whose reducer would wait for its gradients
+                pred_fake = self._unwrapped('D')(self.fake_B).float()
             self.loss_G_GAN = losses.gan_loss(pred_fake, True, self.opt.gan_mode).mean() * self.opt.lambda_GAN
         else:
             self.loss_G_GAN = torch.zeros((), device=self.device)
         self.loss_G = self.loss_G_GAN + self.compute_patch_losses()
+        # the backward pass frees the saved activations these maps share storage with only if nothing
+        # else holds them
+        self.real_feats = self.fake_feats = None
         return self.loss_G
 
     def compute_patch_losses(self):
@@ -233,15 +269,14 @@ class CUTModel(BaseModel):
         self.set_requires_grad(self.netD, True)
         self.optimizer_D.zero_grad(set_to_none=True)
         self.loss_D = self.compute_D_loss()
-        self.loss_D.backward()
-        self.optimizer_D.step()
+        self.backward(self.loss_D)
+        self.step(self.optimizer_D)
 
         self.set_requires_grad(self.netD, False)
         self.optimizer_G.zero_grad(set_to_none=True)
         if self.optimizer_F is not None:
             self.optimizer_F.zero_grad(set_to_none=True)
         self.loss_G = self.compute_G_loss()
-        self.loss_G.backward()
-        self.optimizer_G.step()
-        if self.optimizer_F is not None:
-            self.optimizer_F.step()
+        self.backward(self.loss_G)
+        self.step(self.optimizer_G, self.optimizer_F)
+        self.grad_scaler.update()

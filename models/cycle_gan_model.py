@@ -64,22 +64,26 @@ class CycleGANModel(BaseModel):
         a, b = ('A', 'B') if self.opt.direction == 'AtoB' else ('B', 'A')
         if a not in input and not self.isTrain:  # dataset_mode single holds only 'A', whatever the direction
             a, b = 'A', 'B'
-        self.real_A = input[a].to(self.device)
-        self.real_B = input[b].to(self.device) if (b in input or self.isTrain) else None
+        self.real_A = self.to_input(input[a])
+        self.real_B = self.to_input(input[b]) if (b in input or self.isTrain) else None
         self.image_paths = input[a + '_paths']
 
     def forward(self):
-        self.fake_B = self.netG_A(self.real_A)
-        self.rec_A = self.netG_B(self.fake_B)
-        if self.real_B is not None:
-            self.fake_A = self.netG_B(self.real_B)
-            self.rec_B = self.netG_A(self.fake_A)
+        with self.autocast():
+            self.fake_B = self.netG_A(self.real_A).float()
+            self.rec_A = self.netG_B(self.fake_B).float()
+            if self.real_B is not None:
+                self.fake_A = self.netG_B(self.real_B).float()
+                self.rec_B = self.netG_A(self.fake_A).float()
 
     def backward_D_basic(self, netD, real, fake):
-        loss_real = losses.gan_loss(netD(real), True, self.opt.gan_mode).mean()
-        loss_fake = losses.gan_loss(netD(fake.detach()), False, self.opt.gan_mode).mean()
+        with self.autocast():
+            pred_real = netD(real).float()
+            pred_fake = netD(fake.detach()).float()
+        loss_real = losses.gan_loss(pred_real, True, self.opt.gan_mode).mean()
+        loss_fake = losses.gan_loss(pred_fake, False, self.opt.gan_mode).mean()
         loss = (loss_real + loss_fake) * 0.5
-        loss.backward()
+        self.backward(loss)
         return loss
 
     def optimize_parameters(self):
@@ -89,23 +93,28 @@ class CycleGANModel(BaseModel):
         self.optimizer_G.zero_grad(set_to_none=True)
         lambda_idt, lambda_A, lambda_B = opt.lambda_identity, opt.lambda_A, opt.lambda_B
         if lambda_idt > 0:
-            self.idt_A = self.netG_A(self.real_B)
+            with self.autocast():
+                self.idt_A = self.netG_A(self.real_B).float()
+                self.idt_B = self.netG_B(self.real_A).float()
             self.loss_idt_A = torch.nn.functional.l1_loss(self.idt_A, self.real_B) * lambda_B * lambda_idt
-            self.idt_B = self.netG_B(self.real_A)
             self.loss_idt_B = torch.nn.functional.l1_loss(self.idt_B, self.real_A) * lambda_A * lambda_idt
         else:
             self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
-        self.loss_G_A = losses.gan_loss(self.netD_A(self.fake_B), True, opt.gan_mode).mean()
-        self.loss_G_B = losses.gan_loss(self.netD_B(self.fake_A), True, opt.gan_mode).mean()
+        with self.autocast():  # the discriminators are frozen: no DDP, which would wait for their gradients
+            pred_A = self._unwrapped('D_A')(self.fake_B).float()
+            pred_B = self._unwrapped('D_B')(self.fake_A).float()
+        self.loss_G_A = losses.gan_loss(pred_A, True, opt.gan_mode).mean()
+        self.loss_G_B = losses.gan_loss(pred_B, True, opt.gan_mode).mean()
         self.loss_cycle_A = torch.nn.functional.l1_loss(self.rec_A, self.real_A) * lambda_A
         self.loss_cycle_B = torch.nn.functional.l1_loss(self.rec_B, self.real_B) * lambda_B
         self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
                        + self.loss_idt_A + self.loss_idt_B)
-        self.loss_G.backward()
-        self.optimizer_G.step()
+        self.backward(self.loss_G)
+        self.step(self.optimizer_G)
 
         self.set_requires_grad([self.netD_A, self.netD_B], True)
         self.optimizer_D.zero_grad(set_to_none=True)
         self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B_pool.query(self.fake_B))
         self.loss_D_B = self.backward_D_basic(self.netD_B, self.real_A, self.fake_A_pool.query(self.fake_A))
-        self.optimizer_D.step()
+        self.step(self.optimizer_D)
+        self.grad_scaler.update()

@@ -63,6 +63,9 @@ class SRCHDCEModel(CUTModel):
         self.total_epochs = getattr(opt, 'n_epochs', 0) + getattr(opt, 'n_epochs_decay', 0)
         self.epoch = getattr(opt, 'epoch_count', 1)
 
+    def uses_patch_features(self):
+        return self.lambda_patch > 0 or self.use_src
+
     def hardness(self):
         """γ of the hard-negative weights at the current epoch (official curriculum)."""
         return losses.hdce_gamma(self.epoch, self.opt.HDCE_gamma, self.opt.HDCE_gamma_min,
@@ -114,6 +117,7 @@ class SRCHDCEModel(CUTModel):
             else:
                 per_patch = losses.info_nce_loss(f_q, f_k, tau=self.opt.nce_T, weight=w)
             total = total + per_patch.mean() * self.lambda_patch
-            with torch.no_grad():
+            # a detached monitor: the official code builds its graph anyway (kept by the reference step)
+            with torch.set_grad_enabled(self.reference_step and torch.is_grad_enabled()):
                 monitor = monitor + losses.info_nce_loss(f_q, f_k, tau=self.opt.nce_T, weight=w_official).mean()
-        return total / len(q), monitor * self.lambda_patch / len(q)
+        return total / len(q), monitor.detach() * self.lambda_patch / len(q)

@@ -8,7 +8,7 @@ import data
 import models
 from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
 from models.networks import DISCRIMINATORS, GENERATORS
-from util import util
+from util import distributed, util
 
 
 class BaseOptions:
@@ -91,6 +91,14 @@ class BaseOptions:
                        help='customized suffix: opt.name = opt.name + suffix, e.g. {model}_{netG}_size{load_size}')
         p.add_argument('--stylegan2_G_num_downsampling', default=1, type=int,
                        help='number of downsampling layers used by the StyleGAN2 generator')
+        # speed (docs/performance.md)
+        p.add_argument('--amp', type=str, default='off', choices=['off', 'bf16', 'fp16'],
+                       help='mixed precision: network forwards autocast to bfloat16 or float16 (with a gradient '
+                            'scaler), losses in float32')
+        p.add_argument('--channels_last', action='store_true',
+                       help='keep images and convolution weights in the channels-last memory layout')
+        p.add_argument('--compile', action='store_true',
+                       help='torch.compile the networks (a slow first iterations, then faster steps)')
         self.initialized = True
         return parser
 
@@ -144,8 +152,9 @@ class BaseOptions:
             opt.seed = random.SystemRandom().randrange(2 ** 31)
         opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
         self.validate(opt)
-        print('\n'.join(self.option_lines(opt)))
-        self.save_options(opt)
+        if distributed.env_rank() == 0:  # torchrun starts one process per GPU; rank 0 reports and writes
+            print('\n'.join(self.option_lines(opt)))
+            self.save_options(opt)
         self.opt = opt
         return opt
 
@@ -156,6 +165,9 @@ class BaseOptions:
                 raise SystemExit(f'error: --{flag} must be positive, got {getattr(opt, flag)}')
         if opt.num_threads < 0:
             raise SystemExit(f'error: --num_threads must be >= 0, got {opt.num_threads}')
+        if opt.amp == 'fp16' and not opt.gpu_ids and distributed.env_rank() == 0:
+            print('warning: --amp fp16 on CPU: CPUs without float16 units (most) emulate it, slower than '
+                  'float32; use --amp bf16 on CPU', file=sys.stderr)
 
 
 def parse_gpu_ids(spec):

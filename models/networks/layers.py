@@ -73,6 +73,30 @@ class Identity(nn.Module):
         return x
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """CUT's instance norm (no affine map, no running statistics): each image's channels normalised
+    over (H, W).
+
+    When a gradient will flow back through it, it is computed as group norm with one channel per
+    group, the same normalisation but a better backward: it keeps the channels-last layout
+    (--channels_last) where nn.InstanceNorm2d converts to NCHW and back, returns a tensor rather than
+    a view (the in-place ReLU after it then needs no copy), runs faster on CPU, and avoids a torch
+    2.14 CPU bug: nn.InstanceNorm2d's backward gives wrong input gradients for a batch of one image
+    when the incoming gradient has channels-last strides (as the patch sampler's permuted view
+    produces). Without gradient (test.py) nn.InstanceNorm2d's own kernel runs, so translations match
+    the official ones bit for bit.
+    """
+
+    def __init__(self, num_features, eps=1e-5):
+        super().__init__(num_features, eps=eps, affine=False, track_running_stats=False)
+
+    def forward(self, x):
+        # (B, C, H, W) -> (B, C, H, W)
+        if x.requires_grad and torch.is_grad_enabled():
+            return F.group_norm(x, self.num_features, eps=self.eps)
+        return super().forward(x)
+
+
 def get_norm_layer(norm_type='instance'):
     """A constructor `norm_layer(num_channels) -> nn.Module` for 'batch' | 'instance' | 'none'.
 
@@ -81,7 +105,7 @@ def get_norm_layer(norm_type='instance'):
     if norm_type == 'batch':
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if norm_type == 'instance':
-        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+        return InstanceNorm2d
     if norm_type == 'none':
         return lambda num_channels: Identity()
     raise ValueError(f'unknown norm {norm_type!r}; valid names: {", ".join(NORM_TYPES)}')

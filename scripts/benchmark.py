@@ -1,0 +1,213 @@
+"""Time and memory of one training step (model.optimize_parameters) on fixed random images; JSON out.
+
+    python scripts/benchmark.py --model src_hdce --crop_size 256 --batch_size 1 --amp bf16
+    python scripts/benchmark.py --crop_size 128 --reference          # the step computed the official way
+    python scripts/benchmark.py --crop_size 128 --alternate          # both, interleaved: a robust ratio
+    python scripts/benchmark.py --model cut --crop_size 256 -- --nce_idt false --netG resnet_6blocks
+
+The step runs `--warmup` times untimed, then `--repeats` times timed one by one; the report gives every
+time, the median, min and max. Peak memory is torch.cuda.max_memory_allocated over the timed steps on a
+GPU, and the process's peak resident set size on CPU (so measure one configuration per process).
+`--reference` computes the same losses and gradients the way the official Hneg_SRC / CUT code does:
+encoder features recomputed image by image and autograd graphs built for the detached k side.
+Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra recipe unless
+`--recipe none`.
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from models import create_model  # noqa: E402
+from options.train_options import TrainOptions  # noqa: E402
+
+RECIPES = {
+    'h2z': ['--CUT_mode', 'CUT', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05',
+            '--use_curriculum', '--HDCE_gamma', '50', '--HDCE_gamma_min', '10'],
+    'none': [],
+}
+
+
+def parse_args(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if '--' in argv:
+        cut = argv.index('--')
+        argv, extra = argv[:cut], argv[cut + 1:]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--model', default='src_hdce')
+    p.add_argument('--crop_size', type=int, default=256)
+    p.add_argument('--batch_size', type=int, default=1)
+    p.add_argument('--amp', default='off', choices=['off', 'bf16', 'fp16'])
+    p.add_argument('--channels_last', action='store_true')
+    p.add_argument('--compile', action='store_true')
+    p.add_argument('--reference', action='store_true', help='time the step computed the official way')
+    p.add_argument('--alternate', action='store_true',
+                   help='time the optimised and the reference step alternately in this process')
+    p.add_argument('--recipe', default=None, choices=sorted(RECIPES),
+                   help='training flags of a published recipe (default: h2z for src_hdce, none otherwise)')
+    p.add_argument('--gpu_ids', default='-1', help='-1: CPU; 0: the first GPU')
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (CPU)')
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--out', default=None, help='also write the JSON here')
+    args = p.parse_args(argv)
+    if args.reference and args.alternate:
+        p.error('--alternate already times the reference step; drop --reference')
+    if args.repeats < 1 or args.warmup < 0:
+        p.error('--repeats must be >= 1 and --warmup >= 0')
+    if args.recipe is None:
+        args.recipe = 'h2z' if args.model == 'src_hdce' else 'none'
+    return args, extra
+
+
+def train_argv(args, extra, checkpoints_dir):
+    return (['--model', args.model, '--dataroot', 'unused', '--checkpoints_dir', checkpoints_dir,
+             '--name', 'benchmark', '--gpu_ids', args.gpu_ids, '--seed', str(args.seed),
+             '--load_size', str(args.crop_size), '--crop_size', str(args.crop_size),
+             '--batch_size', str(args.batch_size), '--amp', args.amp, '--display_id', '0', '--no_tqdm']
+            + (['--channels_last'] if args.channels_last else [])
+            + (['--compile'] if args.compile else [])
+            + RECIPES[args.recipe] + list(extra))
+
+
+def fixed_batch(batch_size, size, seed, channels=3):
+    """Images in [-1, 1] drawn from `seed` alone, so every variant sees the same inputs."""
+    g = torch.Generator().manual_seed(seed)
+    return {'A': torch.rand(batch_size, channels, size, size, generator=g) * 2 - 1,
+            'B': torch.rand(batch_size, channels, size, size, generator=g) * 2 - 1,
+            'A_paths': [f'a{i}' for i in range(batch_size)], 'B_paths': [f'b{i}' for i in range(batch_size)]}
+
+
+def build(args, extra, checkpoints_dir):
+    """The model, set up as train.py does, and its batch; option printouts go to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        opt = TrainOptions(train_argv(args, extra, checkpoints_dir)).parse()
+        torch.manual_seed(args.seed)
+        model = create_model(opt)
+        batch = fixed_batch(args.batch_size, args.crop_size, args.seed, opt.input_nc)
+        model.set_epoch(1)
+        model.data_dependent_initialize(batch)
+        model.setup(opt)
+        model.parallelize()
+    if (args.reference or args.alternate) and not hasattr(model, 'reference_step'):
+        raise SystemExit(f'error: --model {args.model} has no reference step (only the patch-contrastive '
+                         f'models cut, src_hdce and sin_src_hdce have one)')
+    return model, batch
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+    except OSError:
+        names = []
+    return f'{names[0]} x{len(names)}' if names else platform.processor() or 'cpu'
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def current_rss_mb():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+
+
+def summary(timings, batch_size):
+    """Wall-clock statistics of (wall, cpu) step timings, plus the median CPU time of the process: on a
+    machine shared with other jobs the CPU time moves much less than the wall time (with one thread)."""
+    seconds = [wall for wall, _ in timings]
+    median = statistics.median(seconds)
+    return {'step_seconds': [round(s, 4) for s in seconds], 'median_s': round(median, 4),
+            'min_s': round(min(seconds), 4), 'max_s': round(max(seconds), 4),
+            'iters_per_s': round(1 / median, 3), 'images_per_s': round(batch_size / median, 3),
+            'cpu_median_s': round(statistics.median(cpu for _, cpu in timings), 4)}
+
+
+def run(args, extra):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoints_dir = tempfile.mkdtemp(prefix='benchmark_')
+    try:
+        model, batch = build(args, extra, checkpoints_dir)
+    finally:
+        shutil.rmtree(checkpoints_dir, ignore_errors=True)
+    cuda = model.device.type == 'cuda'
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    model.reference_step = args.reference if hasattr(model, 'reference_step') else False
+    rss_setup = current_rss_mb()
+
+    def step(reference):
+        if hasattr(model, 'reference_step'):
+            model.reference_step = reference
+        model.set_input(batch)
+        sync()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        model.optimize_parameters()
+        sync()
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
+    for _ in range(args.warmup):
+        step(args.reference)
+        if args.alternate:
+            step(True)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(model.device)
+    times, reference_times = [], []
+    for _ in range(args.repeats):
+        times.append(step(args.reference))
+        if args.alternate:
+            reference_times.append(step(True))
+
+    result = {
+        'model': args.model, 'recipe': args.recipe, 'extra_flags': extra, 'crop_size': args.crop_size,
+        'batch_size': args.batch_size, 'amp': args.amp, 'channels_last': args.channels_last,
+        'compile': args.compile, 'step': 'alternate' if args.alternate else ('reference' if args.reference
+                                                                              else 'optimised'),
+        'device': torch.cuda.get_device_name(model.device) if cuda else cpu_name(),
+        'torch': torch.__version__, 'threads': torch.get_num_threads(),
+        'warmup': args.warmup, 'repeats': args.repeats,
+        'losses': {k: round(v, 6) for k, v in model.get_current_losses().items()},
+    }
+    result.update(summary(times, args.batch_size))
+    if args.alternate:
+        result['reference'] = summary(reference_times, args.batch_size)
+        ratios = [t / r for (t, _), (r, _) in zip(times, reference_times)]
+        result['time_ratio_to_reference'] = {'median': round(statistics.median(ratios), 4),
+                                             'min': round(min(ratios), 4), 'max': round(max(ratios), 4)}
+    if cuda:
+        result['peak_memory_mb'] = round(torch.cuda.max_memory_allocated(model.device) / 2 ** 20, 1)
+        result['memory_kind'] = 'cuda_max_memory_allocated'
+    else:
+        result['peak_memory_mb'] = round(peak_rss_mb(), 1)
+        result['memory_kind'] = 'process_peak_rss'
+        result['rss_after_setup_mb'] = round(rss_setup, 1)
+    return result
+
+
+def main(argv=None):
+    args, extra = parse_args(argv)
+    result = run(args, extra)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

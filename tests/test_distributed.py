@@ -1,0 +1,130 @@
+"""DistributedDataParallel on CPU (gloo, 2 processes): weights stay in sync, a 2-process run with batch 1
+each computes what one process computes with batch 2, only rank 0 writes, and a run saves and resumes."""
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import models
+import train as train_script
+from datasets.make_synthetic_dataset import make_synthetic_dataset
+from tests.conftest import fake_batch, train_opt
+from tests.test_performance import H2Z, assert_same_step
+from util import distributed
+
+WORLD = 2
+SMALL = ['--model', 'src_hdce', *H2Z, '--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks', '--load_size', '32',
+         '--crop_size', '32', '--num_patches', '16', '--gpu_ids', '-1', '--num_threads', '0', '--display_id', '0',
+         '--no_tqdm', '--seed', '3', '--serial_batches', '--no_flip', '--print_freq', '2']
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def join(rank, port):
+    """What torchrun does for a worker: the environment init_from_env reads."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+
+def build(tmp_path, batch_size):
+    opt = train_opt('src_hdce', tmp_path, '--seed', '0', '--batch_size', str(batch_size), *H2Z)
+    torch.manual_seed(0)
+    model = models.create_model(opt)
+    model.data_dependent_initialize(fake_batch(batch_size, 32))
+    model.setup(opt)
+    model.parallelize()
+    return model
+
+
+def steps(model, batch, n=2):
+    """n training steps on the same batch; the losses and gradients of the first."""
+    first = None
+    for i in range(n):
+        model.set_input(batch)
+        torch.manual_seed(100 + i)  # the same patch locations in every process and launch
+        model.optimize_parameters()
+        if first is None:
+            first = (model.get_current_losses(),
+                     {name: [p.grad.clone() for p in getattr(model, 'net' + name).parameters()]
+                      for name in model.model_names})
+    return first
+
+
+def model_worker(rank, port, folder):
+    join(rank, port)
+    distributed.init_from_env(use_cuda=False)
+    model = build(folder / f'rank{rank}', batch_size=1)
+    model.distribute()
+    batch = fake_batch(WORLD, 32, seed=8)
+    mine = {k: v[rank:rank + 1] for k, v in batch.items()}  # this process's image of the global batch
+    losses, grads = steps(model, mine)
+    weights = {name: [p.detach().clone() for p in model._unwrapped(name).parameters()]
+               for name in model.model_names}
+    torch.save({'losses': dict(losses), 'grads': grads, 'weights': weights}, folder / f'rank{rank}.pt')
+    distributed.cleanup()
+
+
+def test_two_processes_of_one_image_equal_one_process_of_two(tmp_path):
+    mp.spawn(model_worker, args=(free_port(), tmp_path), nprocs=WORLD)
+    ranks = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(WORLD)]
+    for name, weights in ranks[0]['weights'].items():
+        for a, b in zip(weights, ranks[1]['weights'][name]):
+            assert torch.equal(a, b), f'net{name} differs between ranks'
+    for name in ranks[0]['grads']:  # DDP averaged them: every rank holds the same gradients
+        assert all(torch.equal(a, b) for a, b in zip(ranks[0]['grads'][name], ranks[1]['grads'][name]))
+
+    # one process, batch 2: every loss is a mean over images, so its gradient is the mean DDP forms
+    single_losses, single_grads = steps(build(tmp_path / 'single', batch_size=WORLD), fake_batch(WORLD, 32, seed=8))
+    averaged = {k: sum(r['losses'][k] for r in ranks) / WORLD for k in single_losses}
+    assert_same_step((averaged, ranks[0]['grads']), (single_losses, single_grads))
+
+
+def train_worker(rank, ports, dataset, ckpt):
+    join(rank, ports[0])
+    argv = ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', 'ddp', *SMALL,
+            '--n_epochs', '1', '--n_epochs_decay', '1']
+    assert train_script.main(argv + ['--max_iters', '2']) == 0  # stops after the first step of epoch 1
+    os.environ['MASTER_PORT'] = str(ports[1])
+    assert train_script.main(argv + ['--continue_train']) == 0
+
+
+def losses_by_iteration(run_dir):
+    records = [json.loads(line) for line in (run_dir / 'loss_log.jsonl').read_text().splitlines()]
+    return {r['total_iters']: r['losses'] for r in records}
+
+
+def test_train_py_under_two_processes_saves_once_resumes_and_matches_one_process(tmp_path):
+    dataset = tmp_path / 'data'
+    make_synthetic_dataset(dataset, n_train=4, n_test=1, size=32, seed=1)
+    ckpt = tmp_path / 'ckpt'
+    mp.spawn(train_worker, args=((free_port(), free_port()), dataset, ckpt), nprocs=WORLD)
+    run = ckpt / 'ddp'
+    state = torch.load(run / 'latest_train_state.pth', weights_only=True)
+    # 4 images, 2 epochs: 8 samples, counted over both processes; epoch_iter is per process
+    assert (state['epoch'], state['epoch_done'], state['total_iters'], state['epoch_iter']) == (2, True, 8, 2)
+    assert (run / '2_net_G.pth').is_file() and not list(run.glob('*.tmp*'))
+    assert (run / 'loss_log.txt').read_text().count('Training Loss') == 2  # rank 0 alone, once per run
+
+    argv = ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', 'single', *SMALL,
+            '--n_epochs', '1', '--n_epochs_decay', '1', '--batch_size', str(WORLD)]
+    assert train_script.main(argv) == 0
+    ddp, single = losses_by_iteration(run), losses_by_iteration(ckpt / 'single')
+    assert sorted(ddp) == sorted(single) == [2, 4, 6, 8]
+    for it in single:
+        assert ddp[it] == pytest.approx(single[it], rel=1e-4, abs=1e-6), it
+
+
+def test_several_gpu_ids_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    opt = train_opt('src_hdce', tmp_path, '--gpu_ids', '0,1')
+    with pytest.raises(SystemExit, match='torchrun --nproc_per_node 2'):
+        train_script.join_processes(opt)

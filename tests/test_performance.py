@@ -1,0 +1,172 @@
+"""The speed work keeps the math: the optimised step equals the step computed the official way (reference),
+mixed precision and channels-last train, and scripts/benchmark.py reports JSON."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models
+from models.networks.layers import InstanceNorm2d
+from tests.conftest import fake_batch, train_opt
+
+ROOT = Path(__file__).resolve().parents[1]
+H2Z = ['--CUT_mode', 'CUT', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05', '--use_curriculum',
+       '--HDCE_gamma', '50', '--HDCE_gamma_min', '10']
+
+_spec = importlib.util.spec_from_file_location('benchmark', ROOT / 'scripts' / 'benchmark.py')
+benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(benchmark)
+
+
+def build(tmp_path, model, *extra, batch_size=1, seed=0):
+    opt = train_opt(model, tmp_path, '--seed', str(seed), '--batch_size', str(batch_size), *extra)
+    torch.manual_seed(seed)
+    net = models.create_model(opt)
+    net.set_epoch(3)
+    net.data_dependent_initialize(fake_batch(batch_size, opt.crop_size))
+    net.setup(opt)
+    net.parallelize()
+    return net
+
+
+def train_step(model, batch, reference=False, seed=123):
+    """One optimize_parameters; the same seeds give every variant the same patches and flips."""
+    model.reference_step = reference
+    model.set_input(batch)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model.optimize_parameters()
+    grads = {name: [None if p.grad is None else p.grad.clone() for p in getattr(model, 'net' + name).parameters()]
+             for name in model.model_names}
+    return model.get_current_losses(), grads
+
+
+def assert_same_step(result, expected, rtol=1e-4):
+    """Equal losses; each gradient within rtol of the largest gradient of its network (conv biases before
+    instance norm have a true gradient of 0, so both sides hold float noise there)."""
+    (losses, grads), (ref_losses, ref_grads) = result, expected
+    assert losses.keys() == ref_losses.keys()
+    for k in losses:
+        assert losses[k] == pytest.approx(ref_losses[k], rel=1e-5, abs=1e-6), k
+    for name in grads:
+        scale = max(float(g.abs().max()) for g in ref_grads[name] if g is not None)
+        for i, (a, b) in enumerate(zip(grads[name], ref_grads[name])):
+            assert (a is None) == (b is None), (name, i)
+            if b is not None:
+                assert float((a - b).abs().max()) <= rtol * scale, f'net{name} parameter {i}'
+
+
+CASES = {
+    'src_hdce_h2z': ('src_hdce', H2Z, 1),
+    'src_hdce_h2z_batch2': ('src_hdce', H2Z, 2),
+    'cut': ('cut', ['--CUT_mode', 'CUT'], 1),
+    'fastcut_flips': ('cut', ['--CUT_mode', 'FastCUT'], 1),
+    'sin_src_hdce': ('sin_src_hdce', [], 4),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_optimised_step_equals_the_official_way(case, tmp_path):
+    """Reused encoder features, one encoder pass for both branches and no graphs on the detached side
+    give the losses and gradients of the official computation (scripts/benchmark.py --reference)."""
+    name, extra, batch_size = CASES[case]
+    fast = build(tmp_path / 'a', name, *extra, batch_size=batch_size)
+    ref = build(tmp_path / 'b', name, *extra, batch_size=batch_size)
+    batch = fake_batch(batch_size, fast.opt.crop_size, seed=4)
+    for _ in range(2):  # the second step starts from the updated weights and optimizer states
+        assert_same_step(train_step(fast, batch), train_step(ref, batch, reference=True))
+
+
+def test_optimised_step_runs_the_generator_twice_the_reference_five_times(tmp_path):
+    model = build(tmp_path, 'src_hdce', *H2Z)
+    calls = []
+    model.netG.register_forward_hook(lambda module, args, out: calls.append(torch.is_grad_enabled()))
+    batch = fake_batch(1, 32)
+    train_step(model, batch)
+    assert calls == [True, True]  # translation + source features, then both translations encoded
+    calls.clear()
+    train_step(model, batch, reference=True)
+    assert calls == [True] * 5  # translation, then fake_B, real_A, idt_B, real_B encoded with graphs
+
+
+def reference_instance_norm(x, eps=1e-5):
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    var = x.var(dim=(2, 3), keepdim=True, unbiased=False)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+@pytest.mark.parametrize('batch_size', [1, 2])
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_instance_norm_gradient_with_a_channels_last_gradient(batch_size, layout):
+    """torch 2.14's nn.InstanceNorm2d backward is wrong for one image and a channels-last gradient;
+    ours is right for every layout, and equals nn.InstanceNorm2d exactly without gradient."""
+    x = torch.randn(batch_size, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    cotangent = torch.randn(batch_size, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    norm = InstanceNorm2d(8)
+    ours = torch.autograd.grad(torch.relu_(norm(x)), x, cotangent)[0]
+    expected = torch.autograd.grad(torch.relu(reference_instance_norm(x)), x, cotangent)[0]
+    torch.testing.assert_close(ours, expected)
+    with torch.no_grad():
+        assert torch.equal(norm(x), F.instance_norm(x))
+
+
+def test_channels_last_gives_the_same_step(tmp_path):
+    batch = fake_batch(1, 32, seed=6)
+    default = build(tmp_path / 'a', 'src_hdce', *H2Z)
+    channels_last = build(tmp_path / 'b', 'src_hdce', *H2Z, '--channels_last')
+    assert channels_last.netG.model[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert_same_step(train_step(channels_last, batch), train_step(default, batch))
+    channels_last.save_networks('latest')
+    saved = torch.load(tmp_path / 'b' / 'ckpt' / 'run' / 'latest_net_G.pth', weights_only=True)
+    assert saved.keys() == default.netG.state_dict().keys()
+
+
+def test_bf16_autocast_trains_with_float32_losses(tmp_path):
+    model = build(tmp_path, 'src_hdce', *H2Z, '--amp', 'bf16')
+    before = [p.detach().clone() for p in model.netG.parameters()]
+    batch = fake_batch(1, 32, seed=2)
+    for _ in range(3):
+        losses, _ = train_step(model, batch)
+        assert all(np.isfinite(v) for v in losses.values()), losses
+    model.forward()
+    assert model.real_feats[1].dtype == torch.bfloat16  # the generator runs in bfloat16
+    assert model.loss_G.dtype == torch.float32 and model.fake_B.dtype == torch.float32
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.netG.parameters()))
+    fp32 = build(tmp_path / 'fp32', 'src_hdce', *H2Z)
+    ref, _ = train_step(fp32, batch)
+    bf16, _ = train_step(build(tmp_path / 'bf16', 'src_hdce', *H2Z, '--amp', 'bf16'), batch)
+    assert bf16['G'] == pytest.approx(ref['G'], rel=0.05)
+
+
+def test_fp16_uses_a_grad_scaler_whose_state_is_saved(tmp_path, capsys):
+    model = build(tmp_path, 'src_hdce', *H2Z, '--amp', 'fp16')
+    assert 'warning: --amp fp16 on CPU' in capsys.readouterr().err
+    assert model.grad_scaler.is_enabled()
+    losses, _ = train_step(model, fake_batch(1, 32, seed=3))
+    assert all(np.isfinite(v) for v in losses.values()), losses
+    state = model.training_state(1, 1, 1, False)
+    assert state['grad_scaler']['scale'] == model.grad_scaler.get_scale()
+    assert build(tmp_path / 'off', 'src_hdce').training_state(1, 1, 1, False)['grad_scaler'] == {}
+
+
+def test_benchmark_reports_both_steps_as_json(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    assert benchmark.main(['--crop_size', '32', '--warmup', '1', '--repeats', '2', '--alternate',
+                           '--out', str(out), '--', '--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks',
+                           '--num_patches', '16']) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads(out.read_text())
+    assert result['step'] == 'alternate' and len(result['step_seconds']) == 2
+    assert result['reference']['median_s'] > 0 and result['time_ratio_to_reference']['median'] > 0
+    assert result['memory_kind'] == 'process_peak_rss' and result['peak_memory_mb'] > 0
+    assert '--dce_idt' not in result['extra_flags'] and result['recipe'] == 'h2z'
+
+
+def test_benchmark_refuses_a_reference_for_models_without_one():
+    with pytest.raises(SystemExit, match='no reference step'):
+        benchmark.run(*benchmark.parse_args(['--model', 'cycle_gan', '--crop_size', '32', '--reference',
+                                             '--', '--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks']))
