@@ -109,9 +109,15 @@ class BaseModel(ABC):
         """
         return {}
 
-    @abstractmethod
     def set_input(self, input):
-        """Unpack a batch from the data loader."""
+        """Unpack a batch: real_A is the source domain of --direction, real_B the target."""
+        a, b = ('A', 'B') if self.opt.direction == 'AtoB' else ('B', 'A')
+        if a not in input and not self.isTrain:  # dataset_mode single holds only 'A', whatever the direction
+            a, b = 'A', 'B'
+        self.real_A = self.to_input(input[a])
+        # a test set may have no target domain (dataset_mode single)
+        self.real_B = self.to_input(input[b]) if (b in input or self.isTrain) else None
+        self.image_paths = input[a + '_paths']
 
     @abstractmethod
     def forward(self):

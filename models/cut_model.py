@@ -134,15 +134,6 @@ class CUTModel(BaseModel):
             self.optimizer_F = torch.optim.Adam(params, lr=self.opt.lr, betas=(self.opt.beta1, self.opt.beta2))
             self.optimizers.append(self.optimizer_F)
 
-    def set_input(self, input):
-        a, b = ('A', 'B') if self.opt.direction == 'AtoB' else ('B', 'A')
-        if a not in input and not self.isTrain:  # dataset_mode single holds only 'A', whatever the direction
-            a, b = 'A', 'B'
-        self.real_A = self.to_input(input[a])
-        # a test set may have no target domain (dataset_mode single)
-        self.real_B = self.to_input(input[b]) if (b in input or self.isTrain) else None
-        self.image_paths = input[a + '_paths']
-
     # ---- forward -----------------------------------------------------------------------------
     def forward(self):
         self.real = torch.cat((self.real_A, self.real_B), dim=0) if self.use_idt else self.real_A

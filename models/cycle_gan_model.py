@@ -60,14 +60,6 @@ class CycleGANModel(BaseModel):
                                                 lr=opt.lr, betas=betas)
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
-    def set_input(self, input):
-        a, b = ('A', 'B') if self.opt.direction == 'AtoB' else ('B', 'A')
-        if a not in input and not self.isTrain:  # dataset_mode single holds only 'A', whatever the direction
-            a, b = 'A', 'B'
-        self.real_A = self.to_input(input[a])
-        self.real_B = self.to_input(input[b]) if (b in input or self.isTrain) else None
-        self.image_paths = input[a + '_paths']
-
     def forward(self):
         with self.autocast():
             self.fake_B = self.netG_A(self.real_A).float()
