@@ -120,8 +120,8 @@ def train(opt):
         check_writable(save_dir)
     dataset = create_dataset(opt, rank=rank, world_size=world_size)
     dataset_size = len(dataset)
-    distributed.print0(f'The number of training images = {dataset_size}'
-                       + (f' ({world_size} processes, --batch_size {opt.batch_size} each)' if world_size > 1 else ''))
+    shards = f' ({world_size} processes, --batch_size {opt.batch_size} each)' if world_size > 1 else ''
+    distributed.print0(f'The number of training images = {dataset_size}{shards}')
     model = create_model(opt)
     total_epochs = opt.n_epochs + opt.n_epochs_decay
 
@@ -144,7 +144,8 @@ def train(opt):
             start_epoch = counters['epoch'] + 1 if counters['epoch_done'] else counters['epoch']
             skip = 0 if counters['epoch_done'] else counters['epoch_iter']
             total_iters = counters['total_iters']
-            distributed.print0(f'resuming at epoch {start_epoch}, iteration {skip} of the epoch, {total_iters} in total')
+            distributed.print0(f'resuming at epoch {start_epoch}, iteration {skip} of the epoch, '
+                               f'{total_iters} in total')
 
     visualizer = Visualizer(opt, rank=rank)
     optimize_time = 0.1
@@ -228,7 +229,8 @@ def train(opt):
                 save_checkpoint(model, ['latest'], epoch, epoch_iter, total_iters, epoch_done)
             if interrupted:
                 break
-            distributed.print0(f'End of epoch {epoch} / {total_epochs} \t Time Taken: {time.time() - epoch_start:.0f} sec')
+            distributed.print0(f'End of epoch {epoch} / {total_epochs} \t '
+                               f'Time Taken: {time.time() - epoch_start:.0f} sec')
     if stopping:
         signum = distributed.max_int(stop.signum or 0, model.device)  # the signal another process got
         print(f'stopped by signal {signum}; resume with --continue_train', file=sys.stderr)

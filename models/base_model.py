@@ -16,6 +16,11 @@ STATE_FORMAT = 1
 
 # --amp: the dtype the network forwards autocast to (None: float32 throughout); losses stay float32
 PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+# Under --amp fp16 the loss scale halves at every step whose gradients overflow. Below float16's smallest
+# subnormal (2^-24) scaled gradients can only underflow: every step keeps overflowing (an inf or NaN the
+# scale cannot cure) and nothing trains; at 2^-128 torch's unscaling factor 1/scale overflows float32
+# and GradScaler writes NaN into the weights without detecting it. Training stops there instead.
+MIN_GRAD_SCALE = 2.0 ** -24
 
 
 def get_scheduler(optimizer, opt):
@@ -186,6 +191,11 @@ class BaseModel(ABC):
     def step(self, *optimizers):
         """Optimizer steps; under --amp fp16 the gradients are unscaled first and a step whose gradients
         overflowed is skipped. Call `grad_scaler.update()` once after the last step of an iteration."""
+        if self.grad_scaler.is_enabled() and self.grad_scaler.get_scale() < MIN_GRAD_SCALE:
+            raise FloatingPointError(
+                f'--amp fp16: the loss scale fell to {self.grad_scaler.get_scale():.3g}: the gradients kept '
+                f'overflowing float16 whatever the scale, and every such step was skipped; train with --amp bf16 '
+                f'or --amp off')
         for optimizer in optimizers:
             if optimizer is not None:
                 self.grad_scaler.step(optimizer)

@@ -201,14 +201,19 @@ class CUTModel(BaseModel):
         """
         feat_q = self.target_features(tgt, which)
         feat_k = self.source_features(src, which)
-        with self.autocast():
+        # F (MLPs and L2 normalisation) belongs to the losses and runs in float32 under every --amp: its
+        # embeddings start with norms ~1e-6 (two gain-0.02 layers), below float16's normal range, and the
+        # normalisation's backward divides by the squared norm, which float16 flushes to 0 (inf gradients:
+        # every fp16 step skipped, the grad scaler backed off to 0). F is tiny next to G and D; it
+        # casts the sampled patches, not the whole maps.
+        with torch.autocast(self.device.type, enabled=False):
             q_pool, ids = self.netF(feat_q, self.opt.num_patches, sample_ids)
             with torch.set_grad_enabled(self.reference_step):
                 k_pool, _ = self.netF(feat_k, self.opt.num_patches, ids)
         b = tgt.size(0)
         shape = (1, -1) if self.opt.nce_includes_all_negatives_from_minibatch else (b, -1)
-        q = [p.float().reshape(*shape, p.shape[-1]) for p in q_pool]
-        k = [p.float().reshape(*shape, p.shape[-1]) for p in k_pool]
+        q = [p.reshape(*shape, p.shape[-1]) for p in q_pool]
+        k = [p.reshape(*shape, p.shape[-1]) for p in k_pool]
         return q, k, ids
 
     # ---- losses ------------------------------------------------------------------------------

@@ -170,3 +170,37 @@ def test_benchmark_refuses_a_reference_for_models_without_one():
     with pytest.raises(SystemExit, match='no reference step'):
         benchmark.run(*benchmark.parse_args(['--model', 'cycle_gan', '--crop_size', '32', '--reference',
                                              '--', '--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks']))
+
+
+def test_compile_compiles_every_network_in_place(tmp_path, monkeypatch):
+    """--compile (slow to build on CPU, so not run here) compiles each module in place: checkpoint keys
+    stay CUT's. The step it compiles is measured in docs/performance.md."""
+    import torch._inductor.config
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: compiled.append(type(self).__name__))
+    monkeypatch.setattr(torch._inductor.config, 'layout_optimization', True)
+    build(tmp_path, 'src_hdce', *H2Z, '--compile')
+    assert compiled == ['ResnetGenerator', 'PatchSampleF', 'NLayerDiscriminator']
+    assert torch._inductor.config.layout_optimization is False
+
+
+def test_fp16_patch_embeddings_run_in_float32_and_no_step_is_skipped(tmp_path):
+    """F's embeddings start with norms ~1e-6: in float16 the L2 normalisation's backward (a division by
+    the squared norm) gave inf gradients at every loss scale, so the grad scaler skipped every step and
+    backed off until its 1/scale overflowed and NaN reached the weights. F and the losses run in float32."""
+    model = build(tmp_path, 'src_hdce', *H2Z, '--amp', 'fp16')
+    model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=1.0)  # no overflow at this scale
+    dtypes = []
+    for i in range(len(model.nce_layers)):
+        getattr(model.netF, f'mlp_{i}').register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    before = [p.detach().clone() for p in model.netF.parameters()]
+    losses, grads = train_step(model, fake_batch(1, 32, seed=3))
+    assert all(np.isfinite(v) for v in losses.values()), losses
+    assert set(dtypes) == {torch.float32}
+    for name in ('G', 'F', 'D'):  # unscaled in place: finite gradients mean the step was taken
+        assert all(g is None or torch.isfinite(g).all() for g in grads[name]), name
+    assert model.grad_scaler.get_scale() == 1.0  # not backed off
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.netF.parameters()))
+    model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** -30)
+    with pytest.raises(FloatingPointError, match='loss scale'):
+        train_step(model, fake_batch(1, 32, seed=3))

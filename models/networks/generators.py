@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from .init import init_weights as initialise
-from .layers import NORM_TYPES, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer
+from .layers import (NORM_TYPES, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer,
+                     sequential_forward)
 from .registry import GENERATORS, lookup, register_generator
 
 
@@ -34,7 +35,7 @@ class ResnetBlock(nn.Module):
         self.conv_block = nn.Sequential(*block)
 
     def forward(self, x):
-        return x + self.conv_block(x)
+        return x + sequential_forward(self.conv_block, x)
 
 
 class ResnetGenerator(nn.Module):
@@ -51,7 +52,7 @@ class ResnetGenerator(nn.Module):
             raise ValueError(f'n_blocks must be >= 0, got {n_blocks}')
         norm_layer = get_norm_layer(norm)
         use_bias = norm == 'instance'
-        model = [nn.ReflectionPad2d(3),
+        model = [pad_layer('reflect', 3),
                  nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
                  norm_layer(ngf),
                  nn.ReLU(True)]
@@ -78,7 +79,7 @@ class ResnetGenerator(nn.Module):
                 model += [Upsample(c_in),
                           nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=use_bias),
                           norm_layer(c_out), nn.ReLU(True)]
-        model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
+        model += [pad_layer('reflect', 3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*model)
         self.num_feature_layers = len(self.model)
 

@@ -10,7 +10,121 @@ import torch.nn.functional as F
 
 NORM_TYPES = ('batch', 'instance', 'none')
 
-_PAD_LAYERS = {'reflect': nn.ReflectionPad2d, 'replicate': nn.ReplicationPad2d, 'zero': nn.ZeroPad2d}
+_PAD_BACKWARD = {'reflect': torch.ops.aten.reflection_pad2d_backward,
+                 'replicate': torch.ops.aten.replication_pad2d_backward}
+
+
+def _needs_graph(x):
+    return x.requires_grad and torch.is_grad_enabled()
+
+
+class _Pad2d(torch.autograd.Function):
+    """Reflection / replication padding that keeps only the input's shape for backward.
+
+    Autograd's own padding saves its whole input, although the backward reads only its shape; in a
+    ResNet block that input (the block's input) is kept by nothing else. Same forward kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, padding, mode):
+        ctx.shape, ctx.padding, ctx.mode = x.shape, padding, mode
+        return F.pad(x, padding, mode=mode)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # a zero-stride stand-in of the input: the kernel takes its shape and dtype, no memory
+        like = grad.new_empty(()).expand(ctx.shape)
+        return _PAD_BACKWARD[ctx.mode](grad.contiguous(), like, list(ctx.padding)), None, None
+
+
+class _FixedDepthwise(torch.autograd.Function):
+    """Depthwise (transposed) convolution by a fixed filter, saving no activation for backward.
+
+    The blur filters of Downsample / Upsample are buffers, so the gradient needs only the filter:
+    autograd's convolution would keep the padded input alive for a weight gradient never computed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, filt, stride, padding, transposed):
+        ctx.save_for_backward(filt)
+        ctx.stride, ctx.padding, ctx.transposed = stride, padding, transposed
+        ctx.size, ctx.dtype = x.shape[-2:], x.dtype
+        conv = F.conv_transpose2d if transposed else F.conv2d
+        return conv(x, filt, stride=stride, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        filt, = ctx.saved_tensors
+        filt = filt.to(grad.dtype)  # under autocast the forward ran in the autocast dtype
+        s, p, channels = ctx.stride, ctx.padding, grad.shape[1]
+        if ctx.transposed:
+            grad_x = F.conv2d(grad, filt, stride=s, padding=p, groups=channels)
+        else:
+            # the rows / columns that the stride skipped get no gradient beyond the transposed size
+            extra = [size - ((g - 1) * s - 2 * p + filt.shape[-1]) for size, g in zip(ctx.size, grad.shape[-2:])]
+            grad_x = F.conv_transpose2d(grad, filt, stride=s, padding=p, output_padding=extra, groups=channels)
+        return grad_x.to(ctx.dtype), None, None, None, None
+
+
+class _ReluPad2d(torch.autograd.Function):
+    """ReLU then reflection / replication padding, keeping only the padded output for backward.
+
+    Unfused, ReLU keeps its output for the mask and the convolution after the padding keeps the padded
+    copy; the mask is also the sign of the padded copy's interior, which the convolution keeps anyway.
+    Same values and gradients as nn.ReLU followed by the padding.
+    """
+
+    @staticmethod
+    def forward(ctx, x, padding, mode):
+        padded = F.pad(F.relu(x), padding, mode=mode)
+        ctx.save_for_backward(padded)
+        ctx.shape, ctx.padding, ctx.mode = x.shape, padding, mode
+        return padded
+
+    @staticmethod
+    def backward(ctx, grad):
+        padded, = ctx.saved_tensors
+        left, _, top, _ = ctx.padding
+        height, width = ctx.shape[-2:]
+        like = grad.new_empty(()).expand(ctx.shape)
+        grad_x = _PAD_BACKWARD[ctx.mode](grad.contiguous(), like, list(ctx.padding))
+        interior = padded[..., top:top + height, left:left + width]
+        return grad_x.masked_fill_(interior <= 0, 0), None, None
+
+
+def sequential_forward(modules, x):
+    """Run `modules` in order as nn.Sequential does, but where a gradient is recorded, a ReLU followed
+    by one of this module's padding layers runs as one operation that keeps one tensor, not two."""
+    index = 0
+    while index < len(modules):
+        module = modules[index]
+        following = modules[index + 1] if index + 1 < len(modules) else None
+        if (type(module) is nn.ReLU and isinstance(following, (ReflectionPad2d, ReplicationPad2d))
+                and _needs_graph(x)):
+            mode = 'reflect' if isinstance(following, ReflectionPad2d) else 'replicate'
+            x = _ReluPad2d.apply(x, following.padding, mode)
+            index += 2
+        else:
+            x = module(x)
+            index += 1
+    return x
+
+
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """nn.ReflectionPad2d (same name, repr and output) whose backward does not keep the input."""
+
+    def forward(self, x):
+        return _Pad2d.apply(x, self.padding, 'reflect') if _needs_graph(x) else super().forward(x)
+
+
+class ReplicationPad2d(nn.ReplicationPad2d):
+    """nn.ReplicationPad2d (same name, repr and output) whose backward does not keep the input."""
+
+    def forward(self, x):
+        return _Pad2d.apply(x, self.padding, 'replicate') if _needs_graph(x) else super().forward(x)
+
+
+_PAD_LAYERS = {'reflect': ReflectionPad2d, 'replicate': ReplicationPad2d, 'zero': nn.ZeroPad2d}
 
 
 def pad_layer(pad_type, padding):
@@ -43,7 +157,10 @@ class Downsample(nn.Module):
 
     def forward(self, x):
         # (B, C, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))
-        return F.conv2d(self.pad(x), self.filt, stride=self.stride, groups=x.shape[1])
+        padded = self.pad(x)
+        if _needs_graph(padded):
+            return _FixedDepthwise.apply(padded, self.filt, self.stride, 0, False)
+        return F.conv2d(padded, self.filt, stride=self.stride, groups=x.shape[1])
 
 
 class Upsample(nn.Module):
@@ -62,8 +179,11 @@ class Upsample(nn.Module):
     def forward(self, x):
         # (B, C, H, W) -> (B, C, stride * H, stride * W)
         padding = 1 + (self.filt_size - 1) // 2
-        out = F.conv_transpose2d(self.pad(x), self.filt, stride=self.stride, padding=padding,
-                                 groups=x.shape[1])
+        padded = self.pad(x)
+        if _needs_graph(padded):
+            out = _FixedDepthwise.apply(padded, self.filt, self.stride, padding, True)
+        else:
+            out = F.conv_transpose2d(padded, self.filt, stride=self.stride, padding=padding, groups=x.shape[1])
         end = None if self.filt_size % 2 else -1
         return out[:, :, 1:end, 1:end]
 
@@ -91,10 +211,13 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         super().__init__(num_features, eps=eps, affine=False, track_running_stats=False)
 
     def forward(self, x):
-        # (B, C, H, W) -> (B, C, H, W)
+        # (B, C, H, W) -> (B, C, H, W); float16 statistics (--amp fp16) overflow: they are taken in float32
+        dtype = x.dtype
+        if dtype == torch.float16:
+            x = x.float()
         if x.requires_grad and torch.is_grad_enabled():
-            return F.group_norm(x, self.num_features, eps=self.eps)
-        return super().forward(x)
+            return F.group_norm(x, self.num_features, eps=self.eps).to(dtype)
+        return super().forward(x).to(dtype)
 
 
 def get_norm_layer(norm_type='instance'):

@@ -72,16 +72,21 @@ class PatchSampleF(nn.Module):
         samples, ids = [], []
         for i, feat in enumerate(feats):
             b, _, h, w = feat.shape
-            flat = feat.permute(0, 2, 3, 1).flatten(1, 2)  # (B, H*W, C)
             if num_patches > 0:
                 if patch_ids is not None:
                     pos = patch_ids[i]
                 else:
                     pos = torch.randperm(h * w, device=feat.device, generator=generator)[:num_patches]
-                x = flat[:, pos, :].flatten(0, 1)  # (B*n, C)
+                if feat.is_contiguous():
+                    # gather in the map's own layout: the gradient comes back as an NCHW map, not as
+                    # a channels-last copy that the layers below would convert back
+                    x = feat.flatten(2)[:, :, pos].transpose(1, 2).flatten(0, 1)  # (B*n, C)
+                else:
+                    x = feat.permute(0, 2, 3, 1).flatten(1, 2)[:, pos, :].flatten(0, 1)  # (B*n, C)
             else:
                 pos = torch.arange(h * w, device=feat.device)
-                x = flat  # (B, H*W, C)
+                x = feat.permute(0, 2, 3, 1).flatten(1, 2)  # (B, H*W, C)
+            x = x.to(torch.promote_types(x.dtype, torch.float32))  # --amp: embeddings in float32
             if self.use_mlp:
                 x = getattr(self, f'mlp_{i}')(x)
             x = l2_normalize(x)
