@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from models.networks.layers import InstanceNorm2d
+from models.networks.layers import Downsample, InstanceNorm2d, Upsample
 from tests.conftest import fake_batch, train_opt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,3 +204,90 @@ def test_fp16_patch_embeddings_run_in_float32_and_no_step_is_skipped(tmp_path):
     model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** -30)
     with pytest.raises(FloatingPointError, match='loss scale'):
         train_step(model, fake_batch(1, 32, seed=3))
+
+
+# ---- layers that keep fewer activations for backward -------------------------------------------------
+
+def cut_downsample(module, x):
+    """CUT's Downsample: padding, then the depthwise blur as a convolution."""
+    padded = torch.nn.ReflectionPad2d(module.pad_sizes)(x)
+    return F.conv2d(padded, module.filt, stride=module.stride, groups=x.shape[1])
+
+
+def cut_upsample(module, x):
+    """CUT's Upsample: replication padding, transposed depthwise blur, crop."""
+    padding = 1 + (module.filt_size - 1) // 2
+    out = F.conv_transpose2d(torch.nn.ReplicationPad2d(1)(x), module.filt, stride=module.stride,
+                             padding=padding, groups=x.shape[1])
+    end = None if module.filt_size % 2 else -1
+    return out[:, :, 1:end, 1:end]
+
+
+def saved_bytes(fn, x):
+    """Bytes of the distinct storages autograd keeps for backward while fn(x)'s graph is alive."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(x)
+    return out, sum(storages.values())
+
+
+@pytest.mark.parametrize('cls,reference', [(Downsample, cut_downsample), (Upsample, cut_upsample)])
+@pytest.mark.parametrize('filt_size', [1, 2, 3, 4, 5])
+@pytest.mark.parametrize('size', [(8, 8), (7, 9), (5, 6)])
+def test_blur_layers_equal_cut_and_keep_no_activation(cls, reference, filt_size, size):
+    """Down/Upsample with a gradient (fast paths for CUT's default filters: strided sums for the 3-tap
+    Downsample, bilinear interpolation for the 4-tap Upsample) equal CUT's convolutions in value and
+    gradient; without gradient they run CUT's convolution itself (test.py stays bit-exact)."""
+    module = cls(3, filt_size=filt_size).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    out, kept = saved_bytes(module, x)
+    expected = reference(module, x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    cotangent = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, x, cotangent)[0],
+                               torch.autograd.grad(expected, x, cotangent)[0], rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(module, (x,))
+    assert kept <= module.filt.untyped_storage().nbytes()  # the filter at most, never an activation
+    with torch.no_grad():
+        assert torch.equal(module(x), reference(module, x))
+
+
+def test_blur_fast_paths_follow_a_loaded_filter():
+    """The fast paths hold for CUT's fixed filters only; a different loaded filter is used as is."""
+    module = Downsample(2)
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    module.filt.copy_(torch.rand_like(module.filt))
+    torch.testing.assert_close(module(x), cut_downsample(module, x))
+    up = Upsample(2)
+    up.load_state_dict({'filt': torch.rand_like(up.filt)})
+    torch.testing.assert_close(up(x), cut_upsample(up, x))
+
+
+@pytest.mark.parametrize('padding_type', ['reflect', 'replicate', 'zero'])
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_resnet_block_keeps_less_and_computes_the_same(padding_type, layout):
+    """ReLU + padding fused in the ResNet block, paddings that keep only shapes: same values and
+    gradients as the plain nn.Sequential, and less kept for backward."""
+    from models.networks.generators import ResnetBlock
+    block = ResnetBlock(4, padding_type=padding_type).double()
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    out, kept = saved_bytes(block, x)
+    cut_pads = {'reflect': torch.nn.ReflectionPad2d, 'replicate': torch.nn.ReplicationPad2d}
+    plain = torch.nn.Sequential(*[cut_pads[padding_type](m.padding)
+                                  if isinstance(m, (torch.nn.ReflectionPad2d, torch.nn.ReplicationPad2d)) else m
+                                  for m in block.conv_block])
+    expected, kept_plain = saved_bytes(lambda t: t + plain(t), x)
+    assert torch.equal(out, expected)
+    cotangent = torch.randn_like(out)
+    params = [x, *block.parameters()]
+    for ours, plain in zip(torch.autograd.grad(out, params, cotangent),
+                           torch.autograd.grad(expected, params, cotangent)):
+        torch.testing.assert_close(ours, plain, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(block, (x,))
+    if padding_type != 'zero':
+        # plain: input, ReLU output, two padded maps, two conv outputs (+ weights); fused: not the first two
+        assert kept_plain - kept == 2 * x.untyped_storage().nbytes(), (kept, kept_plain)

@@ -45,10 +45,12 @@ class _FixedDepthwise(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, filt, stride, padding, transposed):
+    def forward(ctx, x, filt, stride, padding, transposed, separable=False):
         ctx.save_for_backward(filt)
         ctx.stride, ctx.padding, ctx.transposed = stride, padding, transposed
         ctx.size, ctx.dtype = x.shape[-2:], x.dtype
+        if separable:
+            return _binomial3_stride2(x)
         conv = F.conv_transpose2d if transposed else F.conv2d
         return conv(x, filt, stride=stride, padding=padding, groups=x.shape[1])
 
@@ -63,7 +65,17 @@ class _FixedDepthwise(torch.autograd.Function):
             # the rows / columns that the stride skipped get no gradient beyond the transposed size
             extra = [size - ((g - 1) * s - 2 * p + filt.shape[-1]) for size, g in zip(ctx.size, grad.shape[-2:])]
             grad_x = F.conv_transpose2d(grad, filt, stride=s, padding=p, output_padding=extra, groups=channels)
-        return grad_x.to(ctx.dtype), None, None, None, None
+        return grad_x.to(ctx.dtype), None, None, None, None, None
+
+
+def _binomial3_stride2(x):
+    """The [1, 2, 1] x [1, 2, 1] / 16 blur of an already padded x at every second row and column, as
+    strided additions, rows first (about twice as fast on CPU as the depthwise convolution)."""
+    rows, cols = (x.shape[-2] - 1) // 2, (x.shape[-1] - 1) // 2
+    # (B, C, H, W) -> (B, C, rows, W) -> (B, C, rows, cols)
+    v = torch.add(x[..., 0:2 * rows:2, :], x[..., 2:2 * rows + 2:2, :]).add_(x[..., 1:2 * rows + 1:2, :], alpha=2)
+    out = torch.add(v[..., 0:2 * cols:2], v[..., 2:2 * cols + 2:2]).add_(v[..., 1:2 * cols + 1:2], alpha=2)
+    return out.div_(16)
 
 
 class _ReluPad2d(torch.autograd.Function):
@@ -142,6 +154,17 @@ def binomial_filter(filt_size):
     return kernel / kernel.sum()
 
 
+def _is_binomial(module, kernel):
+    """Whether every channel of `module.filt` is `kernel`: the fast paths assume CUT's fixed filters. Checked
+    once per content of the buffer (a checkpoint load bumps its version), so no device sync per step."""
+    key = (module.filt.data_ptr(), module.filt._version, module.filt.device)
+    if getattr(module, '_binomial_key', None) != key:
+        module._binomial_value = bool(torch.equal(module.filt.detach().to('cpu', torch.float32),
+                                                  kernel[None, None].expand_as(module.filt)))
+        module._binomial_key = key
+    return module._binomial_value
+
+
 class Downsample(nn.Module):
     """Blur with a binomial filter, then subsample by `stride` (depthwise; buffer `filt` (C, 1, k, k))."""
 
@@ -159,8 +182,12 @@ class Downsample(nn.Module):
         # (B, C, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))
         padded = self.pad(x)
         if _needs_graph(padded):
-            return _FixedDepthwise.apply(padded, self.filt, self.stride, 0, False)
+            separable = self.stride == 2 and self.filt_size == 3 and self._binomial()
+            return _FixedDepthwise.apply(padded, self.filt, self.stride, 0, False, separable)
         return F.conv2d(padded, self.filt, stride=self.stride, groups=x.shape[1])
+
+    def _binomial(self):
+        return _is_binomial(self, binomial_filter(self.filt_size))
 
 
 class Upsample(nn.Module):
@@ -178,6 +205,11 @@ class Upsample(nn.Module):
 
     def forward(self, x):
         # (B, C, H, W) -> (B, C, stride * H, stride * W)
+        if (_needs_graph(x) and self.filt_size == 4 and self.stride == 2 and isinstance(self.pad, ReplicationPad2d)
+                and self._binomial()):
+            # the same weights as bilinear interpolation with edge replication: out[2i] = (x[i-1] + 3 x[i]) / 4,
+            # out[2i+1] = (3 x[i] + x[i+1]) / 4 per axis; a vectorised kernel whose backward keeps no input
+            return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
         padding = 1 + (self.filt_size - 1) // 2
         padded = self.pad(x)
         if _needs_graph(padded):
@@ -186,6 +218,9 @@ class Upsample(nn.Module):
             out = F.conv_transpose2d(padded, self.filt, stride=self.stride, padding=padding, groups=x.shape[1])
         end = None if self.filt_size % 2 else -1
         return out[:, :, 1:end, 1:end]
+
+    def _binomial(self):
+        return _is_binomial(self, binomial_filter(self.filt_size) * self.stride ** 2)
 
 
 class Identity(nn.Module):
