@@ -130,7 +130,7 @@ def test_batch_of_two_equals_two_batches_of_one(tmp_path):
     model.forward()
     torch.manual_seed(1)
     model.compute_G_loss()
-    both = {k: float(getattr(model, 'loss_' + k)) for k in ('G_GAN', 'HDCE', 'HDCE_Y', 'SRC')}
+    both = {k: float(getattr(model, 'loss_' + k).detach()) for k in ('G_GAN', 'HDCE', 'HDCE_Y', 'SRC')}
     singles = []
     for i in range(2):
         one = {k: (v[i:i + 1] if torch.is_tensor(v) else v[i:i + 1]) for k, v in batch.items()}
