@@ -9,7 +9,9 @@ The step runs `--warmup` times untimed, then `--repeats` times timed one by one;
 time, the median, min and max. Peak memory is torch.cuda.max_memory_allocated over the timed steps on a
 GPU, and the process's peak resident set size on CPU (so measure one configuration per process).
 `--reference` computes the same losses and gradients the way the official Hneg_SRC / CUT code does:
-encoder features recomputed image by image and autograd graphs built for the detached k side.
+encoder features recomputed image by image, autograd graphs built for the detached k side, and CUT's
+own layers (nn.InstanceNorm2d, paddings and blur convolutions that keep their inputs for backward,
+unfused ResNet blocks).
 Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra recipe unless
 `--recipe none`.
 """
@@ -137,6 +139,38 @@ def summary(timings, batch_size):
             'cpu_median_s': round(statistics.median(cpu for _, cpu in timings), 4)}
 
 
+@contextlib.contextmanager
+def cut_layers(enabled=True):
+    """Swap this project's training-time layers for CUT's own operations while the block runs."""
+    if not enabled:
+        yield
+        return
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from models.networks import generators, layers
+
+    def downsample(self, x):
+        return F.conv2d(self.pad(x), self.filt, stride=self.stride, groups=x.shape[1])
+
+    def upsample(self, x):
+        padding = 1 + (self.filt_size - 1) // 2
+        out = F.conv_transpose2d(self.pad(x), self.filt, stride=self.stride, padding=padding, groups=x.shape[1])
+        end = None if self.filt_size % 2 else -1
+        return out[:, :, 1:end, 1:end]
+
+    swaps = {layers.InstanceNorm2d: nn.InstanceNorm2d.forward, layers.ReflectionPad2d: nn.ReflectionPad2d.forward,
+             layers.ReplicationPad2d: nn.ReplicationPad2d.forward, layers.Downsample: downsample,
+             layers.Upsample: upsample, generators.ResnetBlock: lambda self, x: x + self.conv_block(x)}
+    saved = {cls: cls.__dict__['forward'] for cls in swaps}
+    try:
+        for cls, forward in swaps.items():
+            cls.forward = forward
+        yield
+    finally:
+        for cls, forward in saved.items():
+            cls.forward = forward
+
+
 def run(args, extra):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,7 +190,8 @@ def run(args, extra):
         model.set_input(batch)
         sync()
         start, cpu_start = time.perf_counter(), time.process_time()
-        model.optimize_parameters()
+        with cut_layers(reference):
+            model.optimize_parameters()
         sync()
         return time.perf_counter() - start, time.process_time() - cpu_start
 

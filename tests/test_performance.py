@@ -291,3 +291,22 @@ def test_resnet_block_keeps_less_and_computes_the_same(padding_type, layout):
     if padding_type != 'zero':
         # plain: input, ReLU output, two padded maps, two conv outputs (+ weights); fused: not the first two
         assert kept_plain - kept == 2 * x.untyped_storage().nbytes(), (kept, kept_plain)
+
+
+def test_benchmark_reference_runs_cuts_own_layers():
+    """--reference times CUT's layers (they keep their inputs), and the project's come back afterwards."""
+    from models.networks import generators, layers
+    classes = [layers.InstanceNorm2d, layers.ReflectionPad2d, layers.ReplicationPad2d, layers.Downsample,
+               layers.Upsample, generators.ResnetBlock]
+    ours = [cls.forward for cls in classes]
+    block = generators.ResnetBlock(4).double()
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    _, kept_ours = saved_bytes(block, x)
+    with benchmark.cut_layers():
+        assert layers.InstanceNorm2d.forward is torch.nn.InstanceNorm2d.forward
+        assert layers.ReflectionPad2d.forward is torch.nn.ReflectionPad2d.forward
+        out, kept_cut = saved_bytes(block, x)
+        assert torch.equal(out, x + block.conv_block(x))
+        torch.testing.assert_close(layers.Downsample(4).double()(x), cut_downsample(layers.Downsample(4).double(), x))
+    assert kept_cut > kept_ours
+    assert [cls.forward for cls in classes] == ours

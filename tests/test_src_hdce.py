@@ -138,7 +138,7 @@ def test_batch_of_two_equals_two_batches_of_one(tmp_path):
         model.forward()
         torch.manual_seed(1)
         model.compute_G_loss()
-        singles.append({k: float(getattr(model, 'loss_' + k)) for k in both})
+        singles.append({k: float(getattr(model, 'loss_' + k).detach()) for k in both})
     for k in both:
         assert both[k] == pytest.approx((singles[0][k] + singles[1][k]) / 2, rel=1e-5), k
 
