@@ -310,3 +310,19 @@ def test_benchmark_reference_runs_cuts_own_layers():
         torch.testing.assert_close(layers.Downsample(4).double()(x), cut_downsample(layers.Downsample(4).double(), x))
     assert kept_cut > kept_ours
     assert [cls.forward for cls in classes] == ours
+
+
+@pytest.mark.parametrize('size', [(2, 2), (2, 3), (3, 2), (4, 5), (1, 4)])
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_default_downsample_on_small_and_odd_maps(size, layout):
+    """CUT's default Downsample (strided sums while training) at the smallest sizes reflection allows;
+    a side of 1 takes CUT's path, which refuses it as CUT does."""
+    module = Downsample(3).double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    if min(size) < 2:
+        with pytest.raises(RuntimeError, match='[Pp]adding'):
+            module(x)
+        return
+    out = module(x)
+    torch.testing.assert_close(out, cut_downsample(module, x), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(module, (x,))

@@ -170,7 +170,7 @@ def test_logged_hdce_is_the_optimised_objective(tmp_path):
     model.set_input(batch)
     model.forward()
     loss = model.compute_G_loss()
-    assert float(loss) == pytest.approx(float(model.loss_G_GAN) + float(model.loss_HDCE), rel=1e-6)
+    assert loss.item() == pytest.approx(model.loss_G_GAN.item() + model.loss_HDCE.item(), rel=1e-6)
     assert float(model.loss_monitor_coupled_CE) != pytest.approx(float(model.loss_HDCE), rel=1e-3)
 
 

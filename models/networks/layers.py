@@ -45,12 +45,10 @@ class _FixedDepthwise(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, filt, stride, padding, transposed, separable=False):
+    def forward(ctx, x, filt, stride, padding, transposed):
         ctx.save_for_backward(filt)
         ctx.stride, ctx.padding, ctx.transposed = stride, padding, transposed
         ctx.size, ctx.dtype = x.shape[-2:], x.dtype
-        if separable:
-            return _binomial3_stride2(x)
         conv = F.conv_transpose2d if transposed else F.conv2d
         return conv(x, filt, stride=stride, padding=padding, groups=x.shape[1])
 
@@ -65,17 +63,59 @@ class _FixedDepthwise(torch.autograd.Function):
             # the rows / columns that the stride skipped get no gradient beyond the transposed size
             extra = [size - ((g - 1) * s - 2 * p + filt.shape[-1]) for size, g in zip(ctx.size, grad.shape[-2:])]
             grad_x = F.conv_transpose2d(grad, filt, stride=s, padding=p, output_padding=extra, groups=channels)
-        return grad_x.to(ctx.dtype), None, None, None, None, None
+        return grad_x.to(ctx.dtype), None, None, None, None
 
 
-def _binomial3_stride2(x):
-    """The [1, 2, 1] x [1, 2, 1] / 16 blur of an already padded x at every second row and column, as
-    strided additions, rows first (about twice as fast on CPU as the depthwise convolution)."""
-    rows, cols = (x.shape[-2] - 1) // 2, (x.shape[-1] - 1) // 2
-    # (B, C, H, W) -> (B, C, rows, W) -> (B, C, rows, cols)
-    v = torch.add(x[..., 0:2 * rows:2, :], x[..., 2:2 * rows + 2:2, :]).add_(x[..., 1:2 * rows + 1:2, :], alpha=2)
-    out = torch.add(v[..., 0:2 * cols:2], v[..., 2:2 * cols + 2:2]).add_(v[..., 1:2 * cols + 1:2], alpha=2)
-    return out.div_(16)
+def _take(x, dim, start, stop=None, step=1):
+    index = [slice(None)] * x.dim()
+    index[dim] = slice(start, stop, step)
+    return x[tuple(index)]
+
+
+def _blur_half(x, dim):
+    """[1, 2, 1] sums at every second position of `dim`, reflection-padded by one:
+    out[i] = x[2i-1] + 2 x[2i] + x[2i+1] with x[-1] = x[1], x[n] = x[n-2]; length n -> ceil(n / 2)."""
+    n = x.shape[dim]
+    half = (n + 1) // 2
+    out = _take(x, dim, 0, None, 2).mul(2)
+    _take(out, dim, 1).add_(_take(x, dim, 1, 2 * half - 2, 2))  # x[2i-1], i >= 1
+    _take(out, dim, 0, n // 2).add_(_take(x, dim, 1, None, 2))  # x[2i+1]
+    _take(out, dim, 0, 1).add_(_take(x, dim, 1, 2))  # x[-1] = x[1]
+    if n % 2:
+        _take(out, dim, half - 1, half).add_(_take(x, dim, n - 2, n - 1))  # x[n] = x[n-2]
+    return out
+
+
+def _blur_half_backward(grad, dim, n):
+    """The transpose of `_blur_half` along `dim`: length ceil(n / 2) -> n."""
+    half = grad.shape[dim]
+    shape = list(grad.shape)
+    shape[dim] = n
+    out = grad.new_empty(shape)
+    _take(out, dim, 0, None, 2).copy_(grad).mul_(2)
+    _take(out, dim, 1, None, 2).copy_(_take(grad, dim, 0, n // 2))
+    _take(out, dim, 1, 2 * half - 2, 2).add_(_take(grad, dim, 1))
+    _take(out, dim, 1, 2).add_(_take(grad, dim, 0, 1))
+    if n % 2:
+        _take(out, dim, n - 2, n - 1).add_(_take(grad, dim, half - 1, half))
+    return out
+
+
+class _ReflectBlurHalf(torch.autograd.Function):
+    """CUT's default Downsample (reflection padding of one, [1, 2, 1] x [1, 2, 1] / 16 blur, stride 2) as
+    strided sums, rows then columns: no padded copy, nothing kept for backward but the size, and about
+    twice as fast on CPU as padding plus a depthwise convolution, forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.size = x.shape[-2:]
+        # (B, C, H, W) -> (B, C, ceil(H / 2), W) -> (B, C, ceil(H / 2), ceil(W / 2))
+        return _blur_half(_blur_half(x, x.dim() - 2), x.dim() - 1).div_(16)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows = _blur_half_backward(grad / 16, grad.dim() - 1, ctx.size[1])
+        return _blur_half_backward(rows, grad.dim() - 2, ctx.size[0])
 
 
 class _ReluPad2d(torch.autograd.Function):
@@ -180,10 +220,12 @@ class Downsample(nn.Module):
 
     def forward(self, x):
         # (B, C, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))
+        if (_needs_graph(x) and self.stride == 2 and self.filt_size == 3 and isinstance(self.pad, ReflectionPad2d)
+                and min(x.shape[-2:]) >= 2 and self._binomial()):
+            return _ReflectBlurHalf.apply(x)
         padded = self.pad(x)
         if _needs_graph(padded):
-            separable = self.stride == 2 and self.filt_size == 3 and self._binomial()
-            return _FixedDepthwise.apply(padded, self.filt, self.stride, 0, False, separable)
+            return _FixedDepthwise.apply(padded, self.filt, self.stride, 0, False)
         return F.conv2d(padded, self.filt, stride=self.stride, groups=x.shape[1])
 
     def _binomial(self):
