@@ -187,4 +187,4 @@ def test_gan_only_has_no_f_optimizer(tmp_path):
     assert model.optimizer_F is None
     model.set_input(fake_batch(1, 32))
     model.optimize_parameters()
-    assert float(model.loss_G) == float(model.loss_G_GAN)
+    assert model.loss_G.item() == model.loss_G_GAN.item()
