@@ -94,7 +94,7 @@ class BaseOptions:
         # speed (docs/performance.md)
         p.add_argument('--amp', type=str, default='off', choices=['off', 'bf16', 'fp16'],
                        help='mixed precision: network forwards autocast to bfloat16 or float16 (with a gradient '
-                            'scaler), losses in float32')
+                            'scaler); patch embeddings (F) and losses in float32')
         p.add_argument('--channels_last', action='store_true',
                        help='keep images and convolution weights in the channels-last memory layout')
         p.add_argument('--compile', action='store_true',
