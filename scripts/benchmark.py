@@ -146,29 +146,25 @@ def cut_layers(enabled=True):
         yield
         return
     import torch.nn as nn
-    import torch.nn.functional as F
     from models.networks import generators, layers
 
-    def downsample(self, x):
-        return F.conv2d(self.pad(x), self.filt, stride=self.stride, groups=x.shape[1])
-
-    def upsample(self, x):
-        padding = 1 + (self.filt_size - 1) // 2
-        out = F.conv_transpose2d(self.pad(x), self.filt, stride=self.stride, padding=padding, groups=x.shape[1])
-        end = None if self.filt_size % 2 else -1
-        return out[:, :, 1:end, 1:end]
-
-    swaps = {layers.InstanceNorm2d: nn.InstanceNorm2d.forward, layers.ReflectionPad2d: nn.ReflectionPad2d.forward,
-             layers.ReplicationPad2d: nn.ReplicationPad2d.forward, layers.Downsample: downsample,
-             layers.Upsample: upsample, generators.ResnetBlock: lambda self, x: x + self.conv_block(x)}
-    saved = {cls: cls.__dict__['forward'] for cls in swaps}
+    swaps = {layers.InstanceNorm2d: nn.InstanceNorm2d.forward,
+             layers.ReflectionPad2d: nn.ReflectionPad2d.forward,
+             layers.ReplicationPad2d: nn.ReplicationPad2d.forward,
+             layers.Downsample: layers.Downsample.cut_forward,
+             layers.Upsample: layers.Upsample.cut_forward,
+             generators.ResnetBlock: lambda self, x: x + self.conv_block(x)}
+    saved = {cls: cls.__dict__.get('forward') for cls in swaps}  # None: inherited
     try:
         for cls, forward in swaps.items():
             cls.forward = forward
         yield
     finally:
         for cls, forward in saved.items():
-            cls.forward = forward
+            if forward is None:
+                del cls.forward
+            else:
+                cls.forward = forward
 
 
 def run(args, extra):

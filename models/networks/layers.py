@@ -18,6 +18,12 @@ def _needs_graph(x):
     return x.requires_grad and torch.is_grad_enabled()
 
 
+def _pad_backward(grad, shape, padding, mode):
+    """The gradient of reflection / replication padding with respect to its input of `shape`."""
+    like = grad.new_empty(()).expand(shape)  # a zero-stride stand-in: the kernel reads its shape and dtype
+    return _PAD_BACKWARD[mode](grad.contiguous(), like, list(padding))
+
+
 class _Pad2d(torch.autograd.Function):
     """Reflection / replication padding that keeps only the input's shape for backward.
 
@@ -32,9 +38,7 @@ class _Pad2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        # a zero-stride stand-in of the input: the kernel takes its shape and dtype, no memory
-        like = grad.new_empty(()).expand(ctx.shape)
-        return _PAD_BACKWARD[ctx.mode](grad.contiguous(), like, list(ctx.padding)), None, None
+        return _pad_backward(grad, ctx.shape, ctx.padding, ctx.mode), None, None
 
 
 class _FixedDepthwise(torch.autograd.Function):
@@ -138,8 +142,7 @@ class _ReluPad2d(torch.autograd.Function):
         padded, = ctx.saved_tensors
         left, _, top, _ = ctx.padding
         height, width = ctx.shape[-2:]
-        like = grad.new_empty(()).expand(ctx.shape)
-        grad_x = _PAD_BACKWARD[ctx.mode](grad.contiguous(), like, list(ctx.padding))
+        grad_x = _pad_backward(grad, ctx.shape, ctx.padding, ctx.mode)
         interior = padded[..., top:top + height, left:left + width]
         return grad_x.masked_fill_(interior <= 0, 0), None, None
 
@@ -151,10 +154,8 @@ def sequential_forward(modules, x):
     while index < len(modules):
         module = modules[index]
         following = modules[index + 1] if index + 1 < len(modules) else None
-        if (type(module) is nn.ReLU and isinstance(following, (ReflectionPad2d, ReplicationPad2d))
-                and _needs_graph(x)):
-            mode = 'reflect' if isinstance(following, ReflectionPad2d) else 'replicate'
-            x = _ReluPad2d.apply(x, following.padding, mode)
+        if type(module) is nn.ReLU and isinstance(following, _ShapeOnlyPad) and _needs_graph(x):
+            x = _ReluPad2d.apply(x, following.padding, following.pad_mode)
             index += 2
         else:
             x = module(x)
@@ -162,18 +163,22 @@ def sequential_forward(modules, x):
     return x
 
 
-class ReflectionPad2d(nn.ReflectionPad2d):
+class _ShapeOnlyPad:
+    """Mixin for nn's padding classes: with a gradient, the backward keeps only the input's shape."""
+    pad_mode = None
+
+    def forward(self, x):
+        return _Pad2d.apply(x, self.padding, self.pad_mode) if _needs_graph(x) else super().forward(x)
+
+
+class ReflectionPad2d(_ShapeOnlyPad, nn.ReflectionPad2d):
     """nn.ReflectionPad2d (same name, repr and output) whose backward does not keep the input."""
-
-    def forward(self, x):
-        return _Pad2d.apply(x, self.padding, 'reflect') if _needs_graph(x) else super().forward(x)
+    pad_mode = 'reflect'
 
 
-class ReplicationPad2d(nn.ReplicationPad2d):
+class ReplicationPad2d(_ShapeOnlyPad, nn.ReplicationPad2d):
     """nn.ReplicationPad2d (same name, repr and output) whose backward does not keep the input."""
-
-    def forward(self, x):
-        return _Pad2d.apply(x, self.padding, 'replicate') if _needs_graph(x) else super().forward(x)
+    pad_mode = 'replicate'
 
 
 _PAD_LAYERS = {'reflect': ReflectionPad2d, 'replicate': ReplicationPad2d, 'zero': nn.ZeroPad2d}
@@ -194,11 +199,13 @@ def binomial_filter(filt_size):
     return kernel / kernel.sum()
 
 
-def _is_binomial(module, kernel):
-    """Whether every channel of `module.filt` is `kernel`: the fast paths assume CUT's fixed filters. Checked
-    once per content of the buffer (a checkpoint load bumps its version), so no device sync per step."""
+def _is_binomial(module, scale=1):
+    """Whether every channel of `module.filt` is CUT's binomial filter times `scale`: the fast paths assume
+    it. Checked once per content of the buffer (a checkpoint load bumps its version), so no device sync
+    and no work per step."""
     key = (module.filt.data_ptr(), module.filt._version, module.filt.device)
     if getattr(module, '_binomial_key', None) != key:
+        kernel = binomial_filter(module.filt_size) * scale
         module._binomial_value = bool(torch.equal(module.filt.detach().to('cpu', torch.float32),
                                                   kernel[None, None].expand_as(module.filt)))
         module._binomial_key = key
@@ -220,16 +227,16 @@ class Downsample(nn.Module):
 
     def forward(self, x):
         # (B, C, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))
-        if (_needs_graph(x) and self.stride == 2 and self.filt_size == 3 and isinstance(self.pad, ReflectionPad2d)
-                and min(x.shape[-2:]) >= 2 and self._binomial()):
+        if not _needs_graph(x):
+            return self.cut_forward(x)
+        if (self.stride == 2 and self.filt_size == 3 and isinstance(self.pad, ReflectionPad2d)
+                and min(x.shape[-2:]) >= 2 and _is_binomial(self)):
             return _ReflectBlurHalf.apply(x)
-        padded = self.pad(x)
-        if _needs_graph(padded):
-            return _FixedDepthwise.apply(padded, self.filt, self.stride, 0, False)
-        return F.conv2d(padded, self.filt, stride=self.stride, groups=x.shape[1])
+        return _FixedDepthwise.apply(self.pad(x), self.filt, self.stride, 0, False)
 
-    def _binomial(self):
-        return _is_binomial(self, binomial_filter(self.filt_size))
+    def cut_forward(self, x):
+        """CUT's own computation (what runs without gradient: bit-identical to the official networks)."""
+        return F.conv2d(self.pad(x), self.filt, stride=self.stride, groups=x.shape[1])
 
 
 class Upsample(nn.Module):
@@ -247,22 +254,27 @@ class Upsample(nn.Module):
 
     def forward(self, x):
         # (B, C, H, W) -> (B, C, stride * H, stride * W)
-        if (_needs_graph(x) and self.filt_size == 4 and self.stride == 2 and isinstance(self.pad, ReplicationPad2d)
-                and self._binomial()):
+        if not _needs_graph(x):
+            return self.cut_forward(x)
+        if (self.filt_size == 4 and self.stride == 2 and isinstance(self.pad, ReplicationPad2d)
+                and _is_binomial(self, self.stride ** 2)):
             # the same weights as bilinear interpolation with edge replication: out[2i] = (x[i-1] + 3 x[i]) / 4,
             # out[2i+1] = (3 x[i] + x[i+1]) / 4 per axis; a vectorised kernel whose backward keeps no input
             return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
-        padding = 1 + (self.filt_size - 1) // 2
-        padded = self.pad(x)
-        if _needs_graph(padded):
-            out = _FixedDepthwise.apply(padded, self.filt, self.stride, padding, True)
-        else:
-            out = F.conv_transpose2d(padded, self.filt, stride=self.stride, padding=padding, groups=x.shape[1])
+        return self._crop(_FixedDepthwise.apply(self.pad(x), self.filt, self.stride, self._padding(), True))
+
+    def cut_forward(self, x):
+        """CUT's own computation (what runs without gradient: bit-identical to the official networks)."""
+        out = F.conv_transpose2d(self.pad(x), self.filt, stride=self.stride, padding=self._padding(),
+                                 groups=x.shape[1])
+        return self._crop(out)
+
+    def _padding(self):
+        return 1 + (self.filt_size - 1) // 2
+
+    def _crop(self, out):
         end = None if self.filt_size % 2 else -1
         return out[:, :, 1:end, 1:end]
-
-    def _binomial(self):
-        return _is_binomial(self, binomial_filter(self.filt_size) * self.stride ** 2)
 
 
 class Identity(nn.Module):
@@ -292,7 +304,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         dtype = x.dtype
         if dtype == torch.float16:
             x = x.float()
-        if x.requires_grad and torch.is_grad_enabled():
+        if _needs_graph(x):
             return F.group_norm(x, self.num_features, eps=self.eps).to(dtype)
         return super().forward(x).to(dtype)
 
