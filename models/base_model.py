@@ -12,6 +12,8 @@ from torch.optim import lr_scheduler
 
 from util import distributed, util
 
+from .networks.layers import set_conv_algorithm
+
 STATE_FORMAT = 1
 
 # --amp: the dtype the network forwards autocast to (None: float32 throughout); losses stay float32
@@ -98,6 +100,7 @@ class BaseModel(ABC):
         self.amp_dtype = PRECISIONS[getattr(opt, 'amp', 'off')]
         self.memory_format = torch.channels_last if getattr(opt, 'channels_last', False) else torch.contiguous_format
         self.compile = getattr(opt, 'compile', False)
+        self.conv_algo = getattr(opt, 'conv_algo', 'auto')
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -156,6 +159,7 @@ class BaseModel(ABC):
             torch._inductor.config.layout_optimization = False
         for name in self.model_names:
             net = getattr(self, 'net' + name).to(self.device, memory_format=self.memory_format)
+            set_conv_algorithm(net, self.conv_algo)
             if self.compile:
                 net.compile()  # in place: state-dict keys stay CUT's
             setattr(self, 'net' + name, net)

@@ -153,6 +153,7 @@ def cut_layers(enabled=True):
              layers.ReplicationPad2d: nn.ReplicationPad2d.forward,
              layers.Downsample: layers.Downsample.cut_forward,
              layers.Upsample: layers.Upsample.cut_forward,
+             layers.Conv2d: nn.Conv2d.forward,
              generators.ResnetBlock: lambda self, x: x + self.conv_block(x)}
     saved = {cls: cls.__dict__.get('forward') for cls in swaps}  # None: inherited
     try:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .init import init_weights as initialise
-from .layers import (NORM_TYPES, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer,
+from .layers import (NORM_TYPES, Conv2d, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer,
                      sequential_forward)
 from .registry import GENERATORS, lookup, register_generator
 
@@ -26,7 +26,7 @@ class ResnetBlock(nn.Module):
         for second in (False, True):
             if padding_type != 'zero':
                 block.append(pad_layer(padding_type, 1))
-            block += [nn.Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=use_bias),
+            block += [Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=use_bias),
                       norm_layer(dim)]
             if not second:
                 block.append(nn.ReLU(True))

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .winograd import winograd_conv3x3
+
 NORM_TYPES = ('batch', 'instance', 'none')
 
 _PAD_BACKWARD = {'reflect': torch.ops.aten.reflection_pad2d_backward,
@@ -275,6 +277,43 @@ class Upsample(nn.Module):
     def _crop(self, out):
         end = None if self.filt_size % 2 else -1
         return out[:, :, 1:end, 1:end]
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (same name, parameters and output) that trains its wide 3x3 layers by Winograd F(4x4, 3x3).
+
+    Used where it is measured faster than the direct kernel: a gradient is recorded, float32 on the
+    CPU without autocast or torch.compile, 3x3 filters, stride and dilation 1, one group, zero padding,
+    and at least `WINOGRAD_MIN_CHANNELS` channels in and out (the ResNet blocks: 1.6x faster forward
+    and backward, docs/performance.md). Everything else, and every forward without gradient (test.py
+    stays bit-exact with the official images), runs nn.Conv2d's kernel. `winograd = False` on an
+    instance (`--conv_algo direct`) turns it off.
+    """
+    WINOGRAD_MIN_CHANNELS = 256
+    winograd = True
+
+    def _use_winograd(self, x):
+        return (self.winograd and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+                and x.device.type == 'cpu' and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
+                and self.groups == 1 and self.padding_mode == 'zeros' and self.padding in ((0, 0), (1, 1))
+                and min(self.in_channels, self.out_channels) >= self.WINOGRAD_MIN_CHANNELS
+                and not torch.is_autocast_enabled('cpu') and not torch.compiler.is_compiling())
+
+    def forward(self, x):
+        if self._use_winograd(x):
+            return winograd_conv3x3(x, self.weight, self.bias, self.padding[0])
+        return super().forward(x)
+
+
+def set_conv_algorithm(net, algorithm):
+    """`--conv_algo`: 'auto' lets this module's Conv2d layers pick Winograd where it is faster,
+    'direct' runs every convolution by its framework kernel (oneDNN / cuDNN)."""
+    if algorithm not in ('auto', 'direct'):
+        raise ValueError(f"--conv_algo must be 'auto' or 'direct', got {algorithm!r}")
+    for module in net.modules():
+        if isinstance(module, Conv2d):
+            module.winograd = algorithm == 'auto'
 
 
 class Identity(nn.Module):
