@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.optim import lr_scheduler
 
-from util import distributed, util
+from util import distributed, memory, util
 
 from .networks.layers import set_conv_algorithm
 
@@ -103,6 +103,7 @@ class BaseModel(ABC):
         self.conv_algo = getattr(opt, 'conv_algo', 'auto')
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.trim_heap = self.device.type == 'cpu' and self.isTrain and not getattr(opt, 'no_malloc_trim', False)
 
     @staticmethod
     def modify_commandline_options(parser, is_train):
@@ -189,7 +190,11 @@ class BaseModel(ABC):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def backward(self, loss):
-        """loss.backward(), with the loss scaled under --amp fp16."""
+        """loss.backward(), with the loss scaled under --amp fp16. On CPU the heap's free pages go back to the
+        kernel first (util/memory.py; off with --no_malloc_trim): the forward's freed temporaries would
+        otherwise stay resident through the backward, the step's peak."""
+        if self.trim_heap:
+            memory.release_free_heap()
         self.grad_scaler.scale(loss).backward()
 
     def step(self, *optimizers):

@@ -23,6 +23,9 @@ class TrainOptions(BaseOptions):
                        help='frequency of saving training results to html')
         p.add_argument('--print_freq', type=int, default=100,
                        help='frequency of showing training results on console')
+        p.add_argument('--no_malloc_trim', action='store_true',
+                       help='CPU: do not return freed heap pages to the kernel before each backward pass (glibc '
+                            'malloc_trim; lowers peak memory, about 1 GB at 256 px, for ~3%% step time)')
         p.add_argument('--no_html', action='store_true',
                        help='do not save intermediate training results to <checkpoints_dir>/<name>/web/')
         # saving and loading

@@ -181,9 +181,12 @@ def run(args, extra):
     model.reference_step = args.reference if hasattr(model, 'reference_step') else False
     rss_setup = current_rss_mb()
 
+    trim_heap = model.trim_heap
+
     def step(reference):
         if hasattr(model, 'reference_step'):
             model.reference_step = reference
+        model.trim_heap = trim_heap and not reference  # the official code leaves glibc's heap as it is
         model.set_input(batch)
         sync()
         start, cpu_start = time.perf_counter(), time.process_time()

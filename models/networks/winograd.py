@@ -60,19 +60,70 @@ def _transforms(dtype, device):
     return tuple(torch.kron(m, m).to(dtype=dtype, device=device) for m in (bt, g, at))
 
 
-def _tiles(x, pad, tiles_h, tiles_w):
-    """Zero-padded overlapping 6x6 input tiles with stride 4, as (36, N*tiles_h*tiles_w, C)."""
+class _Scratch:
+    """Buffers for the transforms' intermediates, reused by every call and grown when a larger one is asked for.
+
+    Fresh tensors of these sizes (several per layer and step, each 2.25x an activation) push glibc's
+    dynamic mmap threshold above the activations' size, which then fragment the heap: the process's
+    peak RSS grew by 1.2-1.4 GB at 256 px. Reused buffers leave the allocator's pattern as the direct
+    convolution's. Nothing returned to a caller is a view of them.
+    """
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, slot, shape, like):
+        key = (slot, like.device, like.dtype)
+        numel = math.prod(shape)
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.numel() < numel:
+            self.buffers.pop(key, None)
+            buffer = self.buffers[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buffer[:numel].view(shape)
+
+    def reserve(self, sizes, like):
+        """Grow each slot to its size for a whole forward and backward at once: a buffer freed while growing
+        would be the very allocation that raises the mmap threshold."""
+        for slot, numel in sizes.items():
+            self.get(slot, (numel,), like)
+
+    def clear(self):
+        self.buffers.clear()
+
+
+SCRATCH = _Scratch()
+
+
+def _fresh(view):
+    """A new contiguous tensor holding `view` (never the scratch memory itself)."""
+    return torch.empty(view.shape, dtype=view.dtype, device=view.device).copy_(view)
+
+
+def _transformed_tiles(x, pad, tiles_h, tiles_w, k_b, tiles_slot, out_slot):
+    """B^T d B of every zero-padded 6x6 input tile (stride 4), as (36, N*tiles_h*tiles_w, C) in `out_slot`."""
     n, c, h, w = x.shape
     rows, cols = TILE * tiles_h + TAPS - 1, TILE * tiles_w + TAPS - 1
-    if pad == 0 and (rows, cols) == (h, w):
-        last = x.permute(0, 2, 3, 1).contiguous()
-    else:
-        last = x.new_zeros(n, rows, cols, c)
-        last[:, pad:pad + h, pad:pad + w].copy_(x.permute(0, 2, 3, 1))
+    last = SCRATCH.get(tiles_slot, (n, rows, cols, c), x)
+    if pad or (rows, cols) != (h, w):
+        last.zero_()
+    last[:, pad:pad + h, pad:pad + w].copy_(x.permute(0, 2, 3, 1))
     s_n, s_h, s_w, s_c = last.stride()
-    view = last.as_strided((SPAN, SPAN, n, tiles_h, tiles_w, c),
-                           (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_c))
-    return view.reshape(SPAN * SPAN, n * tiles_h * tiles_w, c)
+    view = last.as_strided((SPAN, SPAN, n, tiles_h, tiles_w, c), (s_h, s_w, s_n, TILE * s_h, TILE * s_w, s_c))
+    p = n * tiles_h * tiles_w
+    tiles = SCRATCH.get(out_slot, (SPAN, SPAN, n, tiles_h, tiles_w, c), x).copy_(view)
+    # the channels-last copy is spent: its slot takes the transformed tiles
+    out = SCRATCH.get(tiles_slot, (SPAN * SPAN, p * c), x)
+    torch.matmul(k_b, tiles.view(SPAN * SPAN, p * c), out=out)
+    return out.view(SPAN * SPAN, p, c)
+
+
+def _filter_transform(weight, k_g, slot):
+    """G g G^T of every filter, as (36, C_in, C_out)."""
+    c_out, c = weight.shape[:2]
+    taps = SCRATCH.get('w', (TAPS, TAPS, c, c_out), weight).copy_(weight.permute(2, 3, 1, 0))
+    out = SCRATCH.get(slot, (SPAN * SPAN, c * c_out), weight)
+    torch.matmul(k_g, taps.view(TAPS * TAPS, c * c_out), out=out)
+    return out.view(SPAN * SPAN, c, c_out)
 
 
 def _geometry(x, pad):
@@ -94,11 +145,18 @@ class _Winograd3x3(torch.autograd.Function):
         n, c, out_h, out_w, tiles_h, tiles_w = _geometry(x, pad)
         c_out = weight.shape[0]
         p = n * tiles_h * tiles_w
-        v = (k_b @ _tiles(x, pad, tiles_h, tiles_w).view(SPAN * SPAN, -1)).view(SPAN * SPAN, p, c)
-        u = (k_g @ weight.permute(2, 3, 1, 0).reshape(TAPS * TAPS, c * c_out)).view(SPAN * SPAN, c, c_out)
-        m = torch.bmm(v, u)
-        y = (k_a @ m.view(SPAN * SPAN, p * c_out)).view(TILE, TILE, n, tiles_h, tiles_w, c_out)
-        y = y.permute(2, 5, 3, 0, 4, 1).reshape(n, c_out, TILE * tiles_h, TILE * tiles_w)[..., :out_h, :out_w]
+        tile_count = SPAN * SPAN * p
+        SCRATCH.reserve({'a': max(n * (TILE * tiles_h + 2) * (TILE * tiles_w + 2) * c, tile_count * max(c, c_out)),
+                         'b': tile_count * max(c, c_out),
+                         'c': max(tile_count * c, SPAN * SPAN * c * c_out),
+                         'd': max(SPAN * SPAN * c * c_out, n * (tiles_h + 1) * (tiles_w + 1) * TILE * TILE * c),
+                         'w': TAPS * TAPS * c * c_out}, x)
+        v = _transformed_tiles(x, pad, tiles_h, tiles_w, k_b, 'a', 'b')
+        u = _filter_transform(weight, k_g, 'c')
+        m = torch.bmm(v, u, out=SCRATCH.get('b', (SPAN * SPAN, p, c_out), x))
+        y = torch.matmul(k_a, m.view(SPAN * SPAN, p * c_out), out=SCRATCH.get('a', (TILE * TILE, p * c_out), x))
+        y = y.view(TILE, TILE, n, tiles_h, tiles_w, c_out).permute(2, 5, 3, 0, 4, 1)
+        y = y.reshape(n, c_out, TILE * tiles_h, TILE * tiles_w)[..., :out_h, :out_w]
         out = torch.empty((n, c_out, out_h, out_w), dtype=x.dtype, device=x.device)
         if bias is None:
             out.copy_(y)
@@ -115,37 +173,36 @@ class _Winograd3x3(torch.autograd.Function):
         n, c, out_h, out_w, tiles_h, tiles_w = _geometry(x, ctx.pad)
         c_out = weight.shape[0]
         p = n * tiles_h * tiles_w
-        full = (TILE * tiles_h, TILE * tiles_w) == (out_h, out_w)
-        g_tiles = (grad.new_empty if full else grad.new_zeros)(TILE, TILE, n, tiles_h, tiles_w, c_out)
+        g_tiles = SCRATCH.get('a', (TILE, TILE, n, tiles_h, tiles_w, c_out), x)
         target = g_tiles.permute(2, 5, 3, 0, 4, 1)  # (n, c_out, tiles_h, 4, tiles_w, 4)
-        if full:
+        if (TILE * tiles_h, TILE * tiles_w) == (out_h, out_w):
             target.copy_(grad.reshape(n, c_out, tiles_h, TILE, tiles_w, TILE))
         else:
             padded = F.pad(grad, (0, TILE * tiles_w - out_w, 0, TILE * tiles_h - out_h))
             target.copy_(padded.view(n, c_out, tiles_h, TILE, tiles_w, TILE))
-        g_m = (k_a.t() @ g_tiles.view(TILE * TILE, -1)).view(SPAN * SPAN, p, c_out)
+        g_m = torch.matmul(k_a.t(), g_tiles.view(TILE * TILE, p * c_out),
+                           out=SCRATCH.get('b', (SPAN * SPAN, p * c_out), x)).view(SPAN * SPAN, p, c_out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
-            v = (k_b @ _tiles(x, ctx.pad, tiles_h, tiles_w).view(SPAN * SPAN, -1)).view(SPAN * SPAN, p, c)
-            g_u = torch.bmm(v.transpose(1, 2), g_m)
-            del v
-            grad_w = (k_g.t() @ g_u.view(SPAN * SPAN, -1)).view(TAPS, TAPS, c, c_out).permute(3, 2, 0, 1)
-            grad_w = grad_w.contiguous()
+            v = _transformed_tiles(x, ctx.pad, tiles_h, tiles_w, k_b, 'a', 'c')
+            g_u = torch.bmm(v.transpose(1, 2), g_m, out=SCRATCH.get('d', (SPAN * SPAN, c, c_out), x))
+            grad_w = torch.matmul(k_g.t(), g_u.view(SPAN * SPAN, c * c_out),
+                                  out=SCRATCH.get('w', (TAPS * TAPS, c * c_out), x))
+            grad_w = _fresh(grad_w.view(TAPS, TAPS, c, c_out).permute(3, 2, 0, 1))
         if ctx.needs_input_grad[0]:
-            u = (k_g @ weight.permute(2, 3, 1, 0).reshape(TAPS * TAPS, c * c_out)).view(SPAN * SPAN, c, c_out)
-            g_v = torch.bmm(g_m, u.transpose(1, 2))
-            g_d = (k_b.t() @ g_v.view(SPAN * SPAN, -1)).view(SPAN, SPAN, n, tiles_h, tiles_w, c)
-            del g_v
-            grad_x = _overlap_add(g_d, x.shape, ctx.pad)
+            u = _filter_transform(weight, k_g, 'd')
+            g_v = torch.bmm(g_m, u.transpose(1, 2), out=SCRATCH.get('c', (SPAN * SPAN, p, c), x))
+            g_d = torch.matmul(k_b.t(), g_v.view(SPAN * SPAN, p * c), out=SCRATCH.get('a', (SPAN * SPAN, p * c), x))
+            grad_x = _overlap_add(g_d.view(SPAN, SPAN, n, tiles_h, tiles_w, c), x.shape, ctx.pad, 'd')
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None
 
 
-def _overlap_add(g_d, shape, pad):
-    """Sum the gradients of overlapping 6x6 tiles (stride 4) back into an NCHW input gradient."""
+def _overlap_add(g_d, shape, pad, slot):
+    """Sum the gradients of overlapping 6x6 tiles (stride 4) back into a new NCHW input gradient."""
     _, _, n, tiles_h, tiles_w, c = g_d.shape
-    acc = g_d.new_zeros(n, tiles_h + 1, TILE, tiles_w + 1, TILE, c)
+    acc = SCRATCH.get(slot, (n, tiles_h + 1, TILE, tiles_w + 1, TILE, c), g_d).zero_()
     spill = SPAN - TILE
     for rows, row_dst in ((slice(0, TILE), (slice(0, tiles_h), slice(None))),
                           (slice(TILE, SPAN), (slice(1, None), slice(0, spill)))):
@@ -154,7 +211,7 @@ def _overlap_add(g_d, shape, pad):
             acc[:, row_dst[0], row_dst[1], col_dst[0], col_dst[1]] += g_d[rows, cols].permute(2, 3, 0, 4, 1, 5)
     h, w = shape[-2:]
     full = acc.view(n, TILE * (tiles_h + 1), TILE * (tiles_w + 1), c)[:, pad:pad + h, pad:pad + w]
-    return full.permute(0, 3, 1, 2).contiguous()
+    return _fresh(full.permute(0, 3, 1, 2))
 
 
 def winograd_conv3x3(x, weight, bias=None, padding=0):

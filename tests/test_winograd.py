@@ -1,0 +1,197 @@
+"""Winograd F(4x4, 3x3) convolution (models/networks/winograd.py): exact transforms, the direct convolution's
+values and gradients, and the Conv2d layer that uses it only where it is measured faster."""
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.networks import layers
+from models.networks.winograd import POINTS, winograd_conv3x3, winograd_matrices
+from tests.test_performance import H2Z, assert_same_step, build, saved_bytes, train_step
+from tests.conftest import fake_batch, train_opt
+
+
+def correlate_1d(d, g):
+    m = d.shape[0] - g.shape[0] + 1
+    return torch.stack([(d[i:i + g.shape[0]] * g).sum() for i in range(m)])
+
+
+@pytest.mark.parametrize('m, r, points', [(2, 3, (0, 1, -1)), (4, 3, POINTS), (4, 3, (0, 1, -1, 2, -2)),
+                                          (3, 2, (0, 1, Fraction(-1, 3))), (2, 2, (0, 1))])
+def test_transforms_compute_correlation(m, r, points):
+    at, g, bt = winograd_matrices(m, r, points)
+    assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r) and bt.shape == (m + r - 1, m + r - 1)
+    gen = torch.Generator().manual_seed(m * 10 + r)
+    for _ in range(5):
+        d = torch.randn(m + r - 1, dtype=torch.float64, generator=gen)
+        k = torch.randn(r, dtype=torch.float64, generator=gen)
+        torch.testing.assert_close(at @ ((g @ k) * (bt @ d)), correlate_1d(d, k), rtol=0, atol=1e-12)
+
+
+def test_transforms_for_integer_points_are_lavin_and_grays():
+    """Points 0, +-1, +-2 give the matrices printed in Lavin & Gray (2016), section 4.2."""
+    at, g, bt = winograd_matrices(4, 3, (0, 1, -1, 2, -2))
+    expected_bt = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
+    expected_at = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+                               dtype=torch.float64)
+    assert torch.equal(bt, expected_bt) and torch.equal(at, expected_at)
+    torch.testing.assert_close(g[0], torch.tensor([0.25, 0, 0], dtype=torch.float64))
+    torch.testing.assert_close(g[3], torch.tensor([1 / 24, 1 / 12, 1 / 6], dtype=torch.float64))
+
+
+@pytest.mark.parametrize('points', [(0, 1, -1, 2), (0, 1, 1, 2, -2)])
+def test_transforms_refuse_wrong_points(points):
+    with pytest.raises(ValueError, match='distinct finite points'):
+        winograd_matrices(4, 3, points)
+
+
+SHAPES = [  # (batch, c_in, c_out, height, width, padding)
+    (2, 5, 7, 9, 13, 1), (1, 3, 4, 3, 3, 0), (2, 6, 3, 10, 8, 0), (1, 2, 2, 1, 5, 1), (1, 4, 4, 18, 18, 0),
+    (3, 2, 5, 6, 7, 1)]
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('with_bias', [True, False])
+def test_equals_direct_convolution_in_float64(shape, with_bias):
+    n, c_in, c_out, h, w, pad = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(n, c_in, h, w, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(c_out, c_in, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    bias = torch.randn(c_out, dtype=torch.float64, generator=gen, requires_grad=True) if with_bias else None
+    inputs = (x, weight) + ((bias,) if with_bias else ())
+    out, ref = winograd_conv3x3(x, weight, bias, pad), F.conv2d(x, weight, bias, padding=pad)
+    assert out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-11)
+    grad = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+    for a, b in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+
+
+def test_gradcheck():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: winograd_conv3x3(*a, padding=1), (x, weight, bias))
+
+
+def test_only_the_needed_gradients_are_computed():
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    (grad_w,) = torch.autograd.grad(winograd_conv3x3(x, weight, None, 1).sum(), weight)
+    torch.testing.assert_close(grad_w, torch.autograd.grad(F.conv2d(x, weight, padding=1).sum(), weight)[0])
+
+
+def test_float32_error_is_that_of_a_fast_convolution():
+    """A ResNet-block-sized layer in float32: within 2e-5 of float64 relative to the output's scale (the direct
+    kernel: ~3e-7; TF32, PyTorch's default for convolutions on Ampere GPUs: ~1e-3)."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 256, 18, 18, generator=gen)
+    weight = torch.randn(256, 256, 3, 3, generator=gen) / 48  # xavier-like scale
+    bias = torch.randn(256, generator=gen)
+    ref = F.conv2d(x.double(), weight.double(), bias.double())
+    scale = float(ref.abs().max())
+    assert float((winograd_conv3x3(x, weight, bias) - ref).abs().max()) <= 2e-5 * scale
+    assert float((F.conv2d(x, weight, bias) - ref).abs().max()) <= 2e-6 * scale
+
+
+def test_keeps_no_more_than_the_direct_convolution():
+    x = torch.randn(1, 8, 12, 12, requires_grad=True)
+    weight = torch.randn(8, 8, 3, 3, requires_grad=True)
+    _, ours = saved_bytes(lambda t: winograd_conv3x3(t, weight, None, 1), x)
+    _, direct = saved_bytes(lambda t: F.conv2d(t, weight, padding=1), x)
+    assert ours <= direct
+
+
+@pytest.mark.parametrize('x_shape, w_shape, pad, message', [
+    ((1, 2, 5, 5), (3, 2, 5, 5), 0, r'\(C_out, 2, 3, 3\) weight'),
+    ((1, 2, 5, 5), (3, 4, 3, 3), 0, r'\(C_out, 2, 3, 3\) weight'),
+    ((2, 5, 5), (3, 2, 3, 3), 0, 'NCHW input'),
+    ((1, 2, 2, 5), (3, 2, 3, 3), 0, 'smaller than the 3x3 filter')])
+def test_bad_shapes_are_refused(x_shape, w_shape, pad, message):
+    with pytest.raises(ValueError, match=message):
+        winograd_conv3x3(torch.zeros(x_shape), torch.zeros(w_shape), None, pad)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count the layer's Winograd calls."""
+    seen = []
+
+    def counting(*args, **kwargs):
+        seen.append(args[0].shape)
+        return winograd_conv3x3(*args, **kwargs)
+
+    monkeypatch.setattr(layers, 'winograd_conv3x3', counting)
+    return seen
+
+
+def layer(c_in=256, c_out=256, **kwargs):
+    torch.manual_seed(0)
+    return layers.Conv2d(c_in, c_out, kernel_size=kwargs.pop('kernel_size', 3), **kwargs)
+
+
+def test_layer_uses_winograd_for_wide_3x3_training(calls):
+    conv = layer(padding=1)
+    x = torch.randn(1, 256, 8, 8)
+    out = conv(x)
+    assert len(calls) == 1
+    torch.testing.assert_close(out, nn.Conv2d.forward(conv, x), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize('case', ['no_grad', 'float64', 'bf16_autocast', 'narrow', 'stride2', 'kernel5', 'switched_off',
+                                  'reflect_mode', 'dilated', 'grouped'])
+def test_layer_runs_the_direct_kernel_otherwise(case, calls):
+    kwargs = {'narrow': {'c_in': 128}, 'stride2': {'stride': 2}, 'kernel5': {'kernel_size': 5},
+              'reflect_mode': {'padding': 1, 'padding_mode': 'reflect'}, 'dilated': {'dilation': 2},
+              'grouped': {'groups': 2}}.get(case, {})
+    conv = layer(**kwargs)
+    x = torch.randn(1, conv.in_channels, 12, 12)
+    if case == 'switched_off':
+        conv.winograd = False
+    if case == 'float64':
+        conv, x = conv.double(), x.double()
+    if case == 'no_grad':
+        with torch.no_grad():
+            out = conv(x)
+        assert torch.equal(out, nn.Conv2d.forward(conv, x))  # test.py: bit-exact with the official images
+    elif case == 'bf16_autocast':
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert conv(x).dtype == torch.bfloat16
+    else:
+        conv(x)
+    assert calls == []
+
+
+def test_conv_algo_reaches_every_layer(tmp_path):
+    auto = build(tmp_path / 'a', 'src_hdce')
+    direct = build(tmp_path / 'b', 'src_hdce', '--conv_algo', 'direct')
+    convs = lambda m: [c for c in m.netG.modules() if isinstance(c, layers.Conv2d)]
+    assert len(convs(auto)) == 18  # two per ResNet block, 9 blocks
+    assert all(c.winograd for c in convs(auto)) and not any(c.winograd for c in convs(direct))
+    with pytest.raises(ValueError, match='--conv_algo'):
+        layers.set_conv_algorithm(auto.netG, 'fast')
+
+
+def test_conv_algo_flag_is_validated(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_opt('src_hdce', tmp_path, '--conv_algo', 'winograd')
+    assert '--conv_algo' in capsys.readouterr().err
+
+
+def test_training_step_with_winograd_matches_direct(tmp_path, monkeypatch, calls):
+    """A step of the horse2zebra recipe from the same weights: the direct kernels' losses and gradients up to
+    float32 rounding (tiny networks, so every ResNet-block layer is made eligible). Later steps drift apart as
+    any two float32 kernels do: Adam's first updates are about lr * sign(gradient)."""
+    monkeypatch.setattr(layers.Conv2d, 'WINOGRAD_MIN_CHANNELS', 1)
+    fast = build(tmp_path / 'a', 'src_hdce', *H2Z)
+    direct = build(tmp_path / 'b', 'src_hdce', *H2Z, '--conv_algo', 'direct')
+    batch = fake_batch(1, fast.opt.crop_size, seed=4)
+    result = train_step(fast, batch)
+    used = len(calls)
+    expected = train_step(direct, batch)
+    assert len(calls) == used == 2 * (9 + 5)  # main pass: 9 blocks; output images' encoder up to layer 16: 5 blocks
+    assert_same_step(result, expected, rtol=1e-4, loss_rtol=1e-5)
