@@ -195,3 +195,33 @@ def test_training_step_with_winograd_matches_direct(tmp_path, monkeypatch, calls
     expected = train_step(direct, batch)
     assert len(calls) == used == 2 * (9 + 5)  # main pass: 9 blocks; output images' encoder up to layer 16: 5 blocks
     assert_same_step(result, expected, rtol=1e-4, loss_rtol=1e-5)
+
+
+def load_bench_conv():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location('bench_conv', Path(__file__).resolve().parents[1] / 'scripts' / 'bench_conv.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_conv_reports_times_and_errors(tmp_path, capsys):
+    import json
+    bench = load_bench_conv()
+    out = tmp_path / 'conv.json'
+    assert bench.main(['--shape', '1,8,8,10,0', '--shape', '2,4,6,9,1', '--repeats', '1', '--out', str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads(out.read_text()) and len(result['layers']) == 2
+    for row in result['layers']:
+        for name in ('direct', 'winograd'):
+            assert row[name]['forward_ms'] > 0 and row[name]['backward_ms'] > 0
+            assert all(0 <= e < 1e-4 for e in row[name]['relative_error'].values())
+    assert result['layers'][1]['shape'] == {'batch': 2, 'c_in': 4, 'c_out': 6, 'size': 9, 'padding': 1}
+
+
+@pytest.mark.parametrize('shape', ['1,2,3', '1,2,3,4,2', '1,2,3,x,0', '1,2,3,1,0'])
+def test_bench_conv_refuses_bad_shapes(shape, capsys):
+    with pytest.raises(SystemExit):
+        load_bench_conv().main(['--shape', shape])
+    assert '--shape' in capsys.readouterr().err
