@@ -10,7 +10,6 @@ absolute difference from the float64 direct convolution divided by the largest o
 for the output and for the input and weight gradients.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.networks.winograd import winograd_conv3x3  # noqa: E402
+from util.util import report_json  # noqa: E402
 
 # the 3x3 stride-1 layers of resnet_9blocks at 256 px, batch 2 as in a src_hdce step
 DEFAULT_SHAPES = ['2,256,256,66,0', '2,64,128,256,1', '2,128,256,128,1', '2,256,128,128,1', '2,128,64,256,1']
@@ -90,11 +90,7 @@ def main(argv=None):
     shapes = args.shape or [parse_shape(s) for s in DEFAULT_SHAPES]
     result = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'repeats': args.repeats,
               'layers': [measure(shape, args.repeats) for shape in shapes]}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+    report_json(result, args.out)
     return 0
 
 

@@ -17,7 +17,6 @@ Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra r
 """
 import argparse
 import contextlib
-import json
 import os
 import platform
 import resource
@@ -32,6 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import create_model  # noqa: E402
+from util.util import report_json  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 
 RECIPES = {
@@ -236,11 +236,7 @@ def run(args, extra):
 def main(argv=None):
     args, extra = parse_args(argv)
     result = run(args, extra)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+    report_json(result, args.out)
     return 0
 
 

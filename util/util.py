@@ -108,6 +108,13 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + '\n')
 
 
+def report_json(result, out=None):
+    """A script's machine-readable result: printed as JSON, and written atomically to `out` when given."""
+    print(json.dumps(result, indent=2, default=_json_default))
+    if out:
+        atomic_write_json(out, result)
+
+
 def _json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)
