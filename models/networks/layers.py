@@ -284,7 +284,7 @@ class Conv2d(nn.Conv2d):
 
     Used where it is measured faster than the direct kernel: a gradient is recorded, float32 on the
     CPU without autocast or torch.compile, 3x3 filters, stride and dilation 1, one group, zero padding,
-    and at least `WINOGRAD_MIN_CHANNELS` channels in and out (the ResNet blocks: 1.6x faster forward
+    and at least `WINOGRAD_MIN_CHANNELS` channels in and out (the ResNet blocks: 1.5-1.7x faster forward
     and backward, docs/performance.md). Everything else, and every forward without gradient (test.py
     stays bit-exact with the official images), runs nn.Conv2d's kernel. `winograd = False` on an
     instance (`--conv_algo direct`) turns it off.
