@@ -225,3 +225,22 @@ def test_bench_conv_refuses_bad_shapes(shape, capsys):
     with pytest.raises(SystemExit):
         load_bench_conv().main(['--shape', shape])
     assert '--shape' in capsys.readouterr().err
+
+
+def test_results_never_share_the_scratch_buffers():
+    """Intermediates live in reused buffers; outputs and gradients must be tensors of their own."""
+    from models.networks.winograd import SCRATCH
+    gen = torch.Generator().manual_seed(2)
+    weight = torch.randn(3, 2, 3, 3, generator=gen, requires_grad=True)
+    results = []
+    for _ in range(2):
+        x = torch.randn(1, 2, 7, 7, generator=gen, requires_grad=True)
+        out = winograd_conv3x3(x, weight, None, 1)
+        grads = torch.autograd.grad(out, (x, weight), torch.randn(out.shape, generator=gen))
+        results.append([t.detach() for t in (out,) + grads])
+    kept = [t.clone() for t in results[0]]
+    winograd_conv3x3(torch.randn(1, 2, 7, 7), weight, None, 1).sum().backward()
+    scratch = {b.untyped_storage().data_ptr() for b in SCRATCH.buffers.values()}
+    for tensors in results:
+        assert not {t.untyped_storage().data_ptr() for t in tensors} & scratch
+    assert all(torch.equal(a, b) for a, b in zip(results[0], kept))
