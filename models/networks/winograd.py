@@ -64,10 +64,10 @@ def _transforms(dtype, device):
 class _Scratch:
     """Buffers for the transforms' intermediates, reused by every call and grown when a larger one is asked for.
 
-    Fresh tensors of these sizes (several per layer and step, each 2.25x an activation) push glibc's
-    dynamic mmap threshold above the activations' size, which then fragment the heap: the process's
-    peak RSS grew by 1.2-1.4 GB at 256 px. Reused buffers leave the allocator's pattern as the direct
-    convolution's. Nothing returned to a caller is a view of them.
+    The intermediates are 2.25x an activation, several per layer call; allocated afresh at every call they
+    cost page faults and fragmented glibc's heap further (peak RSS at 256 px without heap trimming:
+    4144-4377 MB, against 3550-3802 MB with these buffers; docs/performance.md). Nothing returned to a
+    caller is a view of them.
     """
 
     def __init__(self):
@@ -83,13 +83,9 @@ class _Scratch:
         return buffer[:numel].view(shape)
 
     def reserve(self, sizes, like):
-        """Grow each slot to its size for a whole forward and backward at once: a buffer freed while growing
-        would be the very allocation that raises the mmap threshold."""
+        """Grow each slot once to the size a whole forward and backward needs, not use by use."""
         for slot, numel in sizes.items():
             self.get(slot, (numel,), like)
-
-    def clear(self):
-        self.buffers.clear()
 
 
 SCRATCH = _Scratch()
