@@ -8,7 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.networks import layers
-from models.networks.winograd import POINTS, winograd_conv3x3, winograd_matrices
+from models.networks import winograd
+from models.networks.winograd import POINTS, pays_off, winograd_conv3x3, winograd_matrices
 from tests.test_performance import H2Z, assert_same_step, build, saved_bytes, train_step
 from tests.conftest import fake_batch, train_opt
 
@@ -116,9 +117,18 @@ def test_bad_shapes_are_refused(x_shape, w_shape, pad, message):
         winograd_conv3x3(torch.zeros(x_shape), torch.zeros(w_shape), None, pad)
 
 
+@pytest.mark.parametrize('shape, padding, threads, expected', [
+    ((2, 256, 66, 66), 0, 1, True), ((2, 256, 66, 66), 0, 2, True), ((1, 256, 64, 64), 1, 2, True),
+    ((2, 256, 34, 34), 0, 1, True), ((2, 256, 34, 34), 0, 2, False), ((1, 256, 34, 34), 0, 1, False),
+    ((2, 256, 18, 18), 0, 1, False), ((1, 256, 63, 63), 1, 2, True), ((1, 256, 60, 60), 1, 2, False)])
+def test_winograd_pays_off_from_128_tiles_per_thread(shape, padding, threads, expected):
+    assert pays_off(shape, padding, threads) is expected
+
+
 @pytest.fixture
 def calls(monkeypatch):
-    """Count the layer's Winograd calls."""
+    """Count the layer's Winograd calls; maps of any size qualify (the tests' maps are small)."""
+    monkeypatch.setattr(winograd, 'MIN_TILES_PER_THREAD', 0)
     seen = []
 
     def counting(*args, **kwargs):
@@ -143,8 +153,8 @@ def test_layer_uses_winograd_for_wide_3x3_training(calls):
 
 
 @pytest.mark.parametrize('case', ['no_grad', 'float64', 'bf16_autocast', 'narrow', 'stride2', 'kernel5', 'switched_off',
-                                  'reflect_mode', 'dilated', 'grouped'])
-def test_layer_runs_the_direct_kernel_otherwise(case, calls):
+                                  'reflect_mode', 'dilated', 'grouped', 'small_map'])
+def test_layer_runs_the_direct_kernel_otherwise(case, calls, monkeypatch):
     kwargs = {'narrow': {'c_in': 128}, 'stride2': {'stride': 2}, 'kernel5': {'kernel_size': 5},
               'reflect_mode': {'padding': 1, 'padding_mode': 'reflect'}, 'dilated': {'dilation': 2},
               'grouped': {'groups': 2}}.get(case, {})
@@ -152,6 +162,8 @@ def test_layer_runs_the_direct_kernel_otherwise(case, calls):
     x = torch.randn(1, conv.in_channels, 12, 12)
     if case == 'switched_off':
         conv.winograd = False
+    if case == 'small_map':  # 9 output tiles
+        monkeypatch.setattr(winograd, 'MIN_TILES_PER_THREAD', 10)
     if case == 'float64':
         conv, x = conv.double(), x.double()
     if case == 'no_grad':
