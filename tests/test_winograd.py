@@ -117,18 +117,18 @@ def test_bad_shapes_are_refused(x_shape, w_shape, pad, message):
         winograd_conv3x3(torch.zeros(x_shape), torch.zeros(w_shape), None, pad)
 
 
-@pytest.mark.parametrize('shape, padding, threads, expected', [
-    ((2, 256, 66, 66), 0, 1, True), ((2, 256, 66, 66), 0, 2, True), ((1, 256, 64, 64), 1, 2, True),
-    ((2, 256, 34, 34), 0, 1, True), ((2, 256, 34, 34), 0, 2, False), ((1, 256, 34, 34), 0, 1, False),
-    ((2, 256, 18, 18), 0, 1, False), ((1, 256, 63, 63), 1, 2, True), ((1, 256, 60, 60), 1, 2, False)])
-def test_winograd_pays_off_from_128_tiles_per_thread(shape, padding, threads, expected):
-    assert pays_off(shape, padding, threads) is expected
+@pytest.mark.parametrize('shape, padding, expected', [
+    ((2, 256, 66, 66), 0, True), ((1, 256, 64, 64), 1, True), ((2, 256, 34, 34), 0, True),
+    ((1, 256, 34, 34), 0, False), ((2, 256, 18, 18), 0, False), ((8, 256, 18, 18), 0, True),
+    ((1, 256, 47, 47), 1, True), ((1, 256, 44, 44), 1, False)])
+def test_winograd_pays_off_from_128_tiles(shape, padding, expected):
+    assert pays_off(shape, padding) is expected
 
 
 @pytest.fixture
 def calls(monkeypatch):
     """Count the layer's Winograd calls; maps of any size qualify (the tests' maps are small)."""
-    monkeypatch.setattr(winograd, 'MIN_TILES_PER_THREAD', 0)
+    monkeypatch.setattr(winograd, 'MIN_TILES', 0)
     seen = []
 
     def counting(*args, **kwargs):
@@ -163,7 +163,7 @@ def test_layer_runs_the_direct_kernel_otherwise(case, calls, monkeypatch):
     if case == 'switched_off':
         conv.winograd = False
     if case == 'small_map':  # 9 output tiles
-        monkeypatch.setattr(winograd, 'MIN_TILES_PER_THREAD', 10)
+        monkeypatch.setattr(winograd, 'MIN_TILES', 10)
     if case == 'float64':
         conv, x = conv.double(), x.double()
     if case == 'no_grad':

@@ -285,9 +285,9 @@ class Conv2d(nn.Conv2d):
 
     Used where it is measured faster than the direct kernel: a gradient is recorded, float32 on the
     CPU without autocast or torch.compile, 3x3 filters, stride and dilation 1, one group, zero padding,
-    at least `WINOGRAD_MIN_CHANNELS` channels in and out (the ResNet blocks), and maps with at least 128
-    4x4 output tiles per thread (`winograd.pays_off`; 64x64 maps at batch 2 on 2 threads): there, 1.5-1.7x
-    faster forward and backward (docs/performance.md). Everything else, and every forward without gradient (test.py
+    at least `WINOGRAD_MIN_CHANNELS` channels in and out (the ResNet blocks), and at least 128 4x4 output
+    tiles (`winograd.pays_off`: 32x32 maps at batch 2, as at 128 px): there, 1.5-1.7x faster forward and
+    backward at 256 px (docs/performance.md). Everything else, and every forward without gradient (test.py
     stays bit-exact with the official images), runs nn.Conv2d's kernel. `winograd = False` on an
     instance (`--conv_algo direct`) turns it off.
     """
@@ -301,7 +301,7 @@ class Conv2d(nn.Conv2d):
                 and self.groups == 1 and self.padding_mode == 'zeros' and self.padding in ((0, 0), (1, 1))
                 and min(self.in_channels, self.out_channels) >= self.WINOGRAD_MIN_CHANNELS
                 and not torch.is_autocast_enabled('cpu') and not torch.compiler.is_compiling()
-                and winograd.pays_off(x.shape, self.padding[0], torch.get_num_threads()))
+                and winograd.pays_off(x.shape, self.padding[0]))
 
     def forward(self, x):
         if self._use_winograd(x):

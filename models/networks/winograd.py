@@ -211,18 +211,19 @@ def _overlap_add(g_d, shape, pad, slot):
     return _fresh(full.permute(0, 3, 1, 2))
 
 
-# Measured with scripts/bench_conv.py (256 channels in and out, this project's 2-core Zen 4): Winograd
-# is 0.60-0.75x the direct kernel's forward + backward time from 128 output tiles per thread up (1 thread:
-# 128-512 tiles; 2 threads: 256-512), 1.1-1.4x below (32-72 tiles on 1 thread, 128-144 on 2).
-MIN_TILES_PER_THREAD = 128
+# Below about 128 output tiles the 36 matrix products are too small to run at speed. Measured on this
+# project's 2-core Zen 4 (docs/performance.md): whole training steps at 64 px (32 tiles per ResNet-block
+# call) were about 1.4x slower with Winograd on 2 threads, steps at 128 px (128 tiles) 7-10% faster; in isolation
+# (scripts/bench_conv.py) 32-72 tiles were 1.1-1.3x slower, 128-512 tiles 0.60-0.75x on 1 thread.
+MIN_TILES = 128
 
 
-def pays_off(shape, padding, threads):
+def pays_off(shape, padding):
     """Whether an input of `shape` (N, C, H, W) has enough 4x4 output tiles for Winograd to beat the
-    direct kernel on `threads` threads: the 36 matrix products must be large enough to run at speed."""
+    direct kernel."""
     n, _, h, w = shape
     tiles = n * -(-(h + 2 * padding - TAPS + 1) // TILE) * -(-(w + 2 * padding - TAPS + 1) // TILE)
-    return tiles >= MIN_TILES_PER_THREAD * max(1, threads)
+    return tiles >= MIN_TILES
 
 
 def winograd_conv3x3(x, weight, bias=None, padding=0):
