@@ -32,6 +32,16 @@ def train_opt(model, tmp_path, *extra):
     return TrainOptions(tiny_args(model, tmp_path, *extra)).parse()
 
 
+def load_script(relative_path):
+    """Import a script of the repository (not a package module) by its path, e.g. 'scripts/benchmark.py'."""
+    import importlib.util
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def fake_batch(batch_size=1, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return {'A': torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,

@@ -5,7 +5,6 @@ internet): the preparation runs on a generated tree with the official gtFine/lef
 the download on a file:// mirror (CUT_DATASETS_MIRROR) holding generated archives.
 """
 import csv
-import importlib.util
 import os
 import re
 import subprocess
@@ -17,13 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 DOWNLOAD = REPO / 'datasets' / 'download_cut_dataset.sh'
 
-_spec = importlib.util.spec_from_file_location('prepare_cityscapes_dataset',
-                                               REPO / 'datasets' / 'prepare_cityscapes_dataset.py')
-prepare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prepare)
+prepare = load_script('datasets/prepare_cityscapes_dataset.py')
 
 SPLITS = {'train': {'zurich': 2, 'aachen': 2}, 'val': {'lindau': 2, 'frankfurt': 1}}
 

@@ -1,8 +1,6 @@
 """The speed work keeps the math: the optimised step equals the step computed the official way (reference),
 mixed precision and channels-last train, and scripts/benchmark.py reports JSON."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +9,12 @@ import torch.nn.functional as F
 
 import models
 from models.networks.layers import Downsample, InstanceNorm2d, Upsample
-from tests.conftest import fake_batch, train_opt
+from tests.conftest import fake_batch, load_script, train_opt
 
-ROOT = Path(__file__).resolve().parents[1]
 H2Z = ['--CUT_mode', 'CUT', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05', '--use_curriculum',
        '--HDCE_gamma', '50', '--HDCE_gamma_min', '10']
 
-_spec = importlib.util.spec_from_file_location('benchmark', ROOT / 'scripts' / 'benchmark.py')
-benchmark = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(benchmark)
+benchmark = load_script('scripts/benchmark.py')
 
 
 def build(tmp_path, model, *extra, batch_size=1, seed=0):

@@ -1,8 +1,6 @@
 """datasets/make_synthetic_dataset.py: determinism, layout, and the known answer it provides."""
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,11 +8,9 @@ from PIL import Image
 from scipy.ndimage import binary_erosion
 
 import data
+from tests.conftest import load_script
 
-_SCRIPT = Path(__file__).resolve().parents[1] / 'datasets' / 'make_synthetic_dataset.py'
-_spec = importlib.util.spec_from_file_location('make_synthetic_dataset', _SCRIPT)
-synthetic = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synthetic)
+synthetic = load_script('datasets/make_synthetic_dataset.py')
 
 SMALL = dict(n_train=6, n_test=4, size=32)
 

@@ -11,7 +11,7 @@ from models.networks import layers
 from models.networks import winograd
 from models.networks.winograd import POINTS, pays_off, winograd_conv3x3, winograd_matrices
 from tests.test_performance import H2Z, assert_same_step, build, saved_bytes, train_step
-from tests.conftest import fake_batch, train_opt
+from tests.conftest import fake_batch, load_script, train_opt
 
 
 def correlate_1d(d, g):
@@ -209,18 +209,9 @@ def test_training_step_with_winograd_matches_direct(tmp_path, monkeypatch, calls
     assert_same_step(result, expected, rtol=1e-4, loss_rtol=1e-5)
 
 
-def load_bench_conv():
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location('bench_conv', Path(__file__).resolve().parents[1] / 'scripts' / 'bench_conv.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_conv_reports_times_and_errors(tmp_path, capsys):
     import json
-    bench = load_bench_conv()
+    bench = load_script('scripts/bench_conv.py')
     out = tmp_path / 'conv.json'
     assert bench.main(['--shape', '1,8,8,10,0', '--shape', '2,4,6,9,1', '--repeats', '1', '--out', str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -235,7 +226,7 @@ def test_bench_conv_reports_times_and_errors(tmp_path, capsys):
 @pytest.mark.parametrize('shape', ['1,2,3', '1,2,3,4,2', '1,2,3,x,0', '1,2,3,1,0'])
 def test_bench_conv_refuses_bad_shapes(shape, capsys):
     with pytest.raises(SystemExit):
-        load_bench_conv().main(['--shape', shape])
+        load_script('scripts/bench_conv.py').main(['--shape', shape])
     assert '--shape' in capsys.readouterr().err
 
 
