@@ -9,7 +9,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import winograd
-from .winograd import winograd_conv3x3
 
 NORM_TYPES = ('batch', 'instance', 'none')
 
@@ -305,7 +304,7 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x):
         if self._use_winograd(x):
-            return winograd_conv3x3(x, self.weight, self.bias, self.padding[0])
+            return winograd.winograd_conv3x3(x, self.weight, self.bias, self.padding[0])
         return super().forward(x)
 
 

@@ -82,11 +82,6 @@ class _Scratch:
             buffer = self.buffers[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
         return buffer[:numel].view(shape)
 
-    def reserve(self, sizes, like):
-        """Grow each slot once to the size a whole forward and backward needs, not use by use."""
-        for slot, numel in sizes.items():
-            self.get(slot, (numel,), like)
-
 
 SCRATCH = _Scratch()
 
@@ -142,12 +137,6 @@ class _Winograd3x3(torch.autograd.Function):
         n, c, out_h, out_w, tiles_h, tiles_w = _geometry(x, pad)
         c_out = weight.shape[0]
         p = n * tiles_h * tiles_w
-        tile_count = SPAN * SPAN * p
-        SCRATCH.reserve({'a': max(n * (TILE * tiles_h + 2) * (TILE * tiles_w + 2) * c, tile_count * max(c, c_out)),
-                         'b': tile_count * max(c, c_out),
-                         'c': max(tile_count * c, SPAN * SPAN * c * c_out),
-                         'd': max(SPAN * SPAN * c * c_out, n * (tiles_h + 1) * (tiles_w + 1) * TILE * TILE * c),
-                         'w': TAPS * TAPS * c * c_out}, x)
         v = _transformed_tiles(x, pad, tiles_h, tiles_w, k_b, 'a', 'b')
         u = _filter_transform(weight, k_g, 'c')
         m = torch.bmm(v, u, out=SCRATCH.get('b', (SPAN * SPAN, p, c_out), x))
