@@ -130,7 +130,7 @@ class CUTModel(BaseModel):
             self.netF.build([f.shape[1] for f in feats])
             self.netF.to(self.device)
         params = list(self.netF.parameters())
-        if params and self.lambda_patch > 0:
+        if params and self.uses_patch_features():
             self.optimizer_F = torch.optim.Adam(params, lr=self.opt.lr, betas=(self.opt.beta1, self.opt.beta2))
             self.optimizers.append(self.optimizer_F)
 

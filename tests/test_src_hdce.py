@@ -188,3 +188,21 @@ def test_gan_only_has_no_f_optimizer(tmp_path):
     model.set_input(fake_batch(1, 32))
     model.optimize_parameters()
     assert model.loss_G.item() == model.loss_G_GAN.item()
+
+
+@pytest.mark.parametrize('weights', [('0', '1'), ('1', '0'), ('1', '1')], ids=['src_only', 'hdce_only', 'both'])
+def test_F_learns_whenever_a_patch_loss_uses_it(tmp_path, weights):
+    """λ_hDCE 0 with λ_SRC > 0 still trains F: SRC's gradient reaches F, so F needs its optimizer."""
+    model = build(tmp_path, '--lambda_HDCE', weights[0], '--lambda_SRC', weights[1])
+    assert model.optimizer_F is not None and model.optimizer_F in model.optimizers
+    before = [p.detach().clone() for p in model.netF.parameters()]
+    for step in range(2):
+        model.set_input(fake_batch(1, model.opt.crop_size, seed=step))
+        model.optimize_parameters()
+    changed = [not torch.equal(b, p) for b, p in zip(before, model.netF.parameters())]
+    assert all(changed), f'{changed.count(False)} of {len(changed)} F tensors did not move'
+
+
+def test_F_has_no_optimizer_without_patch_losses(tmp_path):
+    model = build(tmp_path, '--lambda_HDCE', '0', '--lambda_SRC', '0')
+    assert model.optimizer_F is None
