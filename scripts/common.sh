@@ -35,14 +35,11 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 EPOCH_CHOICE=${EPOCH_CHOICE:-best}
 DISPLAY_PORT=${DISPLAY_PORT:-8097}
 
-# The official recipes (Hneg_SRC's Single-modal README) and CUT's own.
-RECIPE_H2Z=(--model src_hdce --CUT_mode CUT --dce_idt --lambda_HDCE 0.1 --lambda_SRC 0.05
-            --use_curriculum --HDCE_gamma 50 --HDCE_gamma_min 10)
-RECIPE_CITYSCAPES=(--model src_hdce --CUT_mode CUT --dce_idt --lambda_HDCE 0.1 --lambda_SRC 0.1 --direction BtoA
-                   --use_curriculum --HDCE_gamma 50 --HDCE_gamma_min 10 --step_gamma --step_gamma_epoch 200)
-RECIPE_MONET=(--model sin_src_hdce --CUT_mode CUT --dce_idt --lambda_HDCE 4.0 --lambda_SRC 10.0
-              --use_curriculum --HDCE_gamma 200 --HDCE_gamma_min 40)
-RECIPE_CUT=(--model cut --CUT_mode CUT)
+# The official recipes (Hneg_SRC's Single-modal README) and CUT's own, from recipes/*.txt.
+read -ra RECIPE_H2Z <<<"$(bash "$REPO/scripts/recipe.sh" horse2zebra)"
+read -ra RECIPE_CITYSCAPES <<<"$(bash "$REPO/scripts/recipe.sh" cityscapes)"
+read -ra RECIPE_MONET <<<"$(bash "$REPO/scripts/recipe.sh" monet)"
+read -ra RECIPE_CUT <<<"$(bash "$REPO/scripts/recipe.sh" cut)"
 
 if [[ "$SMOKE" == 1 ]]; then
     SMOKE_DIR=${SMOKE_DIR:-${TMPDIR:-/tmp}/hneg_src_smoke}
