@@ -41,6 +41,23 @@ LAYOUTS = {
                      _SINGLE_MODAL_COLUMNS),
 }
 CHOICES = ('best', 'last')
+# The paper's values for the rows our scripts label the same way (../shared/paper/tables.md), in the
+# columns of _SINGLE_MODAL_COLUMNS; None where the paper's text is illegible.
+PAPER = {
+    'table1': {
+        'CUT': (45.5, 24.7, 68.8, 30.7, 56.4),
+        'SRC + hDCE (ours)': (34.4, 29.0, 73.5, 35.6, 46.4),
+    },
+    'table4': {
+        'CUT': (45.5, 24.7, 68.8, 30.7, 56.4),
+        'InfoNCE + SRC': (42.7, 27.2, None, None, 52.7),
+        'InfoNCE + SRC + Hneg': (40.5, 27.4, 72.8, 33.5, 49.9),
+        'DCE': (41.2, 27.8, 72.8, 33.4, 52.0),
+        'DCE + Hneg': (37.6, 27.3, 71.4, 33.4, 50.1),
+        'DCE + SRC': (36.2, 27.9, 73.3, 34.2, 49.9),
+        'DCE + SRC + Hneg': (34.4, 29.0, 73.5, 35.6, 46.4),
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -112,8 +129,9 @@ def _mark(record):
     return f'{choice}, {record.run}'
 
 
-def render_markdown(layout, row_labels, cells, *, digits=2):
-    """The table as Markdown, each number followed by (epoch choice@epoch, run)."""
+def render_markdown(layout, row_labels, cells, *, digits=2, paper=None):
+    """The table as Markdown, each number followed by (epoch choice@epoch, run); with `paper`
+    ({row label: values}), the paper's values in an italic row under each of ours that it reports."""
     header = [layout.row_header] + [h for _, _, h in layout.columns]
     lines = [f'**{layout.title}**', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for row in row_labels:
@@ -122,6 +140,9 @@ def render_markdown(layout, row_labels, cells, *, digits=2):
             record = cells.get((row, index))
             values.append('–' if record is None else f'{record.metrics[metric]:.{digits}f} ({_mark(record)})')
         lines.append('| ' + ' | '.join([row] + values) + ' |')
+        if paper and row in paper:
+            cells_paper = ['–' if v is None else f'{v:.1f}' for v in paper[row]]
+            lines.append('| ' + ' | '.join([f'*{row}, paper*'] + [f'*{v}*' for v in cells_paper]) + ' |')
     lines += ['', 'best@eN: epoch N chosen by the sweep\'s selection metric; last@eN: the last saved epoch; '
               'eN: an epoch given by hand.']
     return '\n'.join(lines) + '\n'
@@ -161,6 +182,8 @@ def main(argv=None):
     parser.add_argument('--alias', action='append', default=[], metavar='DATASET=GROUP',
                         help='put a dataset label in a column group (horse2zebra, cityscapes)')
     parser.add_argument('--digits', type=int, default=2)
+    parser.add_argument('--no_paper', action='store_true',
+                        help='leave out the paper\'s values (shown under each row the paper reports)')
     parser.add_argument('--out', default=None, help='write OUT.md and OUT.csv')
     args = parser.parse_args(argv)
 
@@ -168,7 +191,8 @@ def main(argv=None):
     layout = LAYOUTS[args.layout]
     records = [load_record(path, choice=args.choice, aliases=aliases) for path in args.jsons]
     row_labels, cells = build_table(records, layout, args.rows)
-    markdown = render_markdown(layout, row_labels, cells, digits=args.digits)
+    markdown = render_markdown(layout, row_labels, cells, digits=args.digits,
+                               paper=None if args.no_paper else PAPER.get(args.layout))
     if args.out:
         atomic_write_text(f'{args.out}.md', markdown)
         atomic_write_text(f'{args.out}.csv', render_csv(args.layout, layout, row_labels, cells))

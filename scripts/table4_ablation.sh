@@ -7,15 +7,18 @@
 #   ROWS="dce dce_src_hneg" DATASETS=horse2zebra GPU_IDS=2 bash scripts/table4_ablation.sh
 #   SMOKE=1 bash scripts/table4_ablation.sh             # the whole pipeline on generated data, CPU
 #
-# The rows (slugs for ROWS) come from `python scripts/run_cpu_ablation.py --print_rows`: 8 rows, from
-# InfoNCE (CUT's loss under the paper's weights) to DCE + SRC + Hneg (ours); SRC off is --lambda_SRC 0,
-# hard negatives off is --no_Hneg. Output: RESULTS_DIR/<NAME_PREFIX>table4.{md,csv}, each number
-# with its epoch (EPOCH_CHOICE of every saved one) and run. Settings: DATASETS, ROWS, scripts/common.sh's.
+# The rows (slugs for ROWS) come from `python scripts/cpu_study.py ablation --print_rows`: the paper's 7,
+# in its order and with its labels, from CUT (InfoNCE under the paper's weights) to DCE + SRC + Hneg;
+# the eighth combination (infonce_hneg, InfoNCE + Hneg) runs when ROWS names it. SRC off is
+# --lambda_SRC 0, hard negatives off is --no_Hneg. Output: RESULTS_DIR/<NAME_PREFIX>table4.{md,csv}, each
+# number with its epoch (EPOCH_CHOICE of every saved one) and run, the paper's values under each row.
+# Settings: DATASETS, ROWS, scripts/common.sh's.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DATASETS=${DATASETS:-horse2zebra cityscapes}
-mapfile -t ALL_ROWS < <("$PYTHON" scripts/run_cpu_ablation.py --print_rows)
+mapfile -t ALL_ROWS < <("$PYTHON" scripts/cpu_study.py ablation --print_rows --all)
+mapfile -t PAPER_ROWS < <("$PYTHON" scripts/cpu_study.py ablation --print_rows)
 SLUGS=$(printf '%s\n' "${ALL_ROWS[@]}" | cut -f1 | tr '\n' ' ')
-ROWS=${ROWS:-$SLUGS}
+ROWS=${ROWS:-$(printf '%s\n' "${PAPER_ROWS[@]}" | cut -f1 | tr '\n' ' ')}
 for slug in $ROWS; do
     if [[ " $SLUGS " != *" $slug "* ]]; then
         echo "error: unknown row $slug in ROWS (valid: $SLUGS)" >&2

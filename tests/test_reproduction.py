@@ -1,4 +1,4 @@
-"""Reproduction scripts: SMOKE mode end to end, the table writer on its results, the CPU ablation driver.
+"""Reproduction scripts: SMOKE mode end to end, the table writer on its results, the CPU study driver.
 
 The SMOKE run of table4_ablation.sh (two rows, both datasets) and of every other script runs here
 (about 20-45 s each on 2 cores).
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evaluation import tables
-from scripts import run_cpu_ablation as ablation
+from scripts import cpu_study as study
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ['train_horse2zebra.sh', 'train_cityscapes.sh', 'train_monet.sh', 'train_cut_baseline.sh', 'table1.sh',
@@ -43,9 +43,12 @@ def test_table4_smoke_end_to_end_and_table_writer(tmp_path, capsys):
         data = json.loads(sweep.read_text())
         assert data['kind'] == 'sweep' and data['best']['epoch'] == '1'
     markdown = (results / 'table4.md').read_text()
-    rows = [line for line in markdown.splitlines() if line.startswith('| InfoNCE') or line.startswith('| DCE')]
-    assert [r.split(' | ')[0] for r in rows] == ['| InfoNCE (CUT)', '| DCE + SRC + Hneg (ours)']
+    rows = [line for line in markdown.splitlines() if line.startswith('| CUT') or line.startswith('| DCE')]
+    assert [r.split(' | ')[0] for r in rows] == ['| CUT', '| DCE + SRC + Hneg']
     assert all('–' not in r for r in rows), rows  # every column filled: FID, mAP, pixAcc, classAcc, FID
+    # the paper's values under each row
+    assert '| *CUT, paper* | *45.5* | *24.7* | *68.8* | *30.7* | *56.4* |' in markdown
+    assert '| *DCE + SRC + Hneg, paper* | *34.4* |' in markdown
     assert len((results / 'table4.csv').read_text().splitlines()) == 1 + 2 * 5
     # the table writer on the same results, with the last epoch instead of the best
     tables.main([str(s) for s in sweeps] + ['--layout', 'table4', '--choice', 'last'])
@@ -66,53 +69,66 @@ def test_other_scripts_smoke(script, result, tmp_path):
     assert (out / 'results' / result).exists()
 
 
-def test_ablation_rows_cover_every_combination():
-    combos = {(loss, src, hneg) for _, loss, src, hneg in ablation.ABLATION_ROWS}
-    assert len(combos) == len(ablation.ABLATION_ROWS) == 8
-    assert ablation.row_flags('infonce', False, False) == ['--patch_loss', 'infonce', '--lambda_SRC', '0',
-                                                           '--no_Hneg']
-    assert ablation.row_flags('dce', True, True) == ['--patch_loss', 'dce']
-    assert ablation.row_label('infonce', False, False) == 'InfoNCE (CUT)'
-    assert ablation.row_label('dce', True, True) == 'DCE + SRC + Hneg (ours)'
+def test_ablation_rows_are_the_papers_in_its_order():
+    labels = [label for _, label, *_ in study.TABLE4_ROWS]
+    assert labels == ['CUT', 'InfoNCE + SRC', 'InfoNCE + SRC + Hneg', 'DCE', 'DCE + Hneg', 'DCE + SRC',
+                      'DCE + SRC + Hneg']
+    assert labels == list(tables.PAPER['table4'])
+    combos = {(loss, src, hneg) for *_, loss, src, hneg in study.all_rows()}
+    assert len(combos) == len(study.all_rows()) == 8  # the eighth stays selectable
+    assert study.row_flags('infonce', False, False) == ['--patch_loss', 'infonce', '--lambda_SRC', '0', '--no_Hneg']
+    assert study.row_flags('dce', True, True) == ['--patch_loss', 'dce']
+    assert [r[0] for r in study.select_rows(['infonce_hneg', 'dce'])] == ['infonce_hneg', 'dce']
     with pytest.raises(SystemExit, match='valid: infonce'):
-        ablation.select_rows(['dce', 'nope'])
+        study.select_rows(['dce', 'nope'])
 
 
 def test_ablation_print_rows(capsys):
-    assert ablation.main(['--print_rows']) == 0
+    assert study.main(['ablation', '--print_rows']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 8 and lines[-1] == 'dce_src_hneg\tDCE + SRC + Hneg (ours)\t--patch_loss dce'
+    assert len(lines) == 7 and lines[0] == 'infonce\tCUT\t--patch_loss infonce --lambda_SRC 0 --no_Hneg'
+    assert lines[-1] == 'dce_src_hneg\tDCE + SRC + Hneg\t--patch_loss dce'
+    assert study.main(['ablation', '--print_rows', '--all']) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == 'infonce_hneg\tInfoNCE + Hneg\t--patch_loss infonce --lambda_SRC 0'
 
 
-def _record(slug, seed, psnr, l1):
-    loss, src, hneg = ablation.rows_by_slug()[slug]
-    return {'row': ablation.row_label(loss, src, hneg), 'slug': slug, 'seed': seed,
-            'metrics': {'psnr': psnr, 'ssim': 0.5, 'l1': l1, 'l1_object': l1, 'l1_background': l1}}
+def _record(config, seed, iou, bg):
+    label = {r[0]: r[1] for r in study.all_rows()}[config]
+    final = {'stripe_iou': iou, 'bg_l1': bg, 'leakage': 0.1, 'shape_iou': 0.5, 'kid': 1.0, 'psnr_gt': 12.0}
+    curve = [{'tag': '1', 'iterations': 10, **final}, {'tag': '2', 'iterations': 20, **final}]
+    return {'config': config, 'label': label, 'seed': seed, 'iterations': 20, 'final': final, 'curve': curve}
 
 
-def test_ablation_summary_mean_std_and_best(tmp_path):
-    records = [_record('dce', 0, 20.0, 0.10), _record('dce', 1, 22.0, 0.12), _record('infonce', 0, 18.0, 0.2),
-               {'row': 'copy the input (no translation)', 'slug': 'identity', 'seed': None,
-                'metrics': {'psnr': 30.0, 'ssim': 0.9, 'l1': 0.01, 'l1_object': 0.3, 'l1_background': 0.0}}]
+def test_ablation_summary_tables_and_paired_differences(tmp_path):
+    records = [_record('infonce', 0, 0.5, 0.10), _record('infonce', 1, 0.6, 0.12),
+               _record('dce', 0, 0.7, 0.08), _record('dce', 1, 0.6, 0.06), _record('dce_src', 0, 0.8, 0.05)]
+    (tmp_path / 'runs').mkdir()
     for i, record in enumerate(records):
-        (tmp_path / f'{i}.json').write_text(json.dumps(record))
-    table = ablation.aggregate(ablation.load_records(tmp_path))
-    assert list(table) == ['InfoNCE (CUT)', 'DCE', 'copy the input (no translation)']
-    mean, std, n = table['DCE']['psnr']
-    assert (mean, n) == (21.0, 2) and std == pytest.approx(2 ** 0.5)
-    markdown = ablation.summarize(tmp_path)
-    assert '| DCE | 2 | **21.00 ± 1.41** |' in markdown  # the identity row never counts as the best
-    assert '| copy the input (no translation) | 1 | 30.00 |' in markdown
+        (tmp_path / 'runs' / f'{i}.json').write_text(json.dumps(record))
+    text = study.summarize(study.parse_args(['ablation', '--out', str(tmp_path)]))
+    assert '| CUT | 2 | 20 | 0.550 ± 0.071 |' in text
+    assert '| DCE | 2 | 20 | **0.650 ± 0.071** |' not in text  # the best mean is DCE + SRC's
+    assert '| DCE + SRC | 1 | 20 | **0.800** |' in text
+    # DCE for InfoNCE, paired by seed: +0.2 and 0.0 stripe IoU; the paper: FID 45.5 -> 41.2, mAP 24.7 -> 27.8
+    line = next(l for l in text.splitlines() if l.startswith('| DCE for InfoNCE | CUT → DCE |'))
+    assert '| 2 | 0.100 ± 0.141 (1/2 better) |' in line and line.endswith('| -4.3 | +3.1 |')
+    assert '| SRC | DCE → DCE + SRC | 1 | 0.100 (1/1 better) |' in text
+    assert (tmp_path / 'curves.png').stat().st_size > 10_000 and (tmp_path / 'summary.md').is_file()
 
 
-def test_ablation_driver_runs_one_tiny_configuration(tmp_path):
-    out = tmp_path / 'runs'
-    argv = ['--work', str(tmp_path / 'work'), '--out', str(out), '--rows', 'dce_src_hneg', '--seeds', '5',
-            '--jobs', '1', '--size', '32', '--n_train', '2', '--n_test', '2', '--ngf', '4', '--ndf', '4',
-            '--num_patches', '8', '--n_epochs', '1', '--n_epochs_decay', '0']
-    assert ablation.main(argv) == 0
-    record = json.loads((out / 'dce_src_hneg_seed5.json').read_text())
-    assert record['row'] == 'DCE + SRC + Hneg (ours)' and record['seed'] == 5 and record['num_images'] == 2
-    assert record['iterations'] == 2 and '--patch_loss' in record['train_flags']
-    assert set(record['metrics']) == {'psnr', 'ssim', 'l1', 'l1_object', 'l1_background'}
-    assert (out / 'identity.json').is_file()
+def test_study_driver_runs_one_tiny_configuration(tmp_path):
+    out = tmp_path / 'study'
+    argv = ['ablation', '--work', str(tmp_path / 'work'), '--out', str(out), '--rows', 'dce_src_hneg',
+            '--seeds', '5', '--jobs', '1', '--size', '32', '--n_train', '2', '--n_test', '2',
+            '--budget_flags', '--ngf', '4', '--ndf', '4', '--num_patches', '8', '--n_epochs', '1',
+            '--n_epochs_decay', '1', '--netG', 'resnet_4blocks']
+    assert study.main(argv) == 0
+    record = json.loads((out / 'runs' / 'dce_src_hneg_seed5.json').read_text())
+    assert record['label'] == 'DCE + SRC + Hneg' and record['seed'] == 5 and record['iterations'] == 4
+    assert [p['iterations'] for p in record['curve']] == [2, 4]  # every epoch is a point of the curve
+    assert record['train_flags'][-2:] == ['--seed', '5'] and '--patch_loss' in record['train_flags']
+    assert set(record['final']) >= {'stripe_iou', 'bg_l1', 'leakage', 'shape_iou', 'kid', 'psnr_gt'}
+    assert json.loads((out / 'baselines.json').read_text())['copy_input']['stripe_iou'] == 0
+    assert 'DCE + SRC + Hneg' in (out / 'summary.md').read_text()
+    # rerun: the finished run is skipped
+    assert study.main(argv) == 0
