@@ -1,6 +1,9 @@
 """Generate a small unpaired two-domain dataset with a known answer: horse -> zebra in miniature.
 
-Every scene is a coloured, textured background with one or two smooth blobs at random poses.
+Every scene is a coloured, textured background with one or two smooth blobs at random poses. The
+background is a sky-to-meadow gradient (two fixed colours, slightly jittered, at a random angle) by
+default, or two uniformly random colours (`--background random`, the first version of this set): a
+CUT-style generator cannot keep colours that nothing in domain B pins down (docs/results.md).
 Domain A paints the blobs in a plain, softly shaded colour; domain B paints blobs of the same
 distribution with zebra stripes. The translation A -> B must re-texture the blobs and keep their
 shape and the background. trainA and trainB come from independent draws (unpaired). For every
@@ -20,17 +23,25 @@ from PIL import Image
 from tqdm import tqdm
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / 'synthetic'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUPERSAMPLE = 4  # blobs are drawn at 4x and box-filtered down, for smooth edges and stripes
 SPLIT_CODES = {'trainA': 0, 'trainB': 1, 'testA': 2, 'testB': 3}
 FOLDERS = ('trainA', 'trainB', 'testA', 'testB', 'testA_gt', 'testA_mask')
 STRIPE_DARK, STRIPE_LIGHT = 0.08, 0.92
+# the 'landscape' background: the two ends of its gradient (sky, meadow) and the jitter of each scene
+LANDSCAPE = np.array([[0.55, 0.70, 0.90], [0.35, 0.58, 0.25]])
+LANDSCAPE_JITTER = 0.03
+BACKGROUNDS = ('landscape', 'random')
 
 
-def sample_scene(rng, size):
+def sample_scene(rng, size, background='landscape'):
     """Random scene parameters (a dict of floats and arrays) for a `size` x `size` image."""
+    if background == 'random':
+        colors = rng.uniform(0.15, 0.85, size=(2, 3))
+    else:
+        colors = np.clip(LANDSCAPE + rng.normal(0.0, LANDSCAPE_JITTER, size=(2, 3)), 0.0, 1.0)
     return {
-        'bg_colors': rng.uniform(0.15, 0.85, size=(2, 3)),
+        'bg_colors': colors,
         'bg_angle': rng.uniform(0, 2 * math.pi),
         'waves': [{'amplitude': rng.uniform(0.02, 0.06), 'cycles': rng.uniform(1.0, 4.0),
                    'angle': rng.uniform(0, 2 * math.pi), 'phase': rng.uniform(0, 2 * math.pi)}
@@ -129,7 +140,7 @@ def _save_png(array, path):
 
 
 def make_synthetic_dataset(root=DEFAULT_ROOT, n_train=200, n_test=20, size=64, seed=0,
-                           overwrite=False, progress=False):
+                           overwrite=False, progress=False, background='landscape'):
     """Write the dataset under `root`; return the summary saved as synthetic.json, plus 'root'.
 
     An existing dataset in `root` is replaced only when `overwrite` is set.
@@ -140,6 +151,8 @@ def make_synthetic_dataset(root=DEFAULT_ROOT, n_train=200, n_test=20, size=64, s
         raise ValueError(f'size must be a multiple of 4 and at least 16, got {size}')
     if seed < 0:
         raise ValueError(f'seed must be non-negative, got {seed}')
+    if background not in BACKGROUNDS:
+        raise ValueError(f'background must be one of {", ".join(BACKGROUNDS)}, got {background!r}')
     root = Path(root)
     existing = [name for name in FOLDERS + ('synthetic.json',) if (root / name).exists()]
     if existing and not overwrite:
@@ -160,7 +173,7 @@ def make_synthetic_dataset(root=DEFAULT_ROOT, n_train=200, n_test=20, size=64, s
         for split, count in counts.items():
             domain = split[-1]
             for index in range(count):
-                scene = sample_scene(_scene_rng(seed, split, index), size)
+                scene = sample_scene(_scene_rng(seed, split, index), size, background)
                 name = f'{index:06d}.png'
                 image, mask = render(scene, size, domain)
                 _save_png(image, root / split / name)
@@ -171,7 +184,7 @@ def make_synthetic_dataset(root=DEFAULT_ROOT, n_train=200, n_test=20, size=64, s
 
     summary = {
         'format_version': FORMAT_VERSION,
-        'seed': seed, 'size': size, 'n_train': n_train, 'n_test': n_test,
+        'seed': seed, 'size': size, 'n_train': n_train, 'n_test': n_test, 'background': background,
         'counts': {**counts, 'testA_gt': n_test, 'testA_mask': n_test},
         'domains': {'A': 'blobs in a plain, softly shaded colour',
                     'B': 'blobs of the same distribution with zebra stripes'},
@@ -189,10 +202,13 @@ def main(argv=None):
     parser.add_argument('--n_test', type=int, default=20, help='test images per domain')
     parser.add_argument('--size', type=int, default=64, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--background', default='landscape', choices=BACKGROUNDS,
+                        help='landscape: jittered sky-to-meadow gradients; random: two uniformly random colours')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing dataset')
     args = parser.parse_args(argv)
     summary = make_synthetic_dataset(args.root, n_train=args.n_train, n_test=args.n_test,
                                      size=args.size, seed=args.seed, overwrite=args.overwrite,
+                                     background=args.background,
                                      progress=True)
     print(f'wrote {sum(summary["counts"].values())} images to {args.root}')
 

@@ -92,7 +92,10 @@ def study_configs(args):
         return [(slug, label, base + row_flags(loss, src, hneg)) for slug, label, loss, src, hneg in
                 select_rows(args.rows)]
     if args.study == 'recipes':
-        return [(name, label, read_recipe(recipe)) for name, label, recipe in RECIPE_STUDY]
+        # the CPU recipe carries the full model's row flags, so that the ablation's last row can be reused
+        full = row_flags('dce', True, True)
+        return [(name, label, read_recipe(recipe) + (full if recipe == 'cpu_demo' else []))
+                for name, label, recipe in RECIPE_STUDY]
     if not args.configs:
         raise SystemExit('error: the sweep study needs --configs FILE (a JSON object {name: [flags]})')
     try:
@@ -108,8 +111,10 @@ def study_configs(args):
 
 def prepare_data(args):
     """The synthetic dataset of this budget under --work, made once and reused while its settings match."""
-    root = Path(args.work) / f'synthetic_{args.size}px_n{args.n_train}_t{args.n_test}_seed{args.data_seed}'
-    wanted = {'n_train': args.n_train, 'n_test': args.n_test, 'size': args.size, 'seed': args.data_seed}
+    root = Path(args.work) / (f'synthetic_{args.background}_{args.size}px_n{args.n_train}_t{args.n_test}'
+                              f'_seed{args.data_seed}')
+    wanted = {'n_train': args.n_train, 'n_test': args.n_test, 'size': args.size, 'seed': args.data_seed,
+              'background': args.background}
     summary = root / 'synthetic.json'
     if summary.is_file():
         found = json.loads(summary.read_text())
@@ -157,10 +162,34 @@ def train_and_score(args, data, config, seed):
         'config': name, 'label': label, 'seed': seed, 'train_flags': train_flags, 'train_seconds': round(seconds, 1),
         'iterations': int(safe_torch_load(str(run_dir / 'latest_train_state.pth'))['total_iters']),
         'final': {k: v for k, v in curve[-1].items() if k not in ('tag', 'iterations')}, 'curve': curve,
-        'data': {'n_train': args.n_train, 'n_test': args.n_test, 'size': args.size, 'seed': args.data_seed},
+        'data': data_summary(args),
     }
     atomic_write_json(str(Path(args.out) / 'runs' / f'{run}.json'), record)
     return record
+
+
+def data_summary(args):
+    return {'n_train': args.n_train, 'n_test': args.n_test, 'size': args.size, 'seed': args.data_seed,
+            'background': args.background}
+
+
+def reuse_runs(args, configs, runs_dir):
+    """Copy into this study the runs of other studies (--reuse) trained with exactly the flags and data
+    a run of this one would use, under this study's configuration name and label; return how many."""
+    found = {}
+    for folder in args.reuse:
+        for path in sorted((Path(folder) / 'runs').glob('*.json')):
+            record = json.loads(path.read_text())
+            found[(tuple(record['train_flags']), json.dumps(record['data'], sort_keys=True))] = record
+    count = 0
+    for name, label, flags in configs:
+        for seed in args.seeds:
+            target = runs_dir / f'{name}_seed{seed}.json'
+            key = (tuple(flags + budget(args) + ['--seed', str(seed)]), json.dumps(data_summary(args), sort_keys=True))
+            if not target.is_file() and key in found:
+                atomic_write_json(str(target), {**found[key], 'config': name, 'label': label})
+                count += 1
+    return count
 
 
 def run_all(args):
@@ -169,6 +198,9 @@ def run_all(args):
     runs_dir = Path(args.out) / 'runs'
     runs_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(str(Path(args.out) / 'baselines.json'), synthetic.baselines(data))
+    reused = reuse_runs(args, configs, runs_dir)
+    if reused:
+        print(f'reused {reused} finished runs with the same flags and data from {", ".join(args.reuse)}', flush=True)
     # seed-major order: an interrupted study leaves every configuration with about the same seeds
     todo = [(config, seed) for seed in args.seeds for config in configs
             if not (runs_dir / f'{config[0]}_seed{seed}.json').is_file()]
@@ -330,12 +362,16 @@ def parse_args(argv):
     ap.add_argument('--budget_flags', nargs=argparse.REMAINDER, default=[],
                     help='train.py flags that override recipes/cpu_budget.txt for every run (last option)')
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    ap.add_argument('--reuse', nargs='+', default=[], metavar='OUT',
+                    help='other studies\' --out folders whose runs with identical flags and data count here')
     ap.add_argument('--jobs', type=int, default=2, help='runs in parallel')
     ap.add_argument('--threads', type=int, default=1, help='torch threads per run')
     ap.add_argument('--size', type=int, default=64, help='image and crop size of the synthetic data')
     ap.add_argument('--n_train', type=int, default=200)
     ap.add_argument('--n_test', type=int, default=40)
     ap.add_argument('--data_seed', type=int, default=0)
+    ap.add_argument('--background', default='landscape', choices=['landscape', 'random'],
+                    help='backgrounds of the synthetic data (datasets/make_synthetic_dataset.py)')
     ap.add_argument('--title', default=None)
     args = ap.parse_args(argv)
     args.out = args.out or str(REPO / 'docs' / 'studies' / args.study)

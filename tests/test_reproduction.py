@@ -132,3 +132,19 @@ def test_study_driver_runs_one_tiny_configuration(tmp_path):
     assert 'DCE + SRC + Hneg' in (out / 'summary.md').read_text()
     # rerun: the finished run is skipped
     assert study.main(argv) == 0
+
+
+def test_study_reuses_runs_with_identical_flags(tmp_path):
+    args = study.parse_args(['recipes', '--out', str(tmp_path / 'recipes'), '--seeds', '0', '1',
+                             '--reuse', str(tmp_path / 'ablation')])
+    (tmp_path / 'ablation' / 'runs').mkdir(parents=True)
+    (tmp_path / 'recipes' / 'runs').mkdir(parents=True)
+    cpu_flags = dict((n, f) for n, _, f in study.study_configs(args))['cpu']
+    same = {'config': 'dce_src_hneg', 'label': 'DCE + SRC + Hneg', 'seed': 0, 'data': study.data_summary(args),
+            'train_flags': cpu_flags + study.budget(args) + ['--seed', '0']}
+    other_seed = {**same, 'seed': 1, 'train_flags': cpu_flags + study.budget(args) + ['--seed', '7']}
+    (tmp_path / 'ablation' / 'runs' / 'a.json').write_text(json.dumps(same))
+    (tmp_path / 'ablation' / 'runs' / 'b.json').write_text(json.dumps(other_seed))
+    assert study.reuse_runs(args, study.study_configs(args), tmp_path / 'recipes' / 'runs') == 1
+    copied = json.loads((tmp_path / 'recipes' / 'runs' / 'cpu_seed0.json').read_text())
+    assert copied['config'] == 'cpu' and copied['label'] == 'CPU recipe (ours)'

@@ -92,10 +92,25 @@ def test_existing_dataset_needs_overwrite(generated, tmp_path):
     assert sorted(p.name for p in (root / 'trainA').iterdir()) == ['000000.png', '000001.png']
 
 
-@pytest.mark.parametrize('kwargs', [dict(n_train=0), dict(n_test=0), dict(size=30), dict(seed=-1)])
+@pytest.mark.parametrize('kwargs', [dict(n_train=0), dict(n_test=0), dict(size=30), dict(seed=-1),
+                                    dict(background='sunset')])
 def test_invalid_arguments_are_refused(tmp_path, kwargs):
     with pytest.raises(ValueError):
         synthetic.make_synthetic_dataset(tmp_path / 'x', **{**SMALL, **kwargs})
+
+
+def test_backgrounds(tmp_path):
+    """landscape: every scene's gradient ends near the sky and meadow colours; random: anywhere."""
+    spreads = {}
+    for background in synthetic.BACKGROUNDS:
+        colors = np.array([synthetic.sample_scene(synthetic._scene_rng(0, 'trainA', i), 32, background)['bg_colors']
+                           for i in range(200)])  # (200, 2, 3)
+        spreads[background] = colors.std(axis=0).max()
+        if background == 'landscape':
+            assert np.abs(colors.mean(axis=0) - synthetic.LANDSCAPE).max() < 0.01
+    assert spreads['landscape'] < 0.04 < 0.15 < spreads['random']
+    summary = synthetic.make_synthetic_dataset(tmp_path / 'r', background='random', **SMALL)
+    assert summary['background'] == 'random'
 
 
 def test_command_line(tmp_path, capsys):
