@@ -35,6 +35,8 @@ for name in ('--lambda_HDCE', '--lambda_SRC', '--lr', '--HDCE_gamma', '--HDCE_ga
     if value(ours, name) is not None and value(ours, name) != value(paper, name):
         print(f'   note: {name} {value(ours, name)} here; the paper\'s horse2zebra recipe uses '
               f'{value(paper, name) or "the default"} (why: docs/results.md, "The CPU recipe")')
+print('   note: networks smaller than the paper\'s (resnet_9blocks, ngf/ndf 64, 256 patches, antialiased '
+      'resampling, 256 px): recipes/cpu_budget.txt')
 EOF
 # shellcheck disable=SC2086
 "$PYTHON" train.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \
