@@ -139,22 +139,21 @@ def score_runs(run_dirs, data_root, cache=None, progress=True):
         if not run_dir.is_dir():
             raise EvaluationError(f'run folder {run_dir} does not exist')
         jobs += [(run_dir, tag, path) for tag, path in numbered_checkpoints(run_dir)]
-    rows, nets, inputs = [], {}, {}
+    rows, nets, inputs = [], {}, {}  # nets: run folder -> (generator, crop size); inputs: crop size -> testA
     for run_dir, tag, path in tqdm(jobs, desc='checkpoints', unit='ckpt', disable=not progress):
-        key = (str(run_dir), tag)
-        old = cache.get(key)
+        old = cache.get((str(run_dir), tag))
         if old is not None and old.get('stamp') == _stamp(path) and old.get('version') == synthetic.SCORES_VERSION:
             rows.append(old)
             continue
         if run_dir not in nets:
             opts = load_run_options(run_dir)
-            nets[run_dir] = build_generator(opts)
-            inputs.setdefault(opts['crop_size'], load_inputs(data_root, opts['crop_size']))
-            nets[run_dir].crop = opts['crop_size']
-        net = nets[run_dir]
+            nets[run_dir] = (build_generator(opts), opts['crop_size'])
+            if opts['crop_size'] not in inputs:
+                inputs[opts['crop_size']] = load_inputs(data_root, opts['crop_size'])
+        net, crop = nets[run_dir]
         state = safe_torch_load(str(path))
-        net.load_state_dict({(k[7:] if k.startswith('module.') else k): v for k, v in state.items()})
-        scores = score_outputs(translate(net, inputs[net.crop]), data_root, reference)
+        net.load_state_dict({(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()})
+        scores = score_outputs(translate(net, inputs[crop]), data_root, reference)
         rows.append({'run_dir': str(run_dir), 'run': run_dir.name, 'group': group_name(run_dir.name), 'tag': tag,
                      'iterations': iterations_of(run_dir, tag), 'stamp': _stamp(path),
                      'version': synthetic.SCORES_VERSION, **scores})

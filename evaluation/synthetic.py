@@ -116,7 +116,7 @@ def image_scores(output, source, mask, truth=None):
 
 
 def texture_features(image):
-    """A fixed 30-dimensional description of an image's colours and textures (no learned weights).
+    """A fixed 28-dimensional description of an image's colours and textures (no learned weights).
 
     Mean and std of each colour channel; an 8-bin luminance histogram; for three scales (a quarter,
     half and one stripe period) and four orientations, the mean magnitude of a second-derivative-of-
@@ -146,8 +146,9 @@ def texture_kid(images, reference):
 
     Each feature is standardised by the reference images' mean and spread and softly clipped to
     ±3 (3·tanh(z/3)): the cubic kernel would otherwise let one feature far outside the reference's
-    range (e.g. a histogram bin of an image striped all over) swamp the rest. Unitless; two sets of
-    40 real domain-B images score 0.2-0.7, copying the input about 4.5.
+    range (e.g. a histogram bin of an image striped all over) swamp the rest. Unitless; on the
+    default 64 px data, sets of 40 real domain-B images score -0.09 to 0.38 against 40 others (the
+    unbiased estimator can go below 0), copying the input about 5.5.
     """
     return kid_on_features(np.stack([texture_features(x) for x in images]), reference_features(reference))
 
