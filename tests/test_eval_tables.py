@@ -209,13 +209,24 @@ def test_make_table_marks_epoch_choice_and_run(metric_files, tmp_path):
     lines = markdown.splitlines()
     assert lines[2] == '| Method | Horse→Zebra FID↓ | Cityscapes mAP↑ | pixAcc↑ | classAcc↑ | FID↓ |'
     assert lines[4] == '| CUT | 45.50 (last@elatest, h2z_cut) | – | – | – | – |'
-    assert lines[5] == ('| SRC | 36.20 (best@e400, h2z_src) | 28.41 (best@e350, city_src) | 72.00 (best@e350, '
+    assert lines[5] == '| *CUT, paper* | *45.5* | *24.7* | *68.8* | *30.7* | *56.4* |'  # Table 1's CUT row
+    assert lines[6] == ('| SRC | 36.20 (best@e400, h2z_src) | 28.41 (best@e350, city_src) | 72.00 (best@e350, '
                         'city_src) | 35.50 (best@e350, city_src) | 51.00 (best@e350, city_src) |')
     rows = list(csv.DictReader(out.with_suffix('.csv').open()))
-    assert len(rows) == 6
+    assert len(rows) == 6  # the paper's values are not in the CSV
     assert rows[1] == {'table': 'table1', 'row': 'SRC', 'column': 'Horse→Zebra FID↓', 'dataset': 'horse2zebra',
                        'metric': 'fid', 'value': '36.2', 'epoch_choice': 'best', 'epoch': '400', 'run': 'h2z_src',
                        'source': str(metric_files[0])}
+
+
+def test_paper_rows_follow_the_label_and_can_be_left_out(metric_files, capsys):
+    tables.main(list(map(str, metric_files)) + ['--layout', 'table4', '--rows', 'CUT', 'SRC'])
+    markdown = capsys.readouterr().out
+    assert '| *CUT, paper* | *45.5* |' in markdown and 'SRC, paper' not in markdown  # no paper row "SRC"
+    tables.main(list(map(str, metric_files)) + ['--layout', 'table4', '--no_paper'])
+    assert 'paper*' not in capsys.readouterr().out
+    assert tables.PAPER['table4']['InfoNCE + SRC'][2] is None  # illegible in the paper: shown as –
+    assert list(tables.PAPER['table1']) == ['CUT', 'SRC + hDCE (ours)']
 
 
 def test_table_last_choice_and_layout(metric_files, capsys):
