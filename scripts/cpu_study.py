@@ -9,8 +9,8 @@ evaluation.curves on every saved epoch):
             combination), each the --recipe plus the row's flags; paired differences per component
             and the paper's numbers beside ours.
   recipes   learning curves of CUT's recipe, the paper's horse2zebra recipe and the CPU recipe.
-  sweep     the search for the CPU recipe: the configurations of a JSON file {name: [flags]}, each
-            added to --recipe.
+  sweep     the search for the CPU recipe: the configurations of a JSON file {name: [flags]} (keys
+            starting with _ are comments), each added to --recipe.
 
 Every run uses the same budget (recipes/cpu_budget.txt: networks and patches; cpu_schedule.txt:
 epochs; flags given with --budget_flags override both) and writes <out>/runs/<config>_seed<N>.json with its flags, time,
@@ -102,11 +102,13 @@ def study_configs(args):
         configs = json.loads(Path(args.configs).read_text())
     except (OSError, ValueError) as exc:
         raise SystemExit(f'error: --configs {args.configs}: {exc}') from None
-    if not isinstance(configs, dict) or not all(isinstance(v, list) for v in configs.values()):
-        raise SystemExit(f'error: --configs {args.configs} must hold a JSON object {{name: [flag, ...]}}')
+    if isinstance(configs, dict):  # keys starting with _ are comments
+        configs = {k: v for k, v in configs.items() if not k.startswith('_')}
+    if not isinstance(configs, dict) or not configs or not all(isinstance(v, list) for v in configs.values()):
+        raise SystemExit(f'error: --configs {args.configs} must hold a JSON object {{name: [flag, ...]}} '
+                         '(keys starting with _ are comments)')
     base = read_recipe(args.recipe)
-    return [(name, name, base + [str(f) for f in flags]) for name, flags in configs.items()
-            if not name.startswith('_')]
+    return [(name, name, base + [str(f) for f in flags]) for name, flags in configs.items()]
 
 
 def prepare_data(args):

@@ -148,3 +148,17 @@ def test_study_reuses_runs_with_identical_flags(tmp_path):
     assert study.reuse_runs(args, study.study_configs(args), tmp_path / 'recipes' / 'runs') == 1
     copied = json.loads((tmp_path / 'recipes' / 'runs' / 'cpu_seed0.json').read_text())
     assert copied['config'] == 'cpu' and copied['label'] == 'CPU recipe (ours)'
+
+
+def test_sweep_configs_come_from_a_json_file(tmp_path):
+    path = tmp_path / 'sweep.json'
+    path.write_text(json.dumps({'_comment': 'why', 'half': ['--lambda_HDCE', 0.5]}))
+    configs = study.study_configs(study.parse_args(['sweep', '--configs', str(path)]))
+    assert [(name, flags[-2:]) for name, _, flags in configs] == [('half', ['--lambda_HDCE', '0.5'])]
+    assert configs[0][2][:len(study.read_recipe('cpu_demo'))] == study.read_recipe('cpu_demo')
+    for bad in ('{"a": "--lr 1"}', '[1]', '{}', 'not json'):
+        path.write_text(bad)
+        with pytest.raises(SystemExit, match='configs'):
+            study.study_configs(study.parse_args(['sweep', '--configs', str(path)]))
+    with pytest.raises(SystemExit, match='needs --configs'):
+        study.study_configs(study.parse_args(['sweep']))
