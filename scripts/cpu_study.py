@@ -66,6 +66,8 @@ RECIPE_STUDY = (('cut', 'CUT recipe', 'cut'), ('paper_h2z', 'paper h2z recipe', 
 # the columns of the summaries: final scores at the last checkpoint
 COLUMNS = ('stripe_iou', 'bg_l1', 'leakage', 'shape_iou', 'kid', 'psnr_gt')
 HEADLINE = 'stripe_iou'
+# a run "draws stripes" when its final stripe IoU passes this (a copy of the input scores 0)
+STRIPES_DRAWN = 0.1
 
 
 def all_rows():
@@ -257,17 +259,19 @@ def final_table(records, order, baselines=None):
     for key in COLUMNS:
         means = {k: np.mean([r['final'][key] for r in v]) for k, v in by_config.items()}
         best[key] = (max if _higher(key) else min)(means, key=means.get)
-    header = ['configuration', 'seeds', 'iterations'] + [_title(k) + ('↑' if _higher(k) else '↓') for k in COLUMNS]
+    header = (['configuration', 'seeds', 'iterations', f'runs with stripes (IoU > {STRIPES_DRAWN})']
+              + [_title(k) + ('↑' if _higher(k) else '↓') for k in COLUMNS])
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, runs in by_config.items():
-        cells = [runs[0]['label'], str(len(runs)), '/'.join(sorted({str(r['iterations']) for r in runs}))]
+        cells = [runs[0]['label'], str(len(runs)), '/'.join(sorted({str(r['iterations']) for r in runs})),
+                 f'{sum(r["final"]["stripe_iou"] > STRIPES_DRAWN for r in runs)} of {len(runs)}']
         for key in COLUMNS:
             text = _fmt([r['final'][key] for r in runs])
             cells.append(f'**{text}**' if best[key] == name and len(by_config) > 1 else text)
         lines.append('| ' + ' | '.join(cells) + ' |')
     for label, key in (('true translation', 'truth'), ('copy of the input', 'copy_input')):
         if baselines and key in baselines:
-            cells = [f'*{label}*', '', ''] + [f'{baselines[key][k]:.3f}' for k in COLUMNS]
+            cells = [f'*{label}*', '', '', ''] + [f'{baselines[key][k]:.3f}' for k in COLUMNS]
             lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 

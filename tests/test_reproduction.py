@@ -106,9 +106,9 @@ def test_ablation_summary_tables_and_paired_differences(tmp_path):
     for i, record in enumerate(records):
         (tmp_path / 'runs' / f'{i}.json').write_text(json.dumps(record))
     text = study.summarize(study.parse_args(['ablation', '--out', str(tmp_path)]))
-    assert '| CUT | 2 | 20 | 0.550 ± 0.071 |' in text
-    assert '| DCE | 2 | 20 | **0.650 ± 0.071** |' not in text  # the best mean is DCE + SRC's
-    assert '| DCE + SRC | 1 | 20 | **0.800** |' in text
+    assert '| CUT | 2 | 20 | 2 of 2 | 0.550 ± 0.071 |' in text
+    assert '| DCE | 2 | 20 | 2 of 2 | **0.650 ± 0.071** |' not in text  # the best mean is DCE + SRC's
+    assert '| DCE + SRC | 1 | 20 | 1 of 1 | **0.800** |' in text
     # DCE for InfoNCE, paired by seed: +0.2 and 0.0 stripe IoU; the paper: FID 45.5 -> 41.2, mAP 24.7 -> 27.8
     line = next(l for l in text.splitlines() if l.startswith('| DCE for InfoNCE | CUT → DCE |'))
     assert '| 2 | 0.100 ± 0.141 (1/2 better) |' in line and line.endswith('| -4.3 | +3.1 |')
