@@ -61,8 +61,9 @@ COMPONENT_PAIRS = (
     ('DCE for InfoNCE', 'infonce', 'dce'), ('DCE for InfoNCE', 'infonce_src', 'dce_src'),
     ('DCE for InfoNCE', 'infonce_src_hneg', 'dce_src_hneg'),
 )
-RECIPE_STUDY = (('cut', 'CUT recipe', 'cut'), ('paper_h2z', 'paper h2z recipe', 'horse2zebra'),
-                ('cpu', 'CPU recipe (ours)', 'cpu_demo'))
+RECIPE_STUDY = (('cut', 'CUT recipe', 'cut'), ('paper_h2z', 'paper h2z recipe (λ 0.1 / 0.05)', 'horse2zebra'),
+                ('cpu_10x', 'paper recipe at 10x λ (1 / 0.5)', 'cpu_10x'),
+                ('cpu', 'CPU recipe: 5x λ (0.5 / 0.25)', 'cpu_demo'))
 # the columns of the summaries: final scores at the last checkpoint
 COLUMNS = ('stripe_iou', 'bg_l1', 'leakage', 'shape_iou', 'kid', 'psnr_gt')
 HEADLINE = 'stripe_iou'
@@ -94,9 +95,9 @@ def study_configs(args):
         return [(slug, label, base + row_flags(loss, src, hneg)) for slug, label, loss, src, hneg in
                 select_rows(args.rows)]
     if args.study == 'recipes':
-        # the CPU recipe carries the full model's row flags, so that the ablation's last row can be reused
+        # the CPU recipes carry the full model's row flags, so that the ablation's last row can be reused
         full = row_flags('dce', True, True)
-        return [(name, label, read_recipe(recipe) + (full if recipe == 'cpu_demo' else []))
+        return [(name, label, read_recipe(recipe) + (full if recipe.startswith('cpu') else []))
                 for name, label, recipe in RECIPE_STUDY]
     if not args.configs:
         raise SystemExit('error: the sweep study needs --configs FILE (a JSON object {name: [flags]})')
@@ -177,23 +178,53 @@ def data_summary(args):
             'background': args.background}
 
 
+def effective_flags(flags):
+    """{flag: value} of a train.py flag list, the last occurrence winning as in argparse (True for a
+    flag without a value): two lists that train the same run compare equal."""
+    out, i = {}, 0
+    while i < len(flags):
+        name = flags[i]
+        if i + 1 < len(flags) and not flags[i + 1].startswith('--'):
+            out[name], i = flags[i + 1], i + 2
+        else:
+            out[name], i = True, i + 1
+    return out
+
+
+def run_key(flags, data):
+    return json.dumps([effective_flags(flags), data], sort_keys=True)
+
+
 def reuse_runs(args, configs, runs_dir):
-    """Copy into this study the runs of other studies (--reuse) trained with exactly the flags and data
-    a run of this one would use, under this study's configuration name and label; return how many."""
+    """Copy into this study the runs of other studies (--reuse) trained with the same effective flags
+    and data as a run of this one, under this study's configuration name and label; return how many."""
     found = {}
     for folder in args.reuse:
         for path in sorted((Path(folder) / 'runs').glob('*.json')):
             record = json.loads(path.read_text())
-            found[(tuple(record['train_flags']), json.dumps(record['data'], sort_keys=True))] = record
+            found[run_key(record['train_flags'], record['data'])] = record
     count = 0
     for name, label, flags in configs:
         for seed in args.seeds:
             target = runs_dir / f'{name}_seed{seed}.json'
-            key = (tuple(flags + budget(args) + ['--seed', str(seed)]), json.dumps(data_summary(args), sort_keys=True))
+            key = run_key(flags + budget(args) + ['--seed', str(seed)], data_summary(args))
             if not target.is_file() and key in found:
                 atomic_write_json(str(target), {**found[key], 'config': name, 'label': label})
                 count += 1
     return count
+
+
+def check_finished(args, configs, runs_dir):
+    """A finished run counts only if it was trained as this study would train it; else stop, naming it."""
+    for name, _, flags in configs:
+        for seed in args.seeds:
+            path = runs_dir / f'{name}_seed{seed}.json'
+            if path.is_file():
+                record = json.loads(path.read_text())
+                if run_key(record['train_flags'], record['data']) != run_key(
+                        flags + budget(args) + ['--seed', str(seed)], data_summary(args)):
+                    raise SystemExit(f'error: {path} was trained with other flags or data than this study '
+                                     f'would use now (a recipe changed?); move it away or use another --out')
 
 
 def run_all(args):
@@ -202,6 +233,7 @@ def run_all(args):
     runs_dir = Path(args.out) / 'runs'
     runs_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(str(Path(args.out) / 'baselines.json'), synthetic.baselines(data))
+    check_finished(args, configs, runs_dir)
     reused = reuse_runs(args, configs, runs_dir)
     if reused:
         print(f'reused {reused} finished runs with the same flags and data from {", ".join(args.reuse)}', flush=True)

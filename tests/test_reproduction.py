@@ -147,7 +147,7 @@ def test_study_reuses_runs_with_identical_flags(tmp_path):
     (tmp_path / 'ablation' / 'runs' / 'b.json').write_text(json.dumps(other_seed))
     assert study.reuse_runs(args, study.study_configs(args), tmp_path / 'recipes' / 'runs') == 1
     copied = json.loads((tmp_path / 'recipes' / 'runs' / 'cpu_seed0.json').read_text())
-    assert copied['config'] == 'cpu' and copied['label'] == 'CPU recipe (ours)'
+    assert copied['config'] == 'cpu' and copied['label'].startswith('CPU recipe')
 
 
 def test_sweep_configs_come_from_a_json_file(tmp_path):
@@ -162,3 +162,19 @@ def test_sweep_configs_come_from_a_json_file(tmp_path):
             study.study_configs(study.parse_args(['sweep', '--configs', str(path)]))
     with pytest.raises(SystemExit, match='needs --configs'):
         study.study_configs(study.parse_args(['sweep']))
+
+
+def test_runs_compare_by_effective_flags(tmp_path):
+    assert study.effective_flags(['--lr', '1', '--dce_idt', '--lr', '2', '--gpu_ids', '-1']) == {
+        '--lr': '2', '--dce_idt': True, '--gpu_ids': '-1'}
+    args = study.parse_args(['sweep', '--out', str(tmp_path), '--seeds', '0'])
+    configs = [('half', 'half', study.read_recipe('cpu_demo') + ['--lambda_HDCE', '0.5'])]
+    (tmp_path / 'runs').mkdir()
+    record = {'config': 'half', 'label': 'half', 'seed': 0, 'data': study.data_summary(args),
+              'train_flags': ['--lambda_HDCE', '9'] + configs[0][2] + study.budget(args) + ['--seed', '0']}
+    (tmp_path / 'runs' / 'half_seed0.json').write_text(json.dumps(record))
+    study.check_finished(args, configs, tmp_path / 'runs')  # the extra, overridden flag changes nothing
+    record['train_flags'] += ['--lr', '0.1']
+    (tmp_path / 'runs' / 'half_seed0.json').write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match='half_seed0.json was trained with other flags'):
+        study.check_finished(args, configs, tmp_path / 'runs')
