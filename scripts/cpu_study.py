@@ -95,9 +95,9 @@ def study_configs(args):
         return [(slug, label, base + row_flags(loss, src, hneg)) for slug, label, loss, src, hneg in
                 select_rows(args.rows)]
     if args.study == 'recipes':
-        # the CPU recipes carry the full model's row flags, so that the ablation's last row can be reused
+        # the 10x recipe carries the full model's row flags, so that the ablation's last row can be reused
         full = row_flags('dce', True, True)
-        return [(name, label, read_recipe(recipe) + (full if recipe.startswith('cpu') else []))
+        return [(name, label, read_recipe(recipe) + (full if recipe == 'cpu_10x' else []))
                 for name, label, recipe in RECIPE_STUDY]
     if not args.configs:
         raise SystemExit('error: the sweep study needs --configs FILE (a JSON object {name: [flags]})')

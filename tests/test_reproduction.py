@@ -139,15 +139,15 @@ def test_study_reuses_runs_with_identical_flags(tmp_path):
                              '--reuse', str(tmp_path / 'ablation')])
     (tmp_path / 'ablation' / 'runs').mkdir(parents=True)
     (tmp_path / 'recipes' / 'runs').mkdir(parents=True)
-    cpu_flags = dict((n, f) for n, _, f in study.study_configs(args))['cpu']
+    cpu_flags = dict((n, f) for n, _, f in study.study_configs(args))['cpu_10x']
     same = {'config': 'dce_src_hneg', 'label': 'DCE + SRC + Hneg', 'seed': 0, 'data': study.data_summary(args),
             'train_flags': cpu_flags + study.budget(args) + ['--seed', '0']}
     other_seed = {**same, 'seed': 1, 'train_flags': cpu_flags + study.budget(args) + ['--seed', '7']}
     (tmp_path / 'ablation' / 'runs' / 'a.json').write_text(json.dumps(same))
     (tmp_path / 'ablation' / 'runs' / 'b.json').write_text(json.dumps(other_seed))
     assert study.reuse_runs(args, study.study_configs(args), tmp_path / 'recipes' / 'runs') == 1
-    copied = json.loads((tmp_path / 'recipes' / 'runs' / 'cpu_seed0.json').read_text())
-    assert copied['config'] == 'cpu' and copied['label'].startswith('CPU recipe')
+    copied = json.loads((tmp_path / 'recipes' / 'runs' / 'cpu_10x_seed0.json').read_text())
+    assert copied['config'] == 'cpu_10x' and copied['label'].startswith('paper recipe at 10x')
 
 
 def test_sweep_configs_come_from_a_json_file(tmp_path):
