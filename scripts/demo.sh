@@ -41,7 +41,8 @@ EOF
 # shellcheck disable=SC2086
 "$PYTHON" train.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \
   "${BUDGET[@]}" "${SCHEDULE[@]}" "${RECIPE[@]}" --load_size "$SIZE" --crop_size "$SIZE" \
-  --gpu_ids -1 --num_threads 0 --display_id 0 --print_freq 200 --display_freq 400 --seed 0 $EXTRA_ARGS
+  --gpu_ids -1 --num_threads 0 --display_id 0 --print_freq 200 --display_freq 400 --save_epoch_freq 1 --seed 0 \
+  $EXTRA_ARGS
 
 echo "== 3/4 test.py"
 "$PYTHON" test.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \
@@ -71,4 +72,5 @@ echo "translations : $DEMO_DIR/translations.png (input / translation / truth / s
 echo "HTML results : $RESULT/index.html"
 echo "training log : $DEMO_DIR/checkpoints/$NAME/loss_log.jsonl"
 echo "scores       : $DEMO_DIR/scores.json"
+echo "curves       : python -m evaluation.curves --data $DATA --runs $DEMO_DIR/checkpoints/$NAME --out $DEMO_DIR/curves"
 echo "demo took $((SECONDS - start)) s"
