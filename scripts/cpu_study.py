@@ -366,8 +366,11 @@ def paper_beside(records, order):
 
 def summarize(args):
     out = Path(args.out)
-    records = load_records(out)
-    order = list(dict.fromkeys([c[0] for c in study_configs(args)] + [r['config'] for r in records]))
+    configs = study_configs(args) if args.study != 'sweep' or args.configs else []
+    current = {name: label for name, label, _ in configs}
+    # a configuration's label is the study's current one (records keep the label they were run under)
+    records = [{**r, 'label': current.get(r['config'], r['label'])} for r in load_records(out)]
+    order = list(dict.fromkeys([c[0] for c in configs] + [r['config'] for r in records]))
     baselines_path = out / 'baselines.json'
     baselines = json.loads(baselines_path.read_text()) if baselines_path.is_file() else None
     parts = [f'## Final scores ({args.study})\n', final_table(records, order, baselines),
