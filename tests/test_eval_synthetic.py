@@ -165,7 +165,7 @@ def test_curves_match_scores_of_saved_translations(data_root, tmp_path):
     fabricate_run(tmp_path / 'run', [('1', 10)])
     opts = curves.load_run_options(tmp_path / 'run')
     net = curves.build_generator(opts)
-    net.load_state_dict(torch.load(tmp_path / 'run' / '1_net_G.pth'))
+    net.load_state_dict(torch.load(tmp_path / 'run' / '1_net_G.pth', weights_only=True))
     outputs = curves.translate(net, curves.load_inputs(data_root, SIZE))
     write_images(tmp_path / 'png', {k: np.rint(v * 255).astype(np.uint8) for k, v in outputs.items()})
     reference = synthetic.reference_features([synthetic.load_rgb(p) for p in sorted((data_root / 'testB').iterdir())])

@@ -153,7 +153,7 @@ def test_state_dict_follows_cut_naming():
 def test_strict_load_round_trip(tmp_path, images):
     source, target = build_generator('smallstylegan2'), build_generator('smallstylegan2')
     torch.save(source.state_dict(), tmp_path / 'latest_net_G.pth')
-    target.load_state_dict(torch.load(tmp_path / 'latest_net_G.pth'), strict=True)
+    target.load_state_dict(torch.load(tmp_path / 'latest_net_G.pth', weights_only=True), strict=True)
     torch.testing.assert_close(target(images), source(images))
 
 
