@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from evaluation import synthetic
 from evaluation.common import EvaluationError, cli, image_files
-from util.util import atomic_write, atomic_write_json, atomic_write_text, safe_torch_load, tensor2im
+from util.util import (atomic_write, atomic_write_json, atomic_write_text, safe_torch_load, strip_module_prefix,
+                       tensor2im)
 
 # what train_opt.json must say to rebuild the generator
 G_KEYS = ('input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain', 'no_antialias',
@@ -109,19 +110,10 @@ def translate(net, inputs):
 
 def score_outputs(outputs, data_root, reference):
     """evaluation.synthetic's scores of in-memory translations (the same numbers as on saved files);
-    `reference` holds the texture features of the real domain-B images."""
-    data_root = Path(data_root)
-    rows, images = [], []
-    for name, output in sorted(outputs.items()):
-        source = synthetic.load_rgb(data_root / 'testA' / f'{name}.png')
-        mask = synthetic.load_rgb(data_root / 'testA_mask' / f'{name}.png')[..., 0] > 0.5
-        truth_path = data_root / 'testA_gt' / f'{name}.png'
-        truth = synthetic.load_rgb(truth_path) if truth_path.is_file() else None
-        rows.append(synthetic.image_scores(output, source, mask, truth))
-        images.append(output)
-    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
-    mean['kid'] = synthetic.kid_on_features(np.stack([synthetic.texture_features(x) for x in images]), reference)[0]
-    return mean
+    `reference` holds the texture features of the real domain-B images (synthetic.testB_features)."""
+    names = sorted(outputs)
+    rows = [synthetic.image_scores(outputs[n], *synthetic.load_answer(data_root, n)) for n in names]
+    return synthetic.mean_scores(rows, [outputs[n] for n in names], reference)[0]
 
 
 def _stamp(path):
@@ -132,7 +124,7 @@ def _stamp(path):
 def score_runs(run_dirs, data_root, cache=None, progress=True):
     """One row per (run, checkpoint): run, group, tag, iterations and the mean scores."""
     cache = {(r['run_dir'], r['tag']): r for r in (cache or [])}
-    reference = synthetic.reference_features([synthetic.load_rgb(p) for p in image_files(Path(data_root) / 'testB')])
+    reference = synthetic.testB_features(data_root)
     jobs = []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
@@ -152,7 +144,7 @@ def score_runs(run_dirs, data_root, cache=None, progress=True):
                 inputs[opts['crop_size']] = load_inputs(data_root, opts['crop_size'])
         net, crop = nets[run_dir]
         state = safe_torch_load(str(path))
-        net.load_state_dict({(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()})
+        net.load_state_dict(strip_module_prefix(state))
         scores = score_outputs(translate(net, inputs[crop]), data_root, reference)
         rows.append({'run_dir': str(run_dir), 'run': run_dir.name, 'group': group_name(run_dir.name), 'tag': tag,
                      'iterations': iterations_of(run_dir, tag), 'stamp': _stamp(path),

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from evaluation.common import EvaluationError
-from util.util import safe_torch_load
+from util.util import safe_torch_load, strip_module_prefix
 
 NUM_CLASSES = 19
 # Mean and std of Cityscapes photos in [0, 1], from fyu/drn datasets/cityscapes/info.json.
@@ -127,7 +127,7 @@ def load_drn_weights(model, path):
         raise EvaluationError(f'{path} could not be read as DRN weights: {exc}') from exc
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
         state = state['state_dict']
-    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    state = strip_module_prefix(state)
     expected = set(model.state_dict())
     # Checkpoints from PyTorch < 0.4 have no num_batches_tracked; load_state_dict fills it in.
     missing = sorted(k for k in expected - set(state) if not k.endswith('num_batches_tracked'))

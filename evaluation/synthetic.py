@@ -141,8 +141,12 @@ def texture_features(image):
     return np.concatenate(feats)
 
 
-def texture_kid(images, reference):
-    """KID between two lists of images on `texture_features`.
+def reference_features(reference):
+    return np.stack([texture_features(x) for x in reference])
+
+
+def kid_on_features(feats, ref_feats):
+    """KID (mean, std over subsets) between two sets of `texture_features` rows.
 
     Each feature is standardised by the reference images' mean and spread and softly clipped to
     ±3 (3·tanh(z/3)): the cubic kernel would otherwise let one feature far outside the reference's
@@ -150,14 +154,6 @@ def texture_kid(images, reference):
     default 64 px data, sets of 40 real domain-B images score -0.09 to 0.38 against 40 others (the
     unbiased estimator can go below 0), copying the input about 5.5.
     """
-    return kid_on_features(np.stack([texture_features(x) for x in images]), reference_features(reference))
-
-
-def reference_features(reference):
-    return np.stack([texture_features(x) for x in reference])
-
-
-def kid_on_features(feats, ref_feats):
     mean, std = ref_feats.mean(axis=0), ref_feats.std(axis=0) + 1e-6
     squash = lambda f: 3.0 * np.tanh((f - mean) / std / 3.0)  # noqa: E731
     return kernel_inception_distance(squash(feats), squash(ref_feats), subset_size=KID_SUBSET,
@@ -168,12 +164,39 @@ def _by_stem(folder):
     return {p.stem: p for p in image_files(folder)}
 
 
-def score_translations(pred_dir, data_root, *, progress=True, kid=True):
+def load_answer(data_root, stem, size=None):
+    """(input, object mask, true translation or None) of test scene `stem`, checked against `size` (W, H)."""
+    data_root = Path(data_root)
+    mask_path, truth_path = data_root / 'testA_mask' / f'{stem}.png', data_root / 'testA_gt' / f'{stem}.png'
+    if not mask_path.is_file():
+        raise EvaluationError(f'no mask for {stem} in {data_root / "testA_mask"}')
+    source = load_rgb(data_root / 'testA' / f'{stem}.png', size)
+    mask = load_rgb(mask_path, size)[..., 0] > 0.5
+    return source, mask, (load_rgb(truth_path, size) if truth_path.is_file() else None)
+
+
+def testB_features(data_root):
+    """Texture features of the real domain-B test images, the reference of every KID."""
+    return reference_features([load_rgb(p) for p in image_files(Path(data_root) / 'testB')])
+
+
+def mean_scores(rows, outputs, reference=None):
+    """Mean of each per-image score over `rows`; with `reference` (testB_features), the KID of
+    `outputs` too. Returns (mean, KID std or None)."""
+    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in METRICS if k in rows[0]}
+    if reference is None:
+        return mean, None
+    mean['kid'], kid_std = kid_on_features(np.stack([texture_features(x) for x in outputs]), reference)
+    return mean, kid_std
+
+
+def score_translations(pred_dir, data_root, *, progress=True, kid=True, reference=None):
     """Scores of every translation in `pred_dir` against the synthetic dataset at `data_root`.
 
     `pred_dir` is a folder of images or a test.py result (its images/fake_B); files are paired with
-    testA, testA_mask and testA_gt by name, and every one must be there. Returns
-    {'num_images', 'mean': {metric: value}, 'per_image': [...], 'kid_std'}.
+    testA, testA_mask and testA_gt by name, and every one must be there. `reference` reuses
+    testB_features computed before. Returns {'num_images', 'mean': {metric: value}, 'per_image': [...],
+    'kid_std'}.
     """
     pred_dir = images_dir(pred_dir, 'fake_B')
     data_root = Path(data_root)
@@ -181,40 +204,34 @@ def score_translations(pred_dir, data_root, *, progress=True, kid=True):
         if not (data_root / sub).is_dir():
             raise EvaluationError(f'{data_root} is not a synthetic dataset: {data_root / sub} is missing '
                                   '(make one with datasets/make_synthetic_dataset.py)')
-    preds, sources, masks = _by_stem(pred_dir), _by_stem(data_root / 'testA'), _by_stem(data_root / 'testA_mask')
-    truths = _by_stem(data_root / 'testA_gt') if (data_root / 'testA_gt').is_dir() else {}
+    preds, sources = _by_stem(pred_dir), _by_stem(data_root / 'testA')
     unknown = sorted(set(preds) - set(sources))
     if unknown:
         raise EvaluationError(f'{pred_dir} holds images with no input of the same name in '
                               f'{data_root / "testA"}: {unknown[:5]}')
     rows, outputs = [], []
     for stem in tqdm(sorted(preds), desc='synthetic scores', unit='img', disable=not progress):
-        source = load_rgb(sources[stem])
-        size = (source.shape[1], source.shape[0])
+        with Image.open(sources[stem]) as img:
+            size = img.size
         output = load_rgb(preds[stem], size)
-        if stem not in masks:
-            raise EvaluationError(f'no mask for {stem} in {data_root / "testA_mask"}')
-        mask = load_rgb(masks[stem], size)[..., 0] > 0.5
-        truth = load_rgb(truths[stem], size) if stem in truths else None
-        rows.append({'name': stem, **image_scores(output, source, mask, truth)})
+        rows.append({'name': stem, **image_scores(output, *load_answer(data_root, stem, size))})
         outputs.append(output)
-    keys = [k for k in METRICS if k in rows[0]]
-    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    if kid and reference is None:
+        reference = testB_features(data_root)
+    mean, kid_std = mean_scores(rows, outputs, reference if kid else None)
     result = {'num_images': len(rows), 'mean': mean, 'per_image': rows, 'pred_dir': str(pred_dir),
               'data_root': str(data_root)}
-    if kid:
-        reference = [load_rgb(p) for p in image_files(data_root / 'testB')]
-        result['mean']['kid'], result['kid_std'] = texture_kid(outputs, reference)
+    if kid_std is not None:
+        result['kid_std'] = kid_std
     return result
 
 
-def baselines(data_root, *, progress=False):
+def baselines(data_root, *, progress=False, reference=None):
     """The scores of the true translation (testA_gt) and of copying the input (testA): the ends of the scale."""
     data_root = Path(data_root)
-    out = {}
-    for label, folder in (('truth', 'testA_gt'), ('copy_input', 'testA')):
-        out[label] = score_translations(data_root / folder, data_root, progress=progress)['mean']
-    return out
+    reference = testB_features(data_root) if reference is None else reference
+    return {label: score_translations(data_root / folder, data_root, progress=progress, reference=reference)['mean']
+            for label, folder in (('truth', 'testA_gt'), ('copy_input', 'testA'))}
 
 
 def comparison_grid(columns, scale=2, gap=4):
@@ -271,9 +288,10 @@ def main(argv=None):
                     help='also write input / translation / truth / detected stripes of the first --grid_num images')
     ap.add_argument('--grid_num', type=int, default=8)
     args = ap.parse_args(argv)
-    result = score_translations(args.pred, args.data, kid=not args.no_kid)
+    reference = None if args.no_kid and not args.baselines else testB_features(args.data)
+    result = score_translations(args.pred, args.data, kid=not args.no_kid, reference=reference)
     if args.baselines:
-        result['baselines'] = baselines(args.data)
+        result['baselines'] = baselines(args.data, reference=reference)
     if args.grid:
         result['grid'] = translation_grid(args.pred, args.data, args.grid, num=args.grid_num)
     emit(result, args.json)

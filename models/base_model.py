@@ -316,7 +316,7 @@ class BaseModel(ABC):
                     f'checkpoint {path} not found (--name {self.opt.name} --epoch {epoch}); '
                     f'expected files <checkpoints_dir>/<name>/<epoch>_net_<{"|".join(self.model_names)}>.pth')
             state = util.safe_torch_load(path, map_location=str(self.device))
-            state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+            state = util.strip_module_prefix(state)
             net = self._unwrapped(name)
             try:
                 net.load_state_dict(state, strict=True)

@@ -168,7 +168,7 @@ def test_curves_match_scores_of_saved_translations(data_root, tmp_path):
     net.load_state_dict(torch.load(tmp_path / 'run' / '1_net_G.pth', weights_only=True))
     outputs = curves.translate(net, curves.load_inputs(data_root, SIZE))
     write_images(tmp_path / 'png', {k: np.rint(v * 255).astype(np.uint8) for k, v in outputs.items()})
-    reference = synthetic.reference_features([synthetic.load_rgb(p) for p in sorted((data_root / 'testB').iterdir())])
+    reference = synthetic.testB_features(data_root)
     in_memory = curves.score_outputs(outputs, data_root, reference)
     from_files = scores(tmp_path / 'png', data_root)
     assert in_memory == pytest.approx(from_files, rel=1e-9)

@@ -28,7 +28,7 @@ def load_sampler(path, *, kind, nc, in_channels, device='cpu'):
     net = define_F(kind, netF_nc=nc)
     net.build(in_channels)
     state = util.safe_torch_load(path, map_location=str(device))
-    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    state = util.strip_module_prefix(state)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

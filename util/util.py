@@ -125,6 +125,11 @@ def _json_default(o):
     return str(o)
 
 
+def strip_module_prefix(state):
+    """A state dict without the 'module.' prefix that (Distributed)DataParallel puts on every key."""
+    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+
+
 def safe_torch_load(path, map_location='cpu'):
     """torch.load restricted to tensors and plain containers (weights_only=True).
 
