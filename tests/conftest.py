@@ -2,13 +2,19 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / 'shared' / 'fixtures'
 sys.path.insert(0, str(ROOT))
+from util.recipes import read_recipe  # noqa: E402
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# the paper's horse2zebra recipe (recipes/horse2zebra.txt; its --model src_hdce included)
+H2Z = read_recipe('horse2zebra')
 
 # tiny settings that keep every model fast on CPU
 TINY = ['--gpu_ids', '-1', '--ngf', '8', '--ndf', '8', '--load_size', '32', '--crop_size', '32',
@@ -54,3 +60,55 @@ def fake_batch(batch_size=1, size=32, seed=0):
 def fixtures_dir():
     assert FIXTURES.is_dir(), f'shared fixtures not found at {FIXTURES}'
     return FIXTURES
+
+
+def build_model(tmp_path, model, *extra, batch_size=1, seed=0):
+    """A model set up as train.py sets it up, on tiny settings, at epoch 3 of the curriculum."""
+    import models
+    opt = train_opt(model, tmp_path, '--seed', str(seed), '--batch_size', str(batch_size), *extra)
+    torch.manual_seed(seed)
+    net = models.create_model(opt)
+    net.set_epoch(3)
+    net.data_dependent_initialize(fake_batch(batch_size, opt.crop_size))
+    net.setup(opt)
+    net.parallelize()
+    return net
+
+
+def train_step(model, batch, reference=False, seed=123):
+    """One optimize_parameters; the same seeds give every variant the same patches and flips."""
+    model.reference_step = reference
+    model.set_input(batch)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model.optimize_parameters()
+    grads = {name: [None if p.grad is None else p.grad.clone() for p in getattr(model, 'net' + name).parameters()]
+             for name in model.model_names}
+    return model.get_current_losses(), grads
+
+
+def assert_same_step(result, expected, rtol=1e-4, loss_rtol=1e-5):
+    """Equal losses; each gradient within rtol of the largest gradient of its network (conv biases before
+    instance norm have a true gradient of 0, so both sides hold float noise there)."""
+    (losses, grads), (ref_losses, ref_grads) = result, expected
+    assert losses.keys() == ref_losses.keys()
+    for k in losses:
+        assert losses[k] == pytest.approx(ref_losses[k], rel=loss_rtol, abs=1e-6), k
+    for name in grads:
+        scale = max(float(g.abs().max()) for g in ref_grads[name] if g is not None)
+        for i, (a, b) in enumerate(zip(grads[name], ref_grads[name])):
+            assert (a is None) == (b is None), (name, i)
+            if b is not None:
+                assert float((a - b).abs().max()) <= rtol * scale, f'net{name} parameter {i}'
+
+
+def saved_bytes(fn, x):
+    """fn(x) and the bytes of the distinct storages autograd keeps for its backward."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(x)
+    return out, sum(storages.values())

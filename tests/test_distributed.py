@@ -12,7 +12,7 @@ import models
 import train as train_script
 from datasets.make_synthetic_dataset import make_synthetic_dataset
 from tests.conftest import fake_batch, train_opt
-from tests.test_performance import H2Z, assert_same_step
+from tests.conftest import H2Z, assert_same_step
 from util import distributed
 
 WORLD = 2

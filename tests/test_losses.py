@@ -2,7 +2,6 @@
 
 Float32 parity tolerances: values rtol 1e-4 / atol 1e-6, gradients rtol 1e-4 / atol 1e-7.
 """
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from models import losses
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures'
 CASES = ('a', 'b', 'c', 'd')
 VALUE_TOL = dict(rtol=1e-4, atol=1e-6)
 GRAD_TOL = dict(rtol=1e-4, atol=1e-7)

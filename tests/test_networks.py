@@ -1,7 +1,6 @@
 """Networks: CUT state-dict layout, official-checkpoint parity, the feature contract, every registered
 network at tiny sizes, and the patch sampler."""
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from models.networks import (DISCRIMINATORS, GENERATORS, SAMPLERS, PatchSampleF,
                              define_G, get_norm_layer, init_weights)
 from models.networks.layers import Downsample, Upsample
 from util.util import tensor2im
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures'
 NCE_LAYERS = [0, 4, 8, 12, 16]
 
 

@@ -7,53 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
 from models.networks.layers import Downsample, InstanceNorm2d, Upsample
-from tests.conftest import fake_batch, load_script, train_opt
-
-H2Z = ['--CUT_mode', 'CUT', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05', '--use_curriculum',
-       '--HDCE_gamma', '50', '--HDCE_gamma_min', '10']
+from tests.conftest import (H2Z, assert_same_step, build_model as build, fake_batch, load_script, saved_bytes,
+                            train_step)
 
 benchmark = load_script('scripts/benchmark.py')
-
-
-def build(tmp_path, model, *extra, batch_size=1, seed=0):
-    opt = train_opt(model, tmp_path, '--seed', str(seed), '--batch_size', str(batch_size), *extra)
-    torch.manual_seed(seed)
-    net = models.create_model(opt)
-    net.set_epoch(3)
-    net.data_dependent_initialize(fake_batch(batch_size, opt.crop_size))
-    net.setup(opt)
-    net.parallelize()
-    return net
-
-
-def train_step(model, batch, reference=False, seed=123):
-    """One optimize_parameters; the same seeds give every variant the same patches and flips."""
-    model.reference_step = reference
-    model.set_input(batch)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    model.optimize_parameters()
-    grads = {name: [None if p.grad is None else p.grad.clone() for p in getattr(model, 'net' + name).parameters()]
-             for name in model.model_names}
-    return model.get_current_losses(), grads
-
-
-def assert_same_step(result, expected, rtol=1e-4, loss_rtol=1e-5):
-    """Equal losses; each gradient within rtol of the largest gradient of its network (conv biases before
-    instance norm have a true gradient of 0, so both sides hold float noise there)."""
-    (losses, grads), (ref_losses, ref_grads) = result, expected
-    assert losses.keys() == ref_losses.keys()
-    for k in losses:
-        assert losses[k] == pytest.approx(ref_losses[k], rel=loss_rtol, abs=1e-6), k
-    for name in grads:
-        scale = max(float(g.abs().max()) for g in ref_grads[name] if g is not None)
-        for i, (a, b) in enumerate(zip(grads[name], ref_grads[name])):
-            assert (a is None) == (b is None), (name, i)
-            if b is not None:
-                assert float((a - b).abs().max()) <= rtol * scale, f'net{name} parameter {i}'
-
 
 CASES = {
     'src_hdce_h2z': ('src_hdce', H2Z, 1),
@@ -216,18 +174,6 @@ def cut_upsample(module, x):
                              padding=padding, groups=x.shape[1])
     end = None if module.filt_size % 2 else -1
     return out[:, :, 1:end, 1:end]
-
-
-def saved_bytes(fn, x):
-    """Bytes of the distinct storages autograd keeps for backward while fn(x)'s graph is alive."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(x)
-    return out, sum(storages.values())
 
 
 @pytest.mark.parametrize('cls,reference', [(Downsample, cut_downsample), (Upsample, cut_upsample)])

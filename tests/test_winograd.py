@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from models.networks import layers
 from models.networks import winograd
 from models.networks.winograd import POINTS, pays_off, winograd_conv3x3, winograd_matrices
-from tests.test_performance import H2Z, assert_same_step, build, saved_bytes, train_step
+from tests.conftest import H2Z, assert_same_step, build_model as build, saved_bytes, train_step
 from tests.conftest import fake_batch, load_script, train_opt
 
 
