@@ -41,6 +41,20 @@ read -ra RECIPE_CITYSCAPES <<<"$(bash "$REPO/scripts/recipe.sh" cityscapes)"
 read -ra RECIPE_MONET <<<"$(bash "$REPO/scripts/recipe.sh" monet)"
 read -ra RECIPE_CUT <<<"$(bash "$REPO/scripts/recipe.sh" cut)"
 
+# Table 4's rows (recipes/table4_rows.tsv, also read by scripts/cpu_study.py): ROW_SLUGS (all, in the
+# file's order), PAPER_ROW_SLUGS (the paper's 7), ROW_LABEL[slug] and ROW_FLAGS[slug].
+declare -gA ROW_LABEL=() ROW_FLAGS=()
+ROW_SLUGS=()
+PAPER_ROW_SLUGS=()
+while IFS=$'\t' read -r slug source label flags; do
+    [[ -z "$slug" || "$slug" == \#* ]] && continue
+    ROW_SLUGS+=("$slug")
+    ROW_LABEL[$slug]=$label
+    ROW_FLAGS[$slug]=$flags
+    if [[ "$source" == paper ]]; then PAPER_ROW_SLUGS+=("$slug"); fi
+done <"$REPO/recipes/table4_rows.tsv"
+unset slug source label flags
+
 if [[ "$SMOKE" == 1 ]]; then
     SMOKE_DIR=${SMOKE_DIR:-${TMPDIR:-/tmp}/hneg_src_smoke}
     SMOKE_ITERS=${SMOKE_ITERS:-4}

@@ -6,8 +6,8 @@ evaluation.curves on every saved epoch):
 
   ablation  Table 4's rows in the paper's order (CUT, InfoNCE + SRC, InfoNCE + SRC + Hneg, DCE,
             DCE + Hneg, DCE + SRC, DCE + SRC + Hneg; `--rows ... infonce_hneg` adds the eighth
-            combination), each the --recipe plus the row's flags; paired differences per component
-            and the paper's numbers beside ours.
+            combination), each the --recipe plus the row's flags (recipes/table4_rows.tsv); paired
+            differences per component and the paper's numbers beside ours.
   recipes   learning curves of CUT's recipe, the paper's horse2zebra recipe and the CPU recipe.
   sweep     the search for the CPU recipe: the configurations of a JSON file {name: [flags]} (keys
             starting with _ are comments), each added to --recipe.
@@ -21,7 +21,7 @@ final scores and whole curve; a finished run is skipped when the command is reru
     python scripts/cpu_study.py recipes --out docs/studies/recipes --seeds 0 1 2
     python scripts/cpu_study.py sweep --configs docs/studies/sweep_configs.json --out docs/studies/sweep
     python scripts/cpu_study.py ablation --summarize --out docs/studies/ablation
-    python scripts/cpu_study.py ablation --print_rows          # slug<TAB>label<TAB>flags (table4_ablation.sh)
+    python scripts/cpu_study.py ablation --print_rows          # slug<TAB>label<TAB>flags, recipes/table4_rows.tsv
 """
 import argparse
 import json
@@ -39,21 +39,13 @@ sys.path.insert(0, str(REPO))
 from datasets.make_synthetic_dataset import make_synthetic_dataset  # noqa: E402
 from evaluation import curves, synthetic  # noqa: E402
 from evaluation.tables import PAPER  # noqa: E402
-from util.recipes import read_recipe  # noqa: E402
+from util.recipes import ablation_rows, read_recipe  # noqa: E402
 from util.util import atomic_write_json, atomic_write_text, safe_torch_load  # noqa: E402
 
-# Table 4's rows in the paper's order: (slug, label, patch loss, SRC on, hard negatives on)
-TABLE4_ROWS = (
-    ('infonce', 'CUT', 'infonce', False, False),
-    ('infonce_src', 'InfoNCE + SRC', 'infonce', True, False),
-    ('infonce_src_hneg', 'InfoNCE + SRC + Hneg', 'infonce', True, True),
-    ('dce', 'DCE', 'dce', False, False),
-    ('dce_hneg', 'DCE + Hneg', 'dce', False, True),
-    ('dce_src', 'DCE + SRC', 'dce', True, False),
-    ('dce_src_hneg', 'DCE + SRC + Hneg', 'dce', True, True),
-)
-# the combination the paper does not report, selectable by its slug
-EXTRA_ROWS = (('infonce_hneg', 'InfoNCE + Hneg', 'infonce', False, True),)
+# Table 4's rows, [(slug, label, flags added to --recipe)]: recipes/table4_rows.tsv, shared with
+# scripts/table4_ablation.sh; the paper's 7 in its order, then the combination it does not report
+TABLE4_ROWS = tuple(ablation_rows(paper_only=True))
+EXTRA_ROWS = tuple(ablation_rows()[len(TABLE4_ROWS):])
 # one component switched on, the others held: (component, from row, to row)
 COMPONENT_PAIRS = (
     ('SRC', 'infonce', 'infonce_src'), ('SRC', 'dce', 'dce_src'), ('SRC', 'dce_hneg', 'dce_src_hneg'),
@@ -75,11 +67,6 @@ def all_rows():
     return TABLE4_ROWS + EXTRA_ROWS
 
 
-def row_flags(patch_loss, src, hneg):
-    """The flags a row adds to a recipe of `--model src_hdce` (SRC off: --lambda_SRC 0)."""
-    return ['--patch_loss', patch_loss] + ([] if src else ['--lambda_SRC', '0']) + ([] if hneg else ['--no_Hneg'])
-
-
 def select_rows(slugs):
     known = {r[0]: r for r in all_rows()}
     unknown = [s for s in slugs if s not in known]
@@ -92,11 +79,10 @@ def study_configs(args):
     """[(name, label, flags)] of the study: what each run adds to the budget."""
     if args.study == 'ablation':
         base = read_recipe(args.recipe)
-        return [(slug, label, base + row_flags(loss, src, hneg)) for slug, label, loss, src, hneg in
-                select_rows(args.rows)]
+        return [(slug, label, base + flags) for slug, label, flags in select_rows(args.rows)]
     if args.study == 'recipes':
         # the 10x recipe carries the full model's row flags, so that the ablation's last row can be reused
-        full = row_flags('dce', True, True)
+        full = select_rows(['dce_src_hneg'])[0][2]
         return [(name, label, read_recipe(recipe) + (full if recipe == 'cpu_10x' else []))
                 for name, label, recipe in RECIPE_STUDY]
     if not args.configs:
@@ -422,8 +408,8 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if args.print_rows:
-        for slug, label, loss, src, hneg in (all_rows() if args.all else TABLE4_ROWS):
-            print(f'{slug}\t{label}\t{" ".join(row_flags(loss, src, hneg))}')
+        for slug, label, flags in (all_rows() if args.all else TABLE4_ROWS):
+            print(f'{slug}\t{label}\t{" ".join(flags)}')
         return 0
     if args.summarize:
         print(summarize(args), end='')

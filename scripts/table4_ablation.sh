@@ -7,7 +7,7 @@
 #   ROWS="dce dce_src_hneg" DATASETS=horse2zebra GPU_IDS=2 bash scripts/table4_ablation.sh
 #   SMOKE=1 bash scripts/table4_ablation.sh             # the whole pipeline on generated data, CPU
 #
-# The rows (slugs for ROWS) come from `python scripts/cpu_study.py ablation --print_rows`: the paper's 7,
+# The rows (slugs for ROWS) are recipes/table4_rows.tsv, as for scripts/cpu_study.py ablation: the paper's 7,
 # in its order and with its labels, from CUT (InfoNCE under the paper's weights) to DCE + SRC + Hneg;
 # the eighth combination (infonce_hneg, InfoNCE + Hneg) runs when ROWS names it. SRC off is
 # --lambda_SRC 0, hard negatives off is --no_Hneg. Output: RESULTS_DIR/<NAME_PREFIX>table4.{md,csv}, each
@@ -15,13 +15,10 @@
 # Settings: DATASETS, ROWS, scripts/common.sh's.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DATASETS=${DATASETS:-horse2zebra cityscapes}
-mapfile -t ALL_ROWS < <("$PYTHON" scripts/cpu_study.py ablation --print_rows --all)
-mapfile -t PAPER_ROWS < <("$PYTHON" scripts/cpu_study.py ablation --print_rows)
-SLUGS=$(printf '%s\n' "${ALL_ROWS[@]}" | cut -f1 | tr '\n' ' ')
-ROWS=${ROWS:-$(printf '%s\n' "${PAPER_ROWS[@]}" | cut -f1 | tr '\n' ' ')}
+ROWS=${ROWS:-${PAPER_ROW_SLUGS[*]}}
 for slug in $ROWS; do
-    if [[ " $SLUGS " != *" $slug "* ]]; then
-        echo "error: unknown row $slug in ROWS (valid: $SLUGS)" >&2
+    if [[ -z "${ROW_LABEL[$slug]+set}" ]]; then
+        echo "error: unknown row $slug in ROWS (valid: ${ROW_SLUGS[*]})" >&2
         exit 2
     fi
 done
@@ -37,12 +34,10 @@ for dataset in $DATASETS; do
     recipe=("${RECIPE_H2Z[@]}")
     [[ "$dataset" == cityscapes ]] && recipe=("${RECIPE_CITYSCAPES[@]}")
     for slug in $ROWS; do
-        line=$(printf '%s\n' "${ALL_ROWS[@]}" | awk -F'\t' -v s="$slug" '$1 == s')
-        IFS=$'\t' read -r _ label flags <<<"$line"
         name="${NAME_PREFIX}${short}_abl_${slug}"
         # shellcheck disable=SC2086
-        train_run "$name" "$dataroot" "${recipe[@]}" $flags "${TRAIN_ARGS[@]}"
-        json=$(sweep_run "$dataset" "$name" "$label" --model src_hdce "${TEST_ARGS[@]}")
+        train_run "$name" "$dataroot" "${recipe[@]}" ${ROW_FLAGS[$slug]} "${TRAIN_ARGS[@]}"
+        json=$(sweep_run "$dataset" "$name" "${ROW_LABEL[$slug]}" --model src_hdce "${TEST_ARGS[@]}")
         jsons+=("$json")
     done
 done

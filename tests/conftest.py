@@ -16,6 +16,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 # the paper's horse2zebra recipe (recipes/horse2zebra.txt; its --model src_hdce included)
 H2Z = read_recipe('horse2zebra')
 
+# a train.py run of the paper's model in seconds on CPU: 32 px, 4-channel ResNet-6 networks, 16 patches
+SMALL_TRAIN = ['--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks', '--load_size', '32', '--crop_size', '32',
+               '--num_patches', '16', '--gpu_ids', '-1', '--num_threads', '0', '--display_id', '0', '--no_tqdm']
+
 # tiny settings that keep every model fast on CPU
 TINY = ['--gpu_ids', '-1', '--ngf', '8', '--ndf', '8', '--load_size', '32', '--crop_size', '32',
         '--num_threads', '0', '--display_id', '0', '--no_tqdm']
@@ -100,6 +104,19 @@ def assert_same_step(result, expected, rtol=1e-4, loss_rtol=1e-5):
             assert (a is None) == (b is None), (name, i)
             if b is not None:
                 assert float((a - b).abs().max()) <= rtol * scale, f'net{name} parameter {i}'
+
+
+def saved_weights(run_dir, epoch='latest'):
+    """{'G'|'D'|'F': state dict} of the <epoch>_net_*.pth files of a run."""
+    return {n: torch.load(Path(run_dir) / f'{epoch}_net_{n}.pth', weights_only=True) for n in 'GDF'}
+
+
+def assert_same_weights(expected, actual):
+    """Bit-identical state dicts, network by network ({name: state dict} on both sides)."""
+    for net in expected:
+        assert expected[net].keys() == actual[net].keys(), f'net{net}: other keys'
+        for k in expected[net]:
+            assert torch.equal(expected[net][k], actual[net][k]), f'net{net}.{k} differs'
 
 
 def saved_bytes(fn, x):

@@ -34,17 +34,12 @@ from datasets.make_synthetic_dataset import make_synthetic_dataset
 from models import create_model, losses
 from models.src_hdce_model import SRCHDCEModel
 from options.train_options import TrainOptions
-from tests.conftest import fake_batch
+from tests.conftest import H2Z, ROOT, SMALL_TRAIN, assert_same_weights, fake_batch, saved_weights
 from util import util
 from util.visdom_server import LOOPBACK, _parser as launcher_parser, ensure_server
 from util.visualizer import Visualizer
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ['--model', 'src_hdce', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05',
-          '--use_curriculum', '--HDCE_gamma', '50', '--HDCE_gamma_min', '10']
-SMALL = ['--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks', '--load_size', '32', '--crop_size', '32',
-         '--num_patches', '16', '--gpu_ids', '-1', '--num_threads', '0', '--display_id', '0', '--no_tqdm',
-         '--print_freq', '1', '--seed', '5', '--n_epochs', '1', '--n_epochs_decay', '1']
+SMALL = SMALL_TRAIN + ['--print_freq', '1', '--seed', '5', '--n_epochs', '1', '--n_epochs_decay', '1']
 N_TRAIN = 4
 TOTAL_ITERS = 2 * N_TRAIN  # two epochs of batch 1
 LATEST_FILES = ('latest_net_G.pth', 'latest_net_F.pth', 'latest_net_D.pth', 'latest_train_state.pth')
@@ -59,23 +54,12 @@ def dataset(tmp_path_factory):
 
 
 def train_argv(dataset, ckpt, name, *extra):
-    return ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name, *RECIPE, *SMALL,
+    return ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name, *H2Z, *SMALL,
             *extra]
 
 
 def run_train(dataset, ckpt, name, *extra):
     return train_script.main(train_argv(dataset, ckpt, name, *extra))
-
-
-def weights(run_dir, epoch='latest'):
-    return {n: torch.load(run_dir / f'{epoch}_net_{n}.pth', weights_only=True) for n in 'GFD'}
-
-
-def assert_same_weights(expected, actual):
-    for net in expected:
-        assert expected[net].keys() == actual[net].keys()
-        for k in expected[net]:
-            assert torch.equal(expected[net][k], actual[net][k]), f'net{net}.{k} differs'
 
 
 def file_bytes(run_dir, names=LATEST_FILES):
@@ -161,7 +145,7 @@ def test_sigkill_at_a_random_point_then_resume_ends_with_the_same_weights(datase
     assert seen - 1 <= saved <= seen, context  # at most the iteration in flight is lost
 
     assert run_train(dataset, tmp_path, 'run', '--save_latest_freq', '1', '--continue_train') == 0, context
-    assert_same_weights(weights(reference), weights(run_dir))
+    assert_same_weights(saved_weights(reference), saved_weights(run_dir))
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
@@ -180,7 +164,7 @@ def test_signal_saves_latest_and_state_then_resume_ends_with_the_same_weights(si
     assert not temp_files(run_dir)
     if sig == signal.SIGTERM:  # the same handler serves both signals: one exact resume proves it
         assert run_train(dataset, tmp_path, 'run', '--continue_train') == 0
-        assert_same_weights(weights(reference), weights(run_dir))
+        assert_same_weights(saved_weights(reference), saved_weights(run_dir))
 
 
 # ---------------------------------------------------------------- full disk during a save
@@ -217,7 +201,7 @@ def test_disk_full_in_a_periodic_save_keeps_the_previous_latest_and_resume_is_ex
     assert file_bytes(run_dir) == previous
     assert torch.load(run_dir / 'latest_train_state.pth', weights_only=True)['total_iters'] == 3
     assert run_train(dataset, tmp_path, 'run', '--save_latest_freq', '3', '--continue_train') == 0
-    assert_same_weights(weights(reference), weights(run_dir))
+    assert_same_weights(saved_weights(reference), saved_weights(run_dir))
 
 
 @pytest.fixture
@@ -377,7 +361,7 @@ def test_nan_loss_stops_naming_loss_epoch_and_iteration_and_keeps_the_last_good_
     assert 'non-finite loss' in err and 'SRC=nan' in err and 'at epoch 1, iteration 3' in err
     assert 'last saved checkpoint is kept' in err
     assert torch.load(run_dir / 'latest_train_state.pth', weights_only=True)['total_iters'] == 2
-    assert all_finite(weights(run_dir)) and not temp_files(run_dir)
+    assert all_finite(saved_weights(run_dir)) and not temp_files(run_dir)
 
 
 def test_skip_nonfinite_undoes_the_step_and_counts_it(dataset, tmp_path, monkeypatch, capsys):
@@ -387,13 +371,13 @@ def test_skip_nonfinite_undoes_the_step_and_counts_it(dataset, tmp_path, monkeyp
                      '--save_latest_freq', '1') == 0
     out = capsys.readouterr().out
     assert 'SRC=nan at epoch 1, iteration 3: step undone (--skip_nonfinite, 1 so far)' in out
-    assert_same_weights(weights(run_dir, 'iter_2'), weights(run_dir, 'iter_3'))
+    assert_same_weights(saved_weights(run_dir, 'iter_2'), saved_weights(run_dir, 'iter_3'))
     before, after = (torch.load(run_dir / f'iter_{i}_train_state.pth', weights_only=True) for i in (2, 3))
     for a, b in zip(before['optimizers'], after['optimizers']):
         for key in a['state']:
             for name, value in a['state'][key].items():
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(b['state'][key][name]))
-    assert all_finite(weights(run_dir))
+    assert all_finite(saved_weights(run_dir))
 
 
 # ---------------------------------------------------------------- hostile checkpoints

@@ -11,6 +11,9 @@ import test as test_script
 import train as train_script
 from models import losses
 from tests.conftest import train_opt
+from util.recipes import read_recipe
+
+MONET = read_recipe('monet')  # the official single-image recipe, --model sin_src_hdce included
 
 
 @pytest.fixture
@@ -26,8 +29,7 @@ def single_pair(tmp_path):
 
 
 def test_defaults_are_sincut_with_the_monet_recipe(tmp_path):
-    opt = train_opt('sin_src_hdce', tmp_path, '--lambda_HDCE', '4.0', '--lambda_SRC', '10.0',
-                    '--use_curriculum', '--HDCE_gamma', '200', '--HDCE_gamma_min', '40')
+    opt = train_opt('sin_src_hdce', tmp_path, *MONET)
     assert (opt.netG, opt.netD, opt.dataset_mode, opt.gan_mode) == ('stylegan2', 'stylegan2', 'singleimage',
                                                                      'nonsaturating')
     assert opt.nce_includes_all_negatives_from_minibatch and opt.dce_idt and opt.nce_layers == '0,2,4'
@@ -45,7 +47,7 @@ def test_hard_negative_weights_are_not_all_one(tmp_path):
     model.data_dependent_initialize(batch)
     model.set_input(batch)
     model.forward()
-    q, k, _ = model.sample_pairs(model.real_A, model.fake_B, which=0)
+    q, k, _ = model.sample('X')
     assert all(f.shape[:2] == (1, 4) for f in k)  # all crops' patches form one relation set
     w = losses.relation_weights(k[1], 1.0)
     off_diag = w[0][~torch.eye(4, dtype=torch.bool)]
@@ -56,11 +58,9 @@ def test_train_and_test_single_image(single_pair, tmp_path):
     ckpt = tmp_path / 'ckpt'
     common = ['--dataroot', str(single_pair), '--checkpoints_dir', str(ckpt), '--name', 'monet',
               '--model', 'sin_src_hdce', '--gpu_ids', '-1', '--ngf', '4', '--ndf', '4']
-    code = train_script.main(common + ['--lambda_HDCE', '4.0', '--lambda_SRC', '10.0', '--use_curriculum',
-                                       '--HDCE_gamma', '200', '--HDCE_gamma_min', '40', '--load_size', '96',
-                                       '--crop_size', '32', '--batch_size', '4', '--max_iters', '8',
-                                       '--num_threads', '0', '--display_id', '0', '--no_tqdm',
-                                       '--print_freq', '4', '--seed', '0'])
+    code = train_script.main(common + MONET + ['--load_size', '96', '--crop_size', '32', '--batch_size', '4',
+                                               '--max_iters', '8', '--num_threads', '0', '--display_id', '0',
+                                               '--no_tqdm', '--print_freq', '4', '--seed', '0'])
     assert code == 0
     records = [json.loads(line) for line in (ckpt / 'monet' / 'loss_log.jsonl').read_text().splitlines()]
     assert {'HDCE', 'HDCE_Y', 'SRC', 'D_R1', 'idt'} <= set(records[-1]['losses'])

@@ -10,13 +10,9 @@ from PIL import Image
 import test as test_script
 import train as train_script
 from datasets.make_synthetic_dataset import make_synthetic_dataset
-from tests.conftest import ROOT
+from tests.conftest import H2Z, ROOT, SMALL_TRAIN, assert_same_weights, saved_weights
 
-RECIPE = ['--model', 'src_hdce', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05',
-          '--use_curriculum', '--HDCE_gamma', '50', '--HDCE_gamma_min', '10']
-SMALL = ['--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks', '--load_size', '32', '--crop_size', '32',
-         '--num_patches', '16', '--gpu_ids', '-1', '--num_threads', '0', '--display_id', '0', '--no_tqdm',
-         '--print_freq', '2', '--seed', '3']
+SMALL = SMALL_TRAIN + ['--print_freq', '2', '--seed', '3']
 
 
 @pytest.fixture(scope='module')
@@ -27,19 +23,8 @@ def dataset(tmp_path_factory):
 
 
 def run_train(dataset, ckpt, name, *extra):
-    argv = ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name] + RECIPE + SMALL
+    argv = ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name] + H2Z + SMALL
     return train_script.main(argv + list(extra))
-
-
-def weights(ckpt, name, epoch='latest'):
-    return {n: torch.load(ckpt / name / f'{epoch}_net_{n}.pth', weights_only=True) for n in 'GDF'}
-
-
-def assert_same_weights(a, b):
-    for net in a:
-        assert a[net].keys() == b[net].keys()
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), f'net{net}.{k} differs'
 
 
 def test_train_then_test(dataset, tmp_path):
@@ -80,7 +65,7 @@ def test_resume_at_epoch_boundary_gives_identical_weights(dataset, tmp_path):
     for n in ('net_G', 'net_D', 'net_F', 'train_state'):
         shutil.copy(ckpt / 'straight' / f'1_{n}.pth', ckpt / 'resumed' / f'latest_{n}.pth')
     assert run_train(dataset, ckpt, 'resumed', *common, '--continue_train') == 0
-    assert_same_weights(weights(ckpt, 'straight'), weights(ckpt, 'resumed'))
+    assert_same_weights(saved_weights(ckpt / 'straight'), saved_weights(ckpt / 'resumed'))
 
 
 def test_resume_in_the_middle_of_an_epoch_gives_identical_weights(dataset, tmp_path):
@@ -91,7 +76,7 @@ def test_resume_in_the_middle_of_an_epoch_gives_identical_weights(dataset, tmp_p
     state = torch.load(ckpt / 'split' / 'latest_train_state.pth', weights_only=True)
     assert (state['epoch'], state['epoch_iter'], state['epoch_done']) == (1, 4, False)
     assert run_train(dataset, ckpt, 'split', *common, '--continue_train') == 0
-    assert_same_weights(weights(ckpt, 'straight'), weights(ckpt, 'split'))
+    assert_same_weights(saved_weights(ckpt / 'straight'), saved_weights(ckpt / 'split'))
 
 
 def test_resume_from_weights_only_checkpoint(dataset, tmp_path, capsys):
