@@ -1,10 +1,11 @@
 # The two commands: `make demo` and `make test`. Both create the virtual environment when missing.
+# `make test-fast`: the suite without the tests marked slow (pipelines, SMOKE, kill-and-resume), for edits.
 PY ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 DEMO_DIR ?= demo_out
 
-.PHONY: demo test venv clean-demo visdom-assets
+.PHONY: demo test test-fast venv clean-demo visdom-assets
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -16,6 +17,9 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+test-fast: venv
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: venv
 	PYTHON=$(PYTHON) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh

@@ -66,6 +66,7 @@ def folders(tmp_path_factory):
     return fake, real
 
 
+@pytest.mark.slow
 def test_fid_equals_pytorch_fid_cli(weights_file, folders):
     fake, real = folders
     reference = subprocess.run([sys.executable, '-c', CLI_WITH_LOCAL_WEIGHTS, str(weights_file), '--dims', '64',

@@ -148,6 +148,7 @@ def _cityscapes_dataroot(root, count):
     return root
 
 
+@pytest.mark.slow
 def test_sweep_command_end_to_end(tmp_path):
     """scripts/sweep_epochs.sh → stand-in test.py → DRN scores → sweep JSON and CSV."""
     dataroot = _cityscapes_dataroot(tmp_path / 'cityscapes', 3)

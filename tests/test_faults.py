@@ -126,6 +126,7 @@ def wait_for_iterations(proc, run_dir, count):
         time.sleep(0.002)
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_point_then_resume_ends_with_the_same_weights(dataset, reference, spawn_train,
                                                                           tmp_path):
     """Saves every iteration, so the kill often lands inside a save (staging or fsync)."""
@@ -148,6 +149,7 @@ def test_sigkill_at_a_random_point_then_resume_ends_with_the_same_weights(datase
     assert_same_weights(saved_weights(reference), saved_weights(run_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_saves_latest_and_state_then_resume_ends_with_the_same_weights(sig, dataset, reference,
                                                                               spawn_train, tmp_path):

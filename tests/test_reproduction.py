@@ -1,7 +1,7 @@
 """Reproduction scripts: SMOKE mode end to end, the table writer on its results, the CPU study driver.
 
-The SMOKE run of table4_ablation.sh (two rows, both datasets) and of every other script runs here
-(about 20-45 s each on 2 cores).
+The SMOKE run of table4_ablation.sh (two rows, both datasets) and of every other script runs here;
+they are the slowest tests of the suite (marked slow: `make test-fast` leaves them out).
 """
 import json
 import os
@@ -34,6 +34,7 @@ def test_scripts_parse(script):
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_table4_smoke_end_to_end_and_table_writer(tmp_path, capsys):
     out = smoke('table4_ablation.sh', tmp_path, ROWS='infonce dce_src_hneg')
     results = out / 'results'
@@ -64,6 +65,7 @@ def test_table4_smoke_end_to_end_and_table_writer(tmp_path, capsys):
                                            ('train_monet.sh', 'monet_src_hdce'),
                                            ('train_cut_baseline.sh', 'h2z_cut'),
                                            ('table1.sh', 'table1.md')])
+@pytest.mark.slow
 def test_other_scripts_smoke(script, result, tmp_path):
     out = smoke(script, tmp_path)
     assert (out / 'results' / result).exists()
@@ -120,6 +122,7 @@ def test_ablation_summary_tables_and_paired_differences(tmp_path):
     assert (tmp_path / 'curves.png').stat().st_size > 10_000 and (tmp_path / 'summary.md').is_file()
 
 
+@pytest.mark.slow
 def test_study_driver_runs_one_tiny_configuration(tmp_path):
     out = tmp_path / 'study'
     argv = ['ablation', '--work', str(tmp_path / 'work'), '--out', str(out), '--rows', 'dce_src_hneg',

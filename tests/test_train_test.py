@@ -143,6 +143,7 @@ def test_training_goes_on_when_the_visdom_server_is_down(dataset, tmp_path, capl
     assert (tmp_path / 'ckpt' / 'run' / 'latest_net_G.pth').is_file()
 
 
+@pytest.mark.slow
 def test_epoch_sweep_with_the_real_test_script(dataset, tmp_path):
     """train.py saves epochs 1 and 2; the sweep runs the real test.py on each and scores FID/KID
     (randomly initialised Inception, 64-d features: the pipeline, not the value, is under test)."""

@@ -150,6 +150,7 @@ def test_other_http_server_on_port_counts_as_absent(tmp_path, caplog):
         httpd.server_close()
 
 
+@pytest.mark.slow
 def test_server_restart_resumes_with_history(tmp_path, tmp_path_factory, caplog):
     caplog.set_level(logging.INFO)
     port = free_port()
@@ -261,6 +262,7 @@ def test_launcher_reuses_running_server(server):
     assert reuse.returncode == 0 and url in reuse.stdout
 
 
+@pytest.mark.slow
 def test_shell_wrapper_starts_server_with_pid_file(tmp_path):
     port = free_port()
     env = dict(os.environ, VISDOM_RUN_DIR=str(tmp_path), PYTHON=sys.executable)
