@@ -33,6 +33,7 @@ def test_defaults_are_sincut_with_the_monet_recipe(tmp_path):
     assert (opt.netG, opt.netD, opt.dataset_mode, opt.gan_mode) == ('stylegan2', 'stylegan2', 'singleimage',
                                                                      'nonsaturating')
     assert opt.nce_includes_all_negatives_from_minibatch and opt.dce_idt and opt.nce_layers == '0,2,4'
+    assert train_opt('sin_src_hdce', tmp_path).dce_idt  # a default too, not only the recipe's
     assert (opt.lr, opt.beta1, opt.beta2, opt.n_epochs, opt.n_epochs_decay) == (0.002, 0.0, 0.99, 8, 8)
 
 
