@@ -1,6 +1,9 @@
 """Translate the test split with a trained generator (CUT's command line).
 
-    python test.py --dataroot ./datasets/horse2zebra --name h2z --model src_hdce --epoch latest
+    python test.py --dataroot ./datasets/horse2zebra --name h2z --epoch latest
+
+The networks are built as the run trained them: --model, --netG, --ngf, ... default to the values in
+<checkpoints_dir>/<name>/train_opt.json (a flag given here wins, and the difference is printed).
 
 Writes <results_dir>/<name>/<phase>_<epoch>/images/{real_A,fake_B,real_B}/<image>.png, an index.html
 and results.json (counts, timing, where the images are). With --similarity_maps, the first
@@ -16,6 +19,7 @@ from tqdm import tqdm
 
 from data import create_dataset
 from models import create_model
+from models.runtime import Runtime
 from options.test_options import TestOptions
 from util import similarity, util
 from util.html import HTML
@@ -49,14 +53,10 @@ def add_similarity_maps(webpage, model, opt, inputs):
 
 def run_test(opt):
     """Translate the test split; with --similarity_maps, also render Figure 9 maps."""
-    # CUT's test-time settings: one image at a time, in order, no augmentation, no visdom
-    opt.num_threads = 0
-    opt.batch_size = 1
-    opt.serial_batches = True
-    opt.no_flip = True
-    opt.display_id = -1
     dataset = create_dataset(opt)
-    model = create_model(opt)
+    runtime = Runtime.from_options(opt)
+    runtime.configure_process(opt.preprocess)
+    model = create_model(opt, runtime)
     want_maps = opt.similarity_maps and opt.sim_num > 0
     if want_maps and not hasattr(model, 'nce_layers'):
         raise SystemExit(f'error: --similarity_maps needs a model with patch features (cut, src_hdce, '

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from data import create_dataset
 from models import create_model
+from models.runtime import Runtime
 from options.train_options import TrainOptions
 from util import distributed
 from util.visualizer import Visualizer
@@ -88,33 +89,38 @@ def check_writable(folder):
         raise SystemExit(f'error: checkpoint folder {folder} is not writable: {exc}') from exc
 
 
-def save_checkpoint(model, tags, epoch, epoch_iter, total_iters, epoch_done):
+def save_checkpoint(model, tags, run, epoch, epoch_iter, total_iters, epoch_done):
     """Rank 0 writes weights and training state under each tag; the other processes wait for it."""
     if distributed.is_main():
-        state = model.training_state(epoch, epoch_iter, total_iters, epoch_done)
+        state = model.training_state(epoch, epoch_iter, total_iters, epoch_done, epoch_count=run.epoch_count)
         for tag in tags:
             model.save_networks(tag, state)
     distributed.barrier()
 
 
-def join_processes(opt):
-    """Under torchrun: join the process group, one GPU per process (cuda:LOCAL_RANK) or gloo on CPU,
-    and share rank 0's seed. Returns (rank, world_size)."""
-    rank, world_size, local_rank = distributed.init_from_env(use_cuda=bool(opt.gpu_ids))
-    if world_size > 1:
-        if opt.gpu_ids:
-            opt.gpu_ids = [local_rank]
-        opt.seed = distributed.broadcast(opt.seed)  # a seed drawn at parse time differs per process
-    elif len(opt.gpu_ids) > 1:
-        raise SystemExit(f'error: --gpu_ids {",".join(map(str, opt.gpu_ids))} asks for {len(opt.gpu_ids)} GPUs, '
-                         f'but one process trains on one GPU: launch one process per GPU with '
-                         f'torchrun --nproc_per_node {len(opt.gpu_ids)} train.py ... (DistributedDataParallel)')
-    return rank, world_size
+class Run:
+    """What this process learns at run time, beside the (final) options: its place among the processes,
+    its device and seed, and the epoch the learning-rate rule counts from."""
+
+    def __init__(self, opt):
+        self.rank, self.world_size, local_rank = distributed.init_from_env(use_cuda=bool(opt.gpu_ids))
+        self.seed = opt.seed
+        if self.world_size > 1:
+            self.device = f'cuda:{local_rank}' if opt.gpu_ids else 'cpu'
+            self.seed = distributed.broadcast(opt.seed)  # a seed drawn at parse time differs per process
+        elif len(opt.gpu_ids) > 1:
+            raise SystemExit(f'error: --gpu_ids {",".join(map(str, opt.gpu_ids))} asks for {len(opt.gpu_ids)} GPUs, '
+                             f'but one process trains on one GPU: launch one process per GPU with '
+                             f'torchrun --nproc_per_node {len(opt.gpu_ids)} train.py ... (DistributedDataParallel)')
+        else:
+            self.device = f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
+        self.epoch_count = opt.epoch_count
 
 
 def train(opt):
-    rank, world_size = join_processes(opt)
-    seed_everything(opt.seed)
+    run = Run(opt)
+    rank, world_size = run.rank, run.world_size
+    seed_everything(run.seed)
     save_dir = os.path.join(opt.checkpoints_dir, opt.name)
     if rank == 0:
         check_writable(save_dir)
@@ -122,25 +128,32 @@ def train(opt):
     dataset_size = len(dataset)
     shards = f' ({world_size} processes, --batch_size {opt.batch_size} each)' if world_size > 1 else ''
     distributed.print0(f'The number of training images = {dataset_size}{shards}')
-    model = create_model(opt)
+    runtime = Runtime.from_options(opt, run.device)
+    runtime.configure_process(opt.preprocess)
+    model = create_model(opt, runtime)
     total_epochs = opt.n_epochs + opt.n_epochs_decay
 
-    # set-up before the loop (not inside its first iteration as CUT does), so that a resumed run can
-    # restore every RNG before the first batch of the resumed epoch is drawn
-    model.set_epoch(opt.epoch_count)
+    # The state of a resumed run is read first: the learning-rate rule counts epochs from the run's first.
+    # Set-up happens before the loop (not inside its first iteration as CUT does), so that a resumed run
+    # restores every RNG before the first batch of the resumed epoch is drawn.
+    state = model.read_training_state(opt.epoch) if opt.continue_train else None
+    if state is not None:
+        run.epoch_count = state['epoch_count']
+    model.set_epoch(run.epoch_count)
     model.data_dependent_initialize(first_batch(dataset))
-    model.setup(opt)
+    model.setup(opt, run.epoch_count)
     model.parallelize()
+    distributed.print0(runtime.describe())
     if world_size > 1:
         model.distribute()
-    start_epoch, skip, total_iters = opt.epoch_count, 0, 0
+    start_epoch, skip, total_iters = run.epoch_count, 0, 0
     if opt.continue_train:
-        counters = model.load_training_state(opt.epoch)
-        if counters is None:
+        if state is None:
             distributed.print0(f'no training state beside the {opt.epoch} weights (e.g. an official CUT checkpoint): '
-                  f'resuming from the weights only, with fresh optimizers, at --epoch_count {opt.epoch_count}')
+                               f'resuming from the weights only, with fresh optimizers, at --epoch_count '
+                               f'{run.epoch_count}')
         else:
-            opt.epoch_count = counters.get('epoch_count', opt.epoch_count)
+            counters = model.load_training_state(state)
             start_epoch = counters['epoch'] + 1 if counters['epoch_done'] else counters['epoch']
             skip = 0 if counters['epoch_done'] else counters['epoch_iter']
             total_iters = counters['total_iters']
@@ -208,7 +221,7 @@ def train(opt):
                     tag = f'iter_{total_iters}' if opt.save_by_iter else 'latest'
                     if rank == 0:
                         bar.write(f'saving the {tag} model (epoch {epoch}, total_iters {total_iters})')
-                    save_checkpoint(model, [tag], epoch, epoch_iter, total_iters, False)
+                    save_checkpoint(model, [tag], run, epoch, epoch_iter, total_iters, False)
                 iter_data_time = time.time()
                 if stopping or (opt.max_iters and total_iters >= opt.max_iters):
                     # stopped early; it still counts as a full epoch when no batch was left
@@ -222,11 +235,11 @@ def train(opt):
                 model.update_learning_rate()
             if epoch_done and (epoch % opt.save_epoch_freq == 0 or epoch == total_epochs):
                 distributed.print0(f'saving the model at the end of epoch {epoch}, iters {total_iters}')
-                save_checkpoint(model, ['latest', epoch], epoch, epoch_iter, total_iters, True)
+                save_checkpoint(model, ['latest', epoch], run, epoch, epoch_iter, total_iters, True)
             elif interrupted:
                 distributed.print0(f'saving the latest model (epoch {epoch}, iteration {epoch_iter}, '
                                    f'total_iters {total_iters})')
-                save_checkpoint(model, ['latest'], epoch, epoch_iter, total_iters, epoch_done)
+                save_checkpoint(model, ['latest'], run, epoch, epoch_iter, total_iters, epoch_done)
             if interrupted:
                 break
             distributed.print0(f'End of epoch {epoch} / {total_epochs} \t '

@@ -27,11 +27,8 @@ def find_model_using_name(model_name):
                      f'{target!r} (case-insensitive)')
 
 
-def get_option_setter(model_name):
-    return find_model_using_name(model_name).modify_commandline_options
-
-
-def create_model(opt):
-    model = find_model_using_name(opt.model)(opt)
+def create_model(opt, runtime=None):
+    """The --model of `opt`, its networks run by `runtime` (models/runtime.py; by default built from the flags)."""
+    model = find_model_using_name(opt.model)(opt, runtime)
     print(f'model [{type(model).__name__}] was created')
     return model

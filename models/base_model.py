@@ -10,34 +10,28 @@ import numpy as np
 import torch
 from torch.optim import lr_scheduler
 
-from util import distributed, memory, util
+from util import distributed, util
 
-from .networks.layers import set_conv_algorithm
+from .runtime import Runtime
 
 STATE_FORMAT = 1
-
-# --amp: the dtype the network forwards autocast to (None: float32 throughout); losses stay float32
-PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-# Under --amp fp16 the loss scale halves at every step whose gradients overflow. Below float16's smallest
-# subnormal (2^-24) scaled gradients can only underflow: every step keeps overflowing (an inf or NaN the
-# scale cannot cure) and nothing trains; at 2^-128 torch's unscaling factor 1/scale overflows float32
-# and GradScaler writes NaN into the weights without detecting it. Training stops there instead.
-MIN_GRAD_SCALE = 2.0 ** -24
+LR_POLICIES = ('linear', 'step', 'cosine')
 
 
-def get_scheduler(optimizer, opt):
-    """CUT's learning-rate policies; 'linear' keeps lr for n_epochs then decays it to 0 over n_epochs_decay."""
+def get_scheduler(optimizer, opt, epoch_count=1):
+    """CUT's learning-rate policies; 'linear' keeps lr for n_epochs then decays it to 0 over n_epochs_decay,
+    counting epochs from `epoch_count` (the run's first epoch: --epoch_count, or the resumed run's)."""
     if opt.lr_policy == 'linear':
+        n_epochs, n_decay = opt.n_epochs, opt.n_epochs_decay
+
         def lambda_rule(epoch):
-            return 1.0 - max(0, epoch + opt.epoch_count - opt.n_epochs) / float(opt.n_epochs_decay + 1)
+            return 1.0 - max(0, epoch + epoch_count - n_epochs) / float(n_decay + 1)
         return lr_scheduler.LambdaLR(optimizer, lr_lambda=lambda_rule)
     if opt.lr_policy == 'step':
         return lr_scheduler.StepLR(optimizer, step_size=opt.lr_decay_iters, gamma=0.1)
-    if opt.lr_policy == 'plateau':
-        return lr_scheduler.ReduceLROnPlateau(optimizer, mode='min', factor=0.2, threshold=0.01, patience=5)
     if opt.lr_policy == 'cosine':
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt.n_epochs, eta_min=0)
-    raise ValueError(f'unknown --lr_policy {opt.lr_policy!r}; valid: linear, step, plateau, cosine')
+    raise ValueError(f'unknown --lr_policy {opt.lr_policy!r}; valid: {", ".join(LR_POLICIES)}')
 
 
 def rng_state():
@@ -81,29 +75,20 @@ class BaseModel(ABC):
     Train and test loops talk to models only through this interface.
     """
 
-    def __init__(self, opt):
+    def __init__(self, opt, runtime=None):
         self.opt = opt
-        self.gpu_ids = opt.gpu_ids
         self.isTrain = opt.isTrain
-        self.device = torch.device(f'cuda:{self.gpu_ids[0]}') if self.gpu_ids else torch.device('cpu')
+        # how the networks run (device, precision, kernels); train.py / test.py build it from the flags
+        self.runtime = runtime if runtime is not None else Runtime.from_options(opt)
+        self.device = self.runtime.device
         self.save_dir = os.path.join(opt.checkpoints_dir, opt.name)
-        if self.gpu_ids and opt.preprocess != 'scale_width':
-            torch.backends.cudnn.benchmark = True
         self.loss_names = []
         self.model_names = []
         self.visual_names = []
         self.optimizers = []
         self.schedulers = []
         self.image_paths = []
-        self.metric = 0
-        # options files written before these flags existed lack them
-        self.amp_dtype = PRECISIONS[getattr(opt, 'amp', 'off')]
-        self.memory_format = torch.channels_last if getattr(opt, 'channels_last', False) else torch.contiguous_format
-        self.compile = getattr(opt, 'compile', False)
-        self.conv_algo = getattr(opt, 'conv_algo', 'auto')
-        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
-        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.trim_heap = self.device.type == 'cpu' and self.isTrain and not getattr(opt, 'no_malloc_trim', False)
+        self.losses = OrderedDict()  # name -> the last step's value of each of loss_names
 
     @staticmethod
     def modify_commandline_options(parser, is_train):
@@ -143,27 +128,18 @@ class BaseModel(ABC):
         """Called by train.py at the start of each epoch (curricula read it)."""
         self.epoch = epoch
 
-    def setup(self, opt):
-        """Schedulers when training; load weights when testing or resuming."""
+    def setup(self, opt, epoch_count=1):
+        """Schedulers when training (epochs counted from `epoch_count`); load weights when testing or resuming."""
         if self.isTrain:
-            self.schedulers = [get_scheduler(o, opt) for o in self.optimizers]
+            self.schedulers = [get_scheduler(o, opt, epoch_count) for o in self.optimizers]
         if not self.isTrain or opt.continue_train:
             self.load_networks(opt.epoch)
         self.print_networks(opt.verbose)
 
     def parallelize(self):
-        """Move the networks to the device, in the --channels_last layout, compiled under --compile."""
-        if self.compile:
-            import torch._inductor.config
-            # inductor's own channels-last choice breaks replication_pad2d_backward (a stride assertion
-            # in torch 2.14); --channels_last picks the layout explicitly instead
-            torch._inductor.config.layout_optimization = False
+        """Each network on the device, as the runtime prepares it (layout, training kernels, compilation)."""
         for name in self.model_names:
-            net = getattr(self, 'net' + name).to(self.device, memory_format=self.memory_format)
-            set_conv_algorithm(net, self.conv_algo)
-            if self.compile:
-                net.compile()  # in place: state-dict keys stay CUT's
-            setattr(self, 'net' + name, net)
+            setattr(self, 'net' + name, self.runtime.prepare(getattr(self, 'net' + name)))
 
     def distribute(self):
         """Wrap every trained network in DistributedDataParallel (train.py under torchrun).
@@ -182,32 +158,7 @@ class BaseModel(ABC):
                                                                     broadcast_buffers=False))
 
     def to_input(self, tensor):
-        """An image batch on the model's device, in the networks' memory layout."""
-        return tensor.to(self.device, memory_format=self.memory_format)
-
-    def autocast(self):
-        """The region network forwards run in: autocast to --amp's dtype, a no-op when it is off."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
-
-    def backward(self, loss):
-        """loss.backward(), with the loss scaled under --amp fp16. On CPU the heap's free pages go back to the
-        kernel first (util/memory.py; off with --no_malloc_trim): the forward's freed temporaries would
-        otherwise stay resident through the backward, the step's peak."""
-        if self.trim_heap:
-            memory.release_free_heap()
-        self.grad_scaler.scale(loss).backward()
-
-    def step(self, *optimizers):
-        """Optimizer steps; under --amp fp16 the gradients are unscaled first and a step whose gradients
-        overflowed is skipped. Call `grad_scaler.update()` once after the last step of an iteration."""
-        if self.grad_scaler.is_enabled() and self.grad_scaler.get_scale() < MIN_GRAD_SCALE:
-            raise FloatingPointError(
-                f'--amp fp16: the loss scale fell to {self.grad_scaler.get_scale():.3g}: the gradients kept '
-                f'overflowing float16 whatever the scale, and every such step was skipped; train with --amp bf16 '
-                f'or --amp off')
-        for optimizer in optimizers:
-            if optimizer is not None:
-                self.grad_scaler.step(optimizer)
+        return self.runtime.to_input(tensor)
 
     def eval(self):
         for name in self.model_names:
@@ -227,10 +178,7 @@ class BaseModel(ABC):
     def update_learning_rate(self):
         old_lr = self.optimizers[0].param_groups[0]['lr']
         for scheduler in self.schedulers:
-            if self.opt.lr_policy == 'plateau':
-                scheduler.step(self.metric)
-            else:
-                scheduler.step()
+            scheduler.step()
         lr = self.optimizers[0].param_groups[0]['lr']
         distributed.print0(f'learning rate {old_lr:.7f} -> {lr:.7f}')
 
@@ -239,7 +187,8 @@ class BaseModel(ABC):
                            if isinstance(getattr(self, name, None), torch.Tensor))
 
     def get_current_losses(self):
-        return OrderedDict((name, _scalar(getattr(self, 'loss_' + name))) for name in self.loss_names)
+        """The last step's losses as floats, in the order of loss_names (the same keys every step)."""
+        return OrderedDict((name, _scalar(self.losses[name])) for name in self.loss_names)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def network_path(self, epoch, name, load_dir=None):
@@ -264,15 +213,17 @@ class BaseModel(ABC):
         """
         self._remove_stale_temporaries(epoch)
         staged = []
+
+        def stage(obj, path):
+            staged.append((util.stage_write(path, lambda f: torch.save(obj, f), binary=True), path))
         try:
             digests = {}
             for name in self.model_names:
-                state = {k: v.detach().cpu() for k, v in self._unwrapped(name).state_dict().items()}
-                tmp, path = self._stage(state, self.network_path(epoch, name))
-                staged.append((tmp, path))
-                digests[name] = _sha256(tmp)
+                stage({k: v.detach().cpu() for k, v in self._unwrapped(name).state_dict().items()},
+                      self.network_path(epoch, name))
+                digests[name] = _sha256(staged[-1][0])
             if training_state is not None:
-                staged.append(self._stage(dict(training_state, net_sha256=digests), self.state_path(epoch)))
+                stage(dict(training_state, net_sha256=digests), self.state_path(epoch))
         except BaseException:
             for tmp, _ in staged:
                 if os.path.exists(tmp):
@@ -285,25 +236,10 @@ class BaseModel(ABC):
         """Temporary files of a save that a killed process never finished."""
         if not os.path.isdir(self.save_dir):
             return
-        prefixes = [os.path.basename(self.network_path(epoch, n)) + '.tmp' for n in self.model_names]
-        prefixes.append(os.path.basename(self.state_path(epoch)) + '.tmp')
+        targets = [self.network_path(epoch, n) for n in self.model_names] + [self.state_path(epoch)]
         for f in os.listdir(self.save_dir):
-            if f.startswith(tuple(prefixes)):
+            if any(util.is_staged_file(f, target) for target in targets):
                 os.remove(os.path.join(self.save_dir, f))
-
-    @staticmethod
-    def _stage(obj, path):
-        tmp = f'{path}.tmp{os.getpid()}'
-        try:
-            with open(tmp, 'wb') as f:
-                torch.save(obj, f)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        return tmp, path
 
     def load_networks(self, epoch):
         load_dir = self.save_dir
@@ -327,33 +263,42 @@ class BaseModel(ABC):
                     f'--normG {self.opt.normG} --no_antialias {self.opt.no_antialias} ...): {exc}') from exc
             print(f'loaded net{name} from {path}')
 
-    def training_state(self, epoch, epoch_iter, total_iters, epoch_done):
+    def training_state(self, epoch, epoch_iter, total_iters, epoch_done, epoch_count=1):
         """Everything besides weights that a resumed run needs to continue exactly."""
-        from options.base_options import options_to_dict
         return {
             'format': STATE_FORMAT,
             'epoch': epoch,
             'epoch_iter': epoch_iter,
             'epoch_done': epoch_done,
             'total_iters': total_iters,
+            'epoch_count': epoch_count,
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
             'rng': rng_state(),
-            'options': options_to_dict(self.opt),
-            'grad_scaler': self.grad_scaler.state_dict(),
+            'options': util.options_to_dict(self.opt),
+            'grad_scaler': self.runtime.grad_scaler.state_dict(),
         }
 
-    def load_training_state(self, epoch):
-        """Restore optimizers, schedulers and RNGs; returns the counters, or None if no state file."""
+    def read_training_state(self, epoch):
+        """The training state saved beside the <epoch> weights (format checked); None when there is none."""
         path = self.state_path(epoch)
         if not os.path.isfile(path):
             return None
         state = util.safe_torch_load(path)
         if state.get('format') != STATE_FORMAT:
             raise RuntimeError(f'{path}: unknown training-state format {state.get("format")!r}')
+        # states written before epoch_count had its own key kept it in the options
+        state.setdefault('epoch_count', state['options'].get('epoch_count', 1))
+        state['epoch_tag'] = epoch
+        return state
+
+    def load_training_state(self, state):
+        """Restore optimizers, schedulers, RNGs and the loss scaler from `read_training_state`'s result, after
+        checking that the weight files loaded are those the state was saved with; returns the counters."""
         if len(state['optimizers']) != len(self.optimizers):
-            raise RuntimeError(f'{path} holds {len(state["optimizers"])} optimizer states but the model has '
-                               f'{len(self.optimizers)}; was it written by another --model?')
+            raise RuntimeError(f'{self.state_path(state["epoch_tag"])} holds {len(state["optimizers"])} optimizer '
+                               f'states but the model has {len(self.optimizers)}; was it written by another --model?')
+        epoch, path = state['epoch_tag'], self.state_path(state['epoch_tag'])
         for name, digest in state.get('net_sha256', {}).items():
             net_path = self.network_path(epoch, name)
             if os.path.isfile(net_path) and _sha256(net_path) != digest:
@@ -364,11 +309,8 @@ class BaseModel(ABC):
         for sch, s in zip(self.schedulers, state['schedulers']):
             sch.load_state_dict(s)
         set_rng_state(state['rng'])
-        if self.grad_scaler.is_enabled() and state.get('grad_scaler'):
-            self.grad_scaler.load_state_dict(state['grad_scaler'])
-        counters = {k: state[k] for k in ('epoch', 'epoch_iter', 'epoch_done', 'total_iters')}
-        counters['epoch_count'] = state['options'].get('epoch_count', 1)
-        return counters
+        self.runtime.load_state_dict(state)
+        return {k: state[k] for k in ('epoch', 'epoch_iter', 'epoch_done', 'total_iters', 'epoch_count')}
 
     def snapshot(self):
         """Copies of weights and optimizer states, to undo a step (train.py --skip_nonfinite)."""

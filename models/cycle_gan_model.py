@@ -2,6 +2,7 @@
 import itertools
 
 import torch
+import torch.nn.functional as F
 
 from models import losses
 from models.base_model import BaseModel
@@ -22,8 +23,8 @@ class CycleGANModel(BaseModel):
                                 help='weight of the identity loss, relative to the cycle loss weights')
         return parser
 
-    def __init__(self, opt):
-        BaseModel.__init__(self, opt)
+    def __init__(self, opt, runtime=None):
+        super().__init__(opt, runtime)
         self.loss_names = ['D_A', 'G_A', 'cycle_A', 'idt_A', 'D_B', 'G_B', 'cycle_B', 'idt_B']
         visual_a = ['real_A', 'fake_B', 'rec_A']
         visual_b = ['real_B', 'fake_A', 'rec_B']
@@ -61,7 +62,7 @@ class CycleGANModel(BaseModel):
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
     def forward(self):
-        with self.autocast():
+        with self.runtime.autocast():
             self.fake_B = self.netG_A(self.real_A).float()
             self.rec_A = self.netG_B(self.fake_B).float()
             if self.real_B is not None:
@@ -69,13 +70,13 @@ class CycleGANModel(BaseModel):
                 self.rec_B = self.netG_A(self.fake_A).float()
 
     def backward_D_basic(self, netD, real, fake):
-        with self.autocast():
+        with self.runtime.autocast():
             pred_real = netD(real).float()
             pred_fake = netD(fake.detach()).float()
         loss_real = losses.gan_loss(pred_real, True, self.opt.gan_mode).mean()
         loss_fake = losses.gan_loss(pred_fake, False, self.opt.gan_mode).mean()
         loss = (loss_real + loss_fake) * 0.5
-        self.backward(loss)
+        self.runtime.backward(loss)
         return loss
 
     def optimize_parameters(self):
@@ -84,29 +85,29 @@ class CycleGANModel(BaseModel):
         self.set_requires_grad([self.netD_A, self.netD_B], False)
         self.optimizer_G.zero_grad(set_to_none=True)
         lambda_idt, lambda_A, lambda_B = opt.lambda_identity, opt.lambda_A, opt.lambda_B
+        l = self.losses
         if lambda_idt > 0:
-            with self.autocast():
+            with self.runtime.autocast():
                 self.idt_A = self.netG_A(self.real_B).float()
                 self.idt_B = self.netG_B(self.real_A).float()
-            self.loss_idt_A = torch.nn.functional.l1_loss(self.idt_A, self.real_B) * lambda_B * lambda_idt
-            self.loss_idt_B = torch.nn.functional.l1_loss(self.idt_B, self.real_A) * lambda_A * lambda_idt
+            l['idt_A'] = F.l1_loss(self.idt_A, self.real_B) * lambda_B * lambda_idt
+            l['idt_B'] = F.l1_loss(self.idt_B, self.real_A) * lambda_A * lambda_idt
         else:
-            self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
-        with self.autocast():  # the discriminators are frozen: no DDP, which would wait for their gradients
+            l['idt_A'] = l['idt_B'] = torch.zeros((), device=self.device)
+        with self.runtime.autocast():  # the discriminators are frozen: no DDP, which would wait for their gradients
             pred_A = self._unwrapped('D_A')(self.fake_B).float()
             pred_B = self._unwrapped('D_B')(self.fake_A).float()
-        self.loss_G_A = losses.gan_loss(pred_A, True, opt.gan_mode).mean()
-        self.loss_G_B = losses.gan_loss(pred_B, True, opt.gan_mode).mean()
-        self.loss_cycle_A = torch.nn.functional.l1_loss(self.rec_A, self.real_A) * lambda_A
-        self.loss_cycle_B = torch.nn.functional.l1_loss(self.rec_B, self.real_B) * lambda_B
-        self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
-                       + self.loss_idt_A + self.loss_idt_B)
-        self.backward(self.loss_G)
-        self.step(self.optimizer_G)
+        l['G_A'] = losses.gan_loss(pred_A, True, opt.gan_mode).mean()
+        l['G_B'] = losses.gan_loss(pred_B, True, opt.gan_mode).mean()
+        l['cycle_A'] = F.l1_loss(self.rec_A, self.real_A) * lambda_A
+        l['cycle_B'] = F.l1_loss(self.rec_B, self.real_B) * lambda_B
+        l['G'] = l['G_A'] + l['G_B'] + l['cycle_A'] + l['cycle_B'] + l['idt_A'] + l['idt_B']
+        self.runtime.backward(l['G'])
+        self.runtime.step(self.optimizer_G)
 
         self.set_requires_grad([self.netD_A, self.netD_B], True)
         self.optimizer_D.zero_grad(set_to_none=True)
-        self.loss_D_A = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B_pool.query(self.fake_B))
-        self.loss_D_B = self.backward_D_basic(self.netD_B, self.real_A, self.fake_A_pool.query(self.fake_A))
-        self.step(self.optimizer_D)
-        self.grad_scaler.update()
+        l['D_A'] = self.backward_D_basic(self.netD_A, self.real_B, self.fake_B_pool.query(self.fake_B))
+        l['D_B'] = self.backward_D_basic(self.netD_B, self.real_A, self.fake_A_pool.query(self.fake_A))
+        self.runtime.step(self.optimizer_D)
+        self.runtime.update()

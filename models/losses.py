@@ -40,9 +40,11 @@ def _self_mask(patches, device):
     return torch.eye(patches, dtype=torch.bool, device=device)  # (N, N)
 
 
-def _l2_normalize(feat):
-    # Same epsilon placement as the official Normalize module: x / (||x|| + 1e-7).
-    return feat / (feat.norm(dim=-1, keepdim=True) + 1e-7)
+def l2_normalize(x, eps=1e-7):
+    """x / (||x||_2 + eps) along the last dimension (the official `Normalize`). vector_norm's gradient is 0
+    at a zero vector, where the official pow(2).sum().sqrt() gives NaN (an all-zero MLP output happens
+    when every ReLU unit is off)."""
+    return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps)
 
 
 def hdce_gamma(epoch, gamma, gamma_min, total_epochs, use_curriculum=True, step_gamma=False, step_gamma_epoch=200):
@@ -80,7 +82,7 @@ def relation_weights(feat_k, gamma, normalize='max'):
     if normalize not in RELATION_NORMALIZATIONS:
         raise ValueError(f'unknown normalize {normalize!r}; valid: {RELATION_NORMALIZATIONS}')
     with torch.no_grad():
-        feat_k = _l2_normalize(feat_k)
+        feat_k = l2_normalize(feat_k)
         similarity = torch.bmm(feat_k, feat_k.transpose(1, 2))  # (B, N, N)
         self_pair = _self_mask(similarity.shape[-1], similarity.device)
         if normalize == 'max':
@@ -177,8 +179,8 @@ def src_loss(feat_q, feat_k):
     Returns a scalar.
     """
     _check_features(feat_q, feat_k)
-    feat_q = _l2_normalize(feat_q)
-    feat_k = _l2_normalize(feat_k.detach())
+    feat_q = l2_normalize(feat_q)
+    feat_k = l2_normalize(feat_k.detach())
     p = torch.softmax(torch.bmm(feat_k, feat_k.transpose(1, 2)), dim=-1)  # (B, N, N), Eq. 1
     q = torch.softmax(torch.bmm(feat_q, feat_q.transpose(1, 2)), dim=-1)  # (B, N, N), Eq. 2
     return jsd(p, q).sum(dim=-1).mean()

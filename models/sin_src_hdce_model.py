@@ -1,11 +1,13 @@
-"""Single-image translation (the paper's Monet recipe): SinCUT's training with L_semantic.
+"""Single-image translation (the paper's Monet recipe): SinCUT's presets and regularisers with L_semantic.
 
 SinCUT's defaults (StyleGAN2 networks, random zoomed 64x64 crops of one image pair, batch 16, R1 and
-identity losses) with SRC + hDCE as the patch loss. Negatives are the patches of all crops of the
+identity losses) with SRC + hDCE as the patch objective. Negatives are the patches of all crops of the
 minibatch, and so are the relations the hard-negative weights come from. (The official single-image
 path samples one patch per crop but computes weights per crop, so every weight is 1 there.)
 """
-import torch
+from collections import OrderedDict
+
+import torch.nn.functional as F
 
 from models import losses
 from models.src_hdce_model import SRCHDCEModel
@@ -32,29 +34,22 @@ class SinSRCHDCEModel(SRCHDCEModel):
             parser.set_defaults(preprocess='none', batch_size=1, num_test=1)
         return parser
 
-    def __init__(self, opt):
-        super().__init__(opt)
+    def __init__(self, opt, runtime=None):
+        super().__init__(opt, runtime)
         if self.isTrain:
             if not self.use_idt and opt.lambda_identity > 0:
                 raise ValueError('--lambda_identity > 0 needs the identity branch: keep --dce_idt on')
-            if opt.lambda_R1 > 0:
-                self.loss_names.append('D_R1')
-            if opt.lambda_identity > 0:
-                self.loss_names.append('idt')
+            self.loss_names += (['D_R1'] if opt.lambda_R1 > 0 else []) + (['idt'] if opt.lambda_identity > 0 else [])
 
     def compute_D_loss(self):
         if self.opt.lambda_R1 <= 0:
             return super().compute_D_loss()
         self.real_B.requires_grad_()
         loss_gan = super().compute_D_loss()
-        self.loss_D_R1 = losses.r1_penalty(self.pred_real, self.real_B).mean() * (self.opt.lambda_R1 * 0.5)
-        self.loss_D = loss_gan + self.loss_D_R1
-        return self.loss_D
+        self.losses['D_R1'] = losses.r1_penalty(self.pred_real, self.real_B).mean() * (self.opt.lambda_R1 * 0.5)
+        return loss_gan + self.losses['D_R1']
 
-    def compute_G_loss(self):
-        loss = super().compute_G_loss()
-        if self.opt.lambda_identity > 0:
-            self.loss_idt = torch.nn.functional.l1_loss(self.idt_B, self.real_B) * self.opt.lambda_identity
-            loss = loss + self.loss_idt
-        self.loss_G = loss
-        return loss
+    def generator_regularisers(self):
+        if self.opt.lambda_identity <= 0:
+            return OrderedDict()
+        return OrderedDict(idt=F.l1_loss(self.idt_B, self.real_B) * self.opt.lambda_identity)

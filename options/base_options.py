@@ -1,5 +1,6 @@
 """Command-line options shared by training and testing; names and defaults are CUT's."""
 import argparse
+import json
 import os
 import random
 import sys
@@ -7,8 +8,14 @@ import sys
 import data
 import models
 from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
-from models.networks import DISCRIMINATORS, GENERATORS
+from models.networks import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORM_TYPES
 from util import distributed, util
+
+# the options that decide how a run's networks are built: test.py (and scripts/similarity_maps.py) take
+# them from the run's train_opt.json, so a checkpoint is rebuilt as it was trained; the command line wins
+ARCHITECTURE_KEYS = ('model', 'input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
+                     'no_antialias', 'no_antialias_up', 'stylegan2_G_num_downsampling', 'nce_layers', 'netF',
+                     'netF_nc')
 
 
 class BaseOptions:
@@ -26,7 +33,8 @@ class BaseOptions:
                        help='path to images (should have subfolders trainA, trainB, testA, testB, ...)')
         p.add_argument('--name', type=str, default='experiment_name',
                        help='name of the experiment; checkpoints go to <checkpoints_dir>/<name>')
-        p.add_argument('--easy_label', type=str, default='experiment_name', help='interpretable name')
+        # CUT's flag, accepted and ignored
+        p.add_argument('--easy_label', type=str, default='experiment_name', help=argparse.SUPPRESS)
         p.add_argument('--gpu_ids', type=str, default='0',
                        help='gpu ids, e.g. 0  0,1,2  or -1 for CPU (falls back to CPU when CUDA is absent)')
         p.add_argument('--checkpoints_dir', type=str, default='./checkpoints', help='models are saved here')
@@ -44,12 +52,9 @@ class BaseOptions:
         p.add_argument('--netG', type=str, default='resnet_9blocks', choices=sorted(GENERATORS),
                        help='generator architecture')
         p.add_argument('--n_layers_D', type=int, default=3, help='only used if netD==n_layers')
-        p.add_argument('--normG', type=str, default='instance', choices=['instance', 'batch', 'none'],
-                       help='normalisation of G')
-        p.add_argument('--normD', type=str, default='instance', choices=['instance', 'batch', 'none'],
-                       help='normalisation of D')
-        p.add_argument('--init_type', type=str, default='xavier',
-                       choices=['normal', 'xavier', 'kaiming', 'orthogonal'], help='network initialisation')
+        p.add_argument('--normG', type=str, default='instance', choices=NORM_TYPES, help='normalisation of G')
+        p.add_argument('--normD', type=str, default='instance', choices=NORM_TYPES, help='normalisation of D')
+        p.add_argument('--init_type', type=str, default='xavier', choices=INIT_TYPES, help='network initialisation')
         p.add_argument('--init_gain', type=float, default=0.02,
                        help='scaling factor for normal, xavier and orthogonal')
         p.add_argument('--no_dropout', type=util.str2bool, nargs='?', const=True, default=True,
@@ -109,12 +114,21 @@ class BaseOptions:
     def _args(self):
         return sys.argv[1:] if self.cmd_line is None else self.cmd_line
 
+    def run_defaults(self, opt):
+        """Defaults that come from the run itself ({} here; test.py's options read its train_opt.json)."""
+        return {}
+
     def gather_options(self):
-        """Base flags, then the model's and the dataset's `modify_commandline_options` hooks."""
+        """Base flags, then the model's and the dataset's `modify_commandline_options` hooks; the run's own
+        defaults (`run_defaults`) go over every hook's, under the command line."""
         parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         parser = self.initialize(parser)
         args = self._args()
         opt, _ = parser.parse_known_args(args)
+        self.saved = self.run_defaults(opt)
+        if 'model' in self.saved:
+            parser.set_defaults(model=self.saved['model'])
+            opt, _ = parser.parse_known_args(args)
         model_cls = models.find_model_using_name(opt.model)
         parser = model_cls.modify_commandline_options(parser, self.isTrain)
         opt, _ = parser.parse_known_args(args)
@@ -123,6 +137,8 @@ class BaseOptions:
             parser.set_defaults(**presets)
             opt, _ = parser.parse_known_args(args)
         parser = data.get_option_setter(opt.dataset_mode)(parser, self.isTrain)
+        known = {a.dest for a in parser._actions}
+        parser.set_defaults(**{k: v for k, v in self.saved.items() if k in known})
         self.parser = parser
         return parser.parse_args(args)
 
@@ -143,11 +159,12 @@ class BaseOptions:
             util.mkdirs(expr_dir)
             text = '\n'.join(self.option_lines(opt)) + '\n'
             util.atomic_write_text(os.path.join(expr_dir, f'{opt.phase}_opt.txt'), text)
-            util.atomic_write_json(os.path.join(expr_dir, f'{opt.phase}_opt.json'), options_to_dict(opt))
+            util.atomic_write_json(os.path.join(expr_dir, f'{opt.phase}_opt.json'), util.options_to_dict(opt))
         except OSError as exc:
             raise SystemExit(f'error: cannot write to --checkpoints_dir {expr_dir!r}: {exc}') from exc
 
     def parse(self):
+        """Parse, fill what depends on other flags, validate, print and save: the options are final here."""
         opt = self.gather_options()
         opt.isTrain = self.isTrain
         if opt.suffix:
@@ -155,12 +172,20 @@ class BaseOptions:
         if opt.seed is None:
             opt.seed = random.SystemRandom().randrange(2 ** 31)
         opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+        self.finalize(opt)
         self.validate(opt)
         if distributed.env_rank() == 0:  # torchrun starts one process per GPU; rank 0 reports and writes
             print('\n'.join(self.option_lines(opt)))
+            for key, value in self.saved.items():
+                if getattr(opt, key, value) != value:
+                    print(f'note: --{key} {getattr(opt, key)} from the command line; the run was trained with '
+                          f'--{key} {value}')
             self.save_options(opt)
         self.opt = opt
         return opt
+
+    def finalize(self, opt):
+        """Values fixed by the command (e.g. test.py's one image at a time); nothing here."""
 
     def validate(self, opt):
         """Loud, early errors for values argparse cannot check by itself."""
@@ -169,6 +194,9 @@ class BaseOptions:
                 raise SystemExit(f'error: --{flag} must be positive, got {getattr(opt, flag)}')
         if opt.num_threads < 0:
             raise SystemExit(f'error: --num_threads must be >= 0, got {opt.num_threads}')
+        if getattr(opt, 'lr_policy', None) == 'plateau':
+            raise SystemExit('error: --lr_policy plateau needs a validation metric, which training does not compute '
+                             '(CUT steps it on a constant); use linear, step or cosine')
         if opt.amp == 'fp16' and not opt.gpu_ids and distributed.env_rank() == 0:
             print('warning: --amp fp16 on CPU: CPUs without float16 units (most) emulate it, slower than '
                   'float32; use --amp bf16 on CPU', file=sys.stderr)
@@ -197,16 +225,15 @@ def parse_gpu_ids(spec):
     return ids
 
 
-def options_to_dict(opt):
-    """Options as plain JSON-able data (inf kept as the string 'inf')."""
-    out = {}
-    for k, v in vars(opt).items():
-        if isinstance(v, float) and v == float('inf'):
-            v = 'inf'
-        out[k] = v
-    return out
-
-
-def options_from_dict(d):
-    return argparse.Namespace(**{k: (float('inf') if v == 'inf' else v) for k, v in d.items()})
-
+def read_run_options(checkpoints_dir, name, keys=ARCHITECTURE_KEYS):
+    """`keys` of <checkpoints_dir>/<name>/train_opt.json ({} when the run has none, e.g. an official
+    checkpoint); a file that is not JSON is an error that names it."""
+    path = os.path.join(checkpoints_dir, name, 'train_opt.json')
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f'error: cannot read the run\'s options {path}: {exc}') from exc
+    return {k: saved[k] for k in keys if k in saved}

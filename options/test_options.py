@@ -1,7 +1,7 @@
 """Testing flags (CUT's names and defaults); load_size defaults to crop_size to avoid cropping."""
 from util.similarity import FEATURE_CHOICES
 
-from .base_options import BaseOptions
+from .base_options import BaseOptions, read_run_options
 
 
 class TestOptions(BaseOptions):
@@ -23,3 +23,11 @@ class TestOptions(BaseOptions):
         parser.set_defaults(load_size=parser.get_default('crop_size'))
         self.isTrain = False
         return parser
+
+    def run_defaults(self, opt):
+        """The architecture the run was trained with (its train_opt.json): --netG, --ngf, ... need not be repeated."""
+        return read_run_options(opt.checkpoints_dir, opt.name)
+
+    def finalize(self, opt):
+        # CUT's test-time settings: one image at a time, in order, no augmentation
+        opt.num_threads, opt.batch_size, opt.serial_batches, opt.no_flip = 0, 1, True, True

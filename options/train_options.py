@@ -1,4 +1,6 @@
 """Training flags (CUT's names and defaults)."""
+import argparse
+
 from .base_options import BaseOptions
 from util import util
 
@@ -32,7 +34,8 @@ class TrainOptions(BaseOptions):
         p.add_argument('--save_latest_freq', type=int, default=5000, help='frequency of saving the latest results')
         p.add_argument('--save_epoch_freq', type=int, default=5,
                        help='frequency of saving checkpoints at the end of epochs')
-        p.add_argument('--evaluation_freq', type=int, default=5000, help='evaluation freq')
+        # CUT's flag, accepted and ignored
+        p.add_argument('--evaluation_freq', type=int, default=5000, help=argparse.SUPPRESS)
         p.add_argument('--save_by_iter', action='store_true', help='whether saves model by iteration')
         p.add_argument('--continue_train', action='store_true', help='continue training: load the latest model')
         p.add_argument('--epoch_count', type=int, default=1,
@@ -52,7 +55,7 @@ class TrainOptions(BaseOptions):
         p.add_argument('--pool_size', type=int, default=50,
                        help='the size of image buffer that stores previously generated images')
         p.add_argument('--lr_policy', type=str, default='linear', choices=['linear', 'step', 'plateau', 'cosine'],
-                       help='learning rate policy')
+                       help='learning rate policy (plateau is refused: no validation metric during training)')
         p.add_argument('--lr_decay_iters', type=int, default=50,
                        help='multiply by a gamma every lr_decay_iters iterations')
         p.add_argument('--max_iters', type=int, default=None,

@@ -8,12 +8,12 @@
 The step runs `--warmup` times untimed, then `--repeats` times timed one by one; the report gives every
 time, the median, min and max. Peak memory is torch.cuda.max_memory_allocated over the timed steps on a
 GPU, and the process's peak resident set size on CPU (so measure one configuration per process).
-`--reference` computes the same losses and gradients the way the official Hneg_SRC / CUT code does:
-encoder features recomputed image by image, autograd graphs built for the detached k side, and CUT's
-own layers (nn.InstanceNorm2d, paddings and blur convolutions that keep their inputs for backward,
-unfused ResNet blocks).
-Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra recipe unless
-`--recipe none`.
+`--reference` computes the same losses and gradients the way the official Hneg_SRC / CUT code does (the
+test oracle, tests/oracle.py): encoder features recomputed branch by branch, autograd graphs built for the
+detached k side, CUT's plain layers (no training kernels) and no heap trimming. `--alternate` builds
+both models from the same seed and times their steps in turn.
+Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra recipe
+(recipes/horse2zebra.txt) unless `--recipe none`.
 """
 import argparse
 import contextlib
@@ -31,14 +31,25 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import create_model  # noqa: E402
-from util.util import report_json  # noqa: E402
+from models.patch_contrastive import PatchContrastiveModel  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
+from tests.oracle import official_runtime, official_step  # noqa: E402
+from util.recipes import read_recipe  # noqa: E402
+from util.util import report_json  # noqa: E402
 
-RECIPES = {
-    'h2z': ['--CUT_mode', 'CUT', '--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05',
-            '--use_curriculum', '--HDCE_gamma', '50', '--HDCE_gamma_min', '10'],
-    'none': [],
-}
+
+def recipe_flags(name):
+    """The training flags of a recipe without its --model (the benchmark's --model decides)."""
+    if name == 'none':
+        return []
+    flags = read_recipe({'h2z': 'horse2zebra'}.get(name, name))
+    if '--model' in flags:
+        i = flags.index('--model')
+        del flags[i:i + 2]
+    return flags
+
+
+RECIPES = ('h2z', 'none')
 
 
 def parse_args(argv=None):
@@ -82,7 +93,7 @@ def train_argv(args, extra, checkpoints_dir):
              '--batch_size', str(args.batch_size), '--amp', args.amp, '--display_id', '0', '--no_tqdm']
             + (['--channels_last'] if args.channels_last else [])
             + (['--compile'] if args.compile else [])
-            + RECIPES[args.recipe] + list(extra))
+            + recipe_flags(args.recipe) + list(extra))
 
 
 def fixed_batch(batch_size, size, seed, channels=3):
@@ -93,20 +104,21 @@ def fixed_batch(batch_size, size, seed, channels=3):
             'A_paths': [f'a{i}' for i in range(batch_size)], 'B_paths': [f'b{i}' for i in range(batch_size)]}
 
 
-def build(args, extra, checkpoints_dir):
-    """The model, set up as train.py does, and its batch; option printouts go to stderr."""
+def build(args, extra, checkpoints_dir, official=False):
+    """The model, set up as train.py does (`official`: run by the oracle's runtime), and its batch; option
+    printouts go to stderr."""
     with contextlib.redirect_stdout(sys.stderr):
         opt = TrainOptions(train_argv(args, extra, checkpoints_dir)).parse()
         torch.manual_seed(args.seed)
-        model = create_model(opt)
+        model = create_model(opt, official_runtime(opt) if official else None)
+        if official and not isinstance(model, PatchContrastiveModel):
+            raise SystemExit(f'error: --model {args.model} has no reference step (only the patch-contrastive '
+                             f'models cut, src_hdce and sin_src_hdce have one)')
         batch = fixed_batch(args.batch_size, args.crop_size, args.seed, opt.input_nc)
         model.set_epoch(1)
         model.data_dependent_initialize(batch)
         model.setup(opt)
         model.parallelize()
-    if (args.reference or args.alternate) and not hasattr(model, 'reference_step'):
-        raise SystemExit(f'error: --model {args.model} has no reference step (only the patch-contrastive '
-                         f'models cut, src_hdce and sin_src_hdce have one)')
     return model, batch
 
 
@@ -139,61 +151,29 @@ def summary(timings, batch_size):
             'cpu_median_s': round(statistics.median(cpu for _, cpu in timings), 4)}
 
 
-@contextlib.contextmanager
-def cut_layers(enabled=True):
-    """Swap this project's training-time layers for CUT's own operations while the block runs."""
-    if not enabled:
-        yield
-        return
-    import torch.nn as nn
-    from models.networks import generators, layers
-
-    swaps = {layers.InstanceNorm2d: nn.InstanceNorm2d.forward,
-             layers.ReflectionPad2d: nn.ReflectionPad2d.forward,
-             layers.ReplicationPad2d: nn.ReplicationPad2d.forward,
-             layers.Downsample: layers.Downsample.cut_forward,
-             layers.Upsample: layers.Upsample.cut_forward,
-             layers.Conv2d: nn.Conv2d.forward,
-             generators.ResnetBlock: lambda self, x: x + self.conv_block(x)}
-    saved = {cls: cls.__dict__.get('forward') for cls in swaps}  # None: inherited
-    try:
-        for cls, forward in swaps.items():
-            cls.forward = forward
-        yield
-    finally:
-        for cls, forward in saved.items():
-            if forward is None:
-                del cls.forward
-            else:
-                cls.forward = forward
-
-
 def run(args, extra):
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoints_dir = tempfile.mkdtemp(prefix='benchmark_')
     try:
-        model, batch = build(args, extra, checkpoints_dir)
+        model, batch = build(args, extra, checkpoints_dir, official=args.reference)
+        reference = build(args, extra, checkpoints_dir, official=True)[0] if args.alternate else None
     finally:
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
     cuda = model.device.type == 'cuda'
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    model.reference_step = args.reference if hasattr(model, 'reference_step') else False
     rss_setup = current_rss_mb()
 
-    trim_heap = model.trim_heap
-
-    def step(reference):
-        if hasattr(model, 'reference_step'):
-            model.reference_step = reference
-        model.trim_heap = trim_heap and not reference  # the official code leaves glibc's heap as it is
-        model.set_input(batch)
+    def timed(net, official):
+        net.set_input(batch)
         sync()
         start, cpu_start = time.perf_counter(), time.process_time()
-        with cut_layers(reference):
-            model.optimize_parameters()
+        official_step(net) if official else net.optimize_parameters()
         sync()
         return time.perf_counter() - start, time.process_time() - cpu_start
+
+    def step(official):
+        return timed(reference, True) if official and reference is not None else timed(model, official)
 
     for _ in range(args.warmup):
         step(args.reference)

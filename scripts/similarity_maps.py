@@ -11,7 +11,6 @@ pass e.g. --model src_hdce --netG resnet_9blocks). With --features auto the feat
 F (what the patch losses see) when <epoch>_net_F.pth exists, else G's raw encoder features.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -19,33 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data.base_dataset import get_transform  # noqa: E402
 from data.image_folder import load_image  # noqa: E402
 from models import create_model  # noqa: E402
+from options.base_options import read_run_options  # noqa: E402
 from options.test_options import TestOptions  # noqa: E402
 from util import similarity, util  # noqa: E402
-
-# options of the run that decide how its generator and F are built
-ARCH_KEYS = ('model', 'input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
-             'no_antialias', 'no_antialias_up', 'crop_size', 'stylegan2_G_num_downsampling', 'nce_layers',
-             'netF', 'netF_nc')
-
-
-def run_options_argv(checkpoints_dir, name):
-    """Flags rebuilding the run's networks from <checkpoints_dir>/<name>/train_opt.json ([] without one)."""
-    path = os.path.join(checkpoints_dir, name, 'train_opt.json')
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        saved = json.load(f)
-    argv = []
-    for key in ARCH_KEYS:
-        if key not in saved:
-            continue
-        value = saved[key]
-        if key in ('no_antialias', 'no_antialias_up'):  # store_true flags
-            argv += [f'--{key}'] if value else []
-        else:
-            argv += [f'--{key}', str(value)]
-    return argv + ['--load_size', str(saved.get('crop_size', 256))]
-
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -62,8 +37,10 @@ def parse(argv):
     run.add_argument('--checkpoints_dir', default='./checkpoints')
     run.add_argument('--name', default='experiment_name')
     where, _ = run.parse_known_args(rest)
-    opt = TestOptions(run_options_argv(where.checkpoints_dir, where.name) + rest).parse()
-    return args, opt
+    # the image at the run's training size; the architecture comes from its train_opt.json (test.py's rule)
+    size = read_run_options(where.checkpoints_dir, where.name, keys=('crop_size',)).get('crop_size')
+    size_flags = ['--load_size', str(size), '--crop_size', str(size)] if size else []
+    return args, TestOptions(size_flags + rest).parse()
 
 
 def load_input(path, opt):

@@ -66,12 +66,14 @@ def fixtures_dir():
     return FIXTURES
 
 
-def build_model(tmp_path, model, *extra, batch_size=1, seed=0):
-    """A model set up as train.py sets it up, on tiny settings, at epoch 3 of the curriculum."""
+def build_model(tmp_path, model, *extra, batch_size=1, seed=0, official=False, official_kernels=False):
+    """A model set up as train.py sets it up, on tiny settings, at epoch 3 of the curriculum; `official`:
+    run by the oracle's runtime (CUT's plain layers unless `official_kernels`, tests/oracle.py)."""
     import models
+    from tests.oracle import official_runtime
     opt = train_opt(model, tmp_path, '--seed', str(seed), '--batch_size', str(batch_size), *extra)
     torch.manual_seed(seed)
-    net = models.create_model(opt)
+    net = models.create_model(opt, official_runtime(opt, official_kernels) if official else None)
     net.set_epoch(3)
     net.data_dependent_initialize(fake_batch(batch_size, opt.crop_size))
     net.setup(opt)
@@ -80,12 +82,16 @@ def build_model(tmp_path, model, *extra, batch_size=1, seed=0):
 
 
 def train_step(model, batch, reference=False, seed=123):
-    """One optimize_parameters; the same seeds give every variant the same patches and flips."""
-    model.reference_step = reference
+    """One training step (`reference`: the oracle's, tests/oracle.py); the same seeds give every variant
+    the same patches and flips. Returns (losses, gradients per network)."""
+    from tests.oracle import official_step
     model.set_input(batch)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    model.optimize_parameters()
+    if reference:
+        official_step(model)
+    else:
+        model.optimize_parameters()
     grads = {name: [None if p.grad is None else p.grad.clone() for p in getattr(model, 'net' + name).parameters()]
              for name in model.model_names}
     return model.get_current_losses(), grads

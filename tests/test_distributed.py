@@ -72,6 +72,7 @@ def model_worker(rank, port, folder):
     distributed.cleanup()
 
 
+@pytest.mark.slow
 def test_two_processes_of_one_image_equal_one_process_of_two(tmp_path):
     mp.spawn(model_worker, args=(free_port(), tmp_path), nprocs=WORLD)
     ranks = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(WORLD)]
@@ -101,6 +102,7 @@ def losses_by_iteration(run_dir):
     return {r['total_iters']: r['losses'] for r in records}
 
 
+@pytest.mark.slow
 def test_train_py_under_two_processes_saves_once_resumes_and_matches_one_process(tmp_path):
     dataset = tmp_path / 'data'
     make_synthetic_dataset(dataset, n_train=4, n_test=1, size=32, seed=1)
@@ -127,4 +129,4 @@ def test_several_gpu_ids_without_torchrun_is_a_clear_error(tmp_path, monkeypatch
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
     opt = train_opt('src_hdce', tmp_path, '--gpu_ids', '0,1')
     with pytest.raises(SystemExit, match='torchrun --nproc_per_node 2'):
-        train_script.join_processes(opt)
+        train_script.Run(opt)

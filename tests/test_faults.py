@@ -246,7 +246,7 @@ def test_disk_full_at_any_file_of_a_save_leaves_latest_intact_and_loadable(faili
     assert file_bytes(run_dir) == before
     loaded = fresh_model(opt)
     loaded.load_networks('latest')
-    assert loaded.load_training_state('latest')['total_iters'] == 1
+    assert loaded.load_training_state(loaded.read_training_state('latest'))['total_iters'] == 1
     assert_same_weights(old, state_dicts(loaded))
 
 
@@ -289,7 +289,7 @@ def test_crash_between_the_renames_of_a_save_is_detected_or_harmless(saved_model
     loaded = fresh_model(opt)
     try:
         loaded.load_networks('latest')
-        counters = loaded.load_training_state('latest')
+        counters = loaded.load_training_state(loaded.read_training_state('latest'))
     except RuntimeError as exc:
         assert 'interrupted' in str(exc)
         return

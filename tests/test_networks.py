@@ -153,7 +153,7 @@ def test_feature_layers_out_of_range():
     net = define_G(3, 3, 4, 'resnet_4blocks')
     with pytest.raises(ValueError, match=f'0..{net.num_feature_layers - 1}'):
         net(torch.randn(1, 3, 16, 16), [0, net.num_feature_layers], encode_only=True)
-    with pytest.raises(ValueError, match='out of range'):
+    with pytest.raises(ValueError, match='outside the generator'):
         net(torch.randn(1, 3, 16, 16), [-1])
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.networks.layers import Downsample, InstanceNorm2d, Upsample
+from models.networks import fast
+from models.networks.layers import Downsample, Upsample
 from tests.conftest import (H2Z, assert_same_step, build_model as build, fake_batch, load_script, saved_bytes,
                             train_step)
 
@@ -22,28 +23,32 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize('kernels', ['plain', 'training'])
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_optimised_step_equals_the_official_way(case, tmp_path):
-    """Reused encoder features, one encoder pass for both branches and no graphs on the detached side
-    give the losses and gradients of the official computation (scripts/benchmark.py --reference)."""
+def test_optimised_step_equals_the_official_way(case, kernels, tmp_path):
+    """The training kernels, reused encoder features, one encoder pass for both branches and no graphs on
+    the detached side give the losses and gradients of the official computation (tests/oracle.py) on CUT's
+    plain layers. Over two steps the oracle runs the training kernels too: Adam turns the layers' float32
+    differences in near-zero gradients (the discriminator once D(G(X)) ~ 0) into full-size steps."""
     name, extra, batch_size = CASES[case]
-    fast = build(tmp_path / 'a', name, *extra, batch_size=batch_size)
-    ref = build(tmp_path / 'b', name, *extra, batch_size=batch_size)
-    batch = fake_batch(batch_size, fast.opt.crop_size, seed=4)
-    for _ in range(2):  # the second step starts from the updated weights and optimizer states
-        assert_same_step(train_step(fast, batch), train_step(ref, batch, reference=True))
+    optimised = build(tmp_path / 'a', name, *extra, batch_size=batch_size)
+    ref = build(tmp_path / 'b', name, *extra, batch_size=batch_size, official=True,
+                official_kernels=kernels == 'training')
+    batch = fake_batch(batch_size, optimised.opt.crop_size, seed=4)
+    for _ in range(1 if kernels == 'plain' else 2):  # a second step starts from updated weights and Adam states
+        assert_same_step(train_step(optimised, batch), train_step(ref, batch, reference=True))
 
 
 def test_optimised_step_runs_the_generator_twice_the_reference_five_times(tmp_path):
-    model = build(tmp_path, 'src_hdce', *H2Z)
-    calls = []
-    model.netG.register_forward_hook(lambda module, args, out: calls.append(torch.is_grad_enabled()))
     batch = fake_batch(1, 32)
-    train_step(model, batch)
-    assert calls == [True, True]  # translation + source features, then both translations encoded
-    calls.clear()
-    train_step(model, batch, reference=True)
-    assert calls == [True] * 5  # translation, then fake_B, real_A, idt_B, real_B encoded with graphs
+    for official, expected in ((False, [True, True]), (True, [True] * 5)):
+        model = build(tmp_path / str(official), 'src_hdce', *H2Z, official=official)
+        calls = []
+        model.netG.register_forward_hook(lambda module, args, out: calls.append(torch.is_grad_enabled()))
+        train_step(model, batch, reference=official)
+        # optimised: translation + source features, then both translations encoded; the oracle: the
+        # translation, then fake_B, real_A, idt_B, real_B encoded with graphs
+        assert calls == expected
 
 
 def reference_instance_norm(x, eps=1e-5):
@@ -59,7 +64,7 @@ def test_instance_norm_gradient_with_a_channels_last_gradient(batch_size, layout
     ours is right for every layout, and equals nn.InstanceNorm2d exactly without gradient."""
     x = torch.randn(batch_size, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
     cotangent = torch.randn(batch_size, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    norm = InstanceNorm2d(8)
+    norm = fast.GroupInstanceNorm2d(8)
     ours = torch.autograd.grad(torch.relu_(norm(x)), x, cotangent)[0]
     expected = torch.autograd.grad(torch.relu(reference_instance_norm(x)), x, cotangent)[0]
     torch.testing.assert_close(ours, expected)
@@ -87,7 +92,7 @@ def test_bf16_autocast_trains_with_float32_losses(tmp_path):
         assert all(np.isfinite(v) for v in losses.values()), losses
     model.forward()
     assert model.real_feats[1].dtype == torch.bfloat16  # the generator runs in bfloat16
-    assert model.loss_G.dtype == torch.float32 and model.fake_B.dtype == torch.float32
+    assert model.losses['G'].dtype == torch.float32 and model.fake_B.dtype == torch.float32
     assert any(not torch.equal(a, b) for a, b in zip(before, model.netG.parameters()))
     fp32 = build(tmp_path / 'fp32', 'src_hdce', *H2Z)
     ref, _ = train_step(fp32, batch)
@@ -98,11 +103,11 @@ def test_bf16_autocast_trains_with_float32_losses(tmp_path):
 def test_fp16_uses_a_grad_scaler_whose_state_is_saved(tmp_path, capsys):
     model = build(tmp_path, 'src_hdce', *H2Z, '--amp', 'fp16')
     assert 'warning: --amp fp16 on CPU' in capsys.readouterr().err
-    assert model.grad_scaler.is_enabled()
+    assert model.runtime.grad_scaler.is_enabled()
     losses, _ = train_step(model, fake_batch(1, 32, seed=3))
     assert all(np.isfinite(v) for v in losses.values()), losses
     state = model.training_state(1, 1, 1, False)
-    assert state['grad_scaler']['scale'] == model.grad_scaler.get_scale()
+    assert state['grad_scaler']['scale'] == model.runtime.grad_scaler.get_scale()
     assert build(tmp_path / 'off', 'src_hdce').training_state(1, 1, 1, False)['grad_scaler'] == {}
 
 
@@ -142,7 +147,7 @@ def test_fp16_patch_embeddings_run_in_float32_and_no_step_is_skipped(tmp_path):
     the squared norm) gave inf gradients at every loss scale, so the grad scaler skipped every step and
     backed off until its 1/scale overflowed and NaN reached the weights. F and the losses run in float32."""
     model = build(tmp_path, 'src_hdce', *H2Z, '--amp', 'fp16')
-    model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=1.0)  # no overflow at this scale
+    model.runtime.grad_scaler = torch.amp.GradScaler('cpu', init_scale=1.0)  # no overflow at this scale
     dtypes = []
     for i in range(len(model.nce_layers)):
         getattr(model.netF, f'mlp_{i}').register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
@@ -152,14 +157,19 @@ def test_fp16_patch_embeddings_run_in_float32_and_no_step_is_skipped(tmp_path):
     assert set(dtypes) == {torch.float32}
     for name in ('G', 'F', 'D'):  # unscaled in place: finite gradients mean the step was taken
         assert all(g is None or torch.isfinite(g).all() for g in grads[name]), name
-    assert model.grad_scaler.get_scale() == 1.0  # not backed off
+    assert model.runtime.grad_scaler.get_scale() == 1.0  # not backed off
     assert any(not torch.equal(a, b) for a, b in zip(before, model.netF.parameters()))
-    model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** -30)
+    model.runtime.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** -30)
     with pytest.raises(FloatingPointError, match='loss scale'):
         train_step(model, fake_batch(1, 32, seed=3))
 
 
 # ---- layers that keep fewer activations for backward -------------------------------------------------
+
+def accelerated(module):
+    fast.accelerate(module)
+    return module
+
 
 def cut_downsample(module, x):
     """CUT's Downsample: padding, then the depthwise blur as a convolution."""
@@ -183,7 +193,7 @@ def test_blur_layers_equal_cut_and_keep_no_activation(cls, reference, filt_size,
     """Down/Upsample with a gradient (fast paths for CUT's default filters: strided sums for the 3-tap
     Downsample, bilinear interpolation for the 4-tap Upsample) equal CUT's convolutions in value and
     gradient; without gradient they run CUT's convolution itself (test.py stays bit-exact)."""
-    module = cls(3, filt_size=filt_size).double()
+    module = accelerated(cls(3, filt_size=filt_size).double())
     x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
     out, kept = saved_bytes(module, x)
     expected = reference(module, x)
@@ -199,11 +209,11 @@ def test_blur_layers_equal_cut_and_keep_no_activation(cls, reference, filt_size,
 
 def test_blur_fast_paths_follow_a_loaded_filter():
     """The fast paths hold for CUT's fixed filters only; a different loaded filter is used as is."""
-    module = Downsample(2)
+    module = accelerated(Downsample(2))
     x = torch.randn(1, 2, 6, 6, requires_grad=True)
     module.filt.copy_(torch.rand_like(module.filt))
     torch.testing.assert_close(module(x), cut_downsample(module, x))
-    up = Upsample(2)
+    up = accelerated(Upsample(2))
     up.load_state_dict({'filt': torch.rand_like(up.filt)})
     torch.testing.assert_close(up(x), cut_upsample(up, x))
 
@@ -214,7 +224,7 @@ def test_resnet_block_keeps_less_and_computes_the_same(padding_type, layout):
     """ReLU + padding fused in the ResNet block, paddings that keep only shapes: same values and
     gradients as the plain nn.Sequential, and less kept for backward."""
     from models.networks.generators import ResnetBlock
-    block = ResnetBlock(4, padding_type=padding_type).double()
+    block = accelerated(ResnetBlock(4, padding_type=padding_type).double())
     x = torch.randn(2, 4, 7, 6, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
     out, kept = saved_bytes(block, x)
     cut_pads = {'reflect': torch.nn.ReflectionPad2d, 'replicate': torch.nn.ReplicationPad2d}
@@ -234,24 +244,46 @@ def test_resnet_block_keeps_less_and_computes_the_same(padding_type, layout):
         assert kept_plain - kept == 2 * x.untyped_storage().nbytes(), (kept, kept_plain)
 
 
-def test_benchmark_reference_runs_cuts_own_layers():
-    """--reference times CUT's layers (they keep their inputs), and the project's come back afterwards."""
-    from models.networks import generators, layers
-    classes = [layers.InstanceNorm2d, layers.ReflectionPad2d, layers.ReplicationPad2d, layers.Downsample,
-               layers.Upsample, layers.Conv2d, generators.ResnetBlock]
-    ours = [cls.forward for cls in classes]
-    block = generators.ResnetBlock(4).double()
-    x = torch.randn(1, 4, 6, 6, dtype=torch.float64, requires_grad=True)
-    _, kept_ours = saved_bytes(block, x)
-    with benchmark.cut_layers():
-        assert layers.InstanceNorm2d.forward is torch.nn.InstanceNorm2d.forward
-        assert layers.ReflectionPad2d.forward is torch.nn.ReflectionPad2d.forward
-        assert layers.Conv2d.forward is torch.nn.Conv2d.forward
-        out, kept_cut = saved_bytes(block, x)
-        assert torch.equal(out, x + block.conv_block(x))
-        torch.testing.assert_close(layers.Downsample(4).double()(x), cut_downsample(layers.Downsample(4).double(), x))
-    assert kept_cut > kept_ours
-    assert [cls.forward for cls in classes] == ours
+def test_accelerate_swaps_kernels_keeping_keys_values_and_gradients(tmp_path):
+    """The training kernels are one explicit swap: same state-dict keys and values, the same outputs and
+    gradients as the plain network, a report of what was replaced; the plain network has torch's layers."""
+    import copy
+    opt_flags = ['--netG', 'resnet_6blocks', '--ngf', '64']  # 256-channel blocks: Winograd's convolutions
+    plain = build(tmp_path / 'plain', 'src_hdce', *H2Z, *opt_flags, official=True).netG
+    assert not any(type(m).__module__.endswith('networks.fast') for m in plain.modules())
+    swapped = copy.deepcopy(plain)
+    report = fast.accelerate(swapped)
+    assert report == {'ReflectionPad2d -> ShapeOnlyReflectionPad2d': 16,
+                      'ReplicationPad2d -> ShapeOnlyReplicationPad2d': 2,
+                      'ResnetBlock -> FusedResnetBlock': 6, 'Downsample -> FastDownsample': 2,
+                      'Upsample -> FastUpsample': 2, 'InstanceNorm2d -> GroupInstanceNorm2d': 17,
+                      'Conv2d -> WinogradConv2d': 12}
+    assert list(swapped.state_dict()) == list(plain.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(swapped.state_dict().values(), plain.state_dict().values()))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    outputs = [net(x) for net in (plain, swapped)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    grads = [torch.autograd.grad(out.square().sum(), list(net.parameters()))
+             for out, net in zip(outputs, (plain, swapped))]
+    scale = max(float(g.abs().max()) for g in grads[0])  # biases before a norm have a true gradient of 0
+    for ours, theirs in zip(grads[1], grads[0]):
+        assert float((ours - theirs).abs().max()) <= 1e-4 * scale
+    with torch.no_grad():  # without a gradient the fast layers run the plain kernels: bit-equal
+        assert torch.equal(swapped(x), plain(x))
+    assert fast.accelerate(copy.deepcopy(plain), conv_algo='direct')['Conv2d -> WinogradConv2d'] == 0
+
+
+def test_test_py_and_the_oracle_use_plain_layers_and_training_swaps_them(tmp_path):
+    import models
+    from options.test_options import TestOptions
+    opt = TestOptions(['--dataroot', str(tmp_path), '--checkpoints_dir', str(tmp_path), '--gpu_ids', '-1',
+                       '--model', 'src_hdce', '--ngf', '4']).parse()
+    model = models.create_model(opt)
+    model.parallelize()
+    assert model.runtime.swapped == {} and not model.runtime.training
+    trained = build(tmp_path / 't', 'src_hdce', *H2Z)
+    assert trained.runtime.swapped['ResnetBlock -> FusedResnetBlock'] == 9
+    assert 'training kernels:' in trained.runtime.describe()
 
 
 @pytest.mark.parametrize('size', [(2, 2), (2, 3), (3, 2), (4, 5), (1, 4)])
@@ -259,7 +291,7 @@ def test_benchmark_reference_runs_cuts_own_layers():
 def test_default_downsample_on_small_and_odd_maps(size, layout):
     """CUT's default Downsample (strided sums while training) at the smallest sizes reflection allows;
     a side of 1 takes CUT's path, which refuses it as CUT does."""
-    module = Downsample(3).double()
+    module = accelerated(Downsample(3).double())
     x = torch.randn(2, 3, *size, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
     if min(size) < 2:
         with pytest.raises(RuntimeError, match='[Pp]adding'):
@@ -283,7 +315,7 @@ def test_backward_trims_the_heap_on_cpu_unless_told_not_to(tmp_path, monkeypatch
     calls = []
     monkeypatch.setattr(memory, 'release_free_heap', lambda: calls.append(1) or True)
     model = build(tmp_path, 'src_hdce', *flags)
-    assert model.trim_heap is device_trims
+    assert model.runtime.trim_heap is device_trims
     model.set_input(fake_batch(1, model.opt.crop_size))
     model.optimize_parameters()
     assert len(calls) == (2 if device_trims else 0)  # before the D and the G backward

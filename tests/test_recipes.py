@@ -57,9 +57,6 @@ def test_a_malformed_ablation_row_is_named(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r'rows.tsv:3: expected slug, paper\|extra, label, flags'):
         recipes.ablation_rows()
 
-# Files of scripts/ and tests/ that may still write a recipe's flags out until the redesign in progress
-# (issue 13, part 5) is committed; then this set is empty. No other file may.
-WRITTEN_OUT = {'scripts/benchmark.py', 'tests/test_models.py', 'tests/test_src_hdce.py'}
 # this file pins the official horse2zebra recipe above
 NOT_SCANNED = {'tests/test_recipes.py'}
 
@@ -95,16 +92,14 @@ def test_no_script_or_test_writes_a_recipe_out():
         hits = [f'{" ".join(sig)} ({name})' for sig, name in signatures.items() if ' '.join(sig) + ' ' in tokens]
         if hits:
             copies[relative] = hits
-    unexpected = {k: v for k, v in copies.items() if k not in WRITTEN_OUT}
-    assert not unexpected, f'recipe flags written out; read recipes/*.txt instead: {unexpected}'
+    assert not copies, f'recipe flags written out; read recipes/*.txt instead: {copies}'
 
 
 def test_every_training_script_reads_recipes():
     readers = re.compile(r'RECIPE_[A-Z0-9_]+\[@\]|recipe\.sh|read_recipe\(|ablation_rows\(')
     trainers = [p for p in sorted(ROOT.glob('scripts/*')) if re.search(r'train\.py|train_run ', p.read_text())]
     assert len(trainers) >= 8
-    missing = [p.name for p in trainers if not readers.search(p.read_text())
-               and f'scripts/{p.name}' not in WRITTEN_OUT]
+    missing = [p.name for p in trainers if not readers.search(p.read_text())]
     assert not missing, f'these scripts train without reading recipes/: {missing}'
     # the bash recipe arrays every script shares come from the recipe files
     common = (ROOT / 'scripts' / 'common.sh').read_text()

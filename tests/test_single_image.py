@@ -48,7 +48,7 @@ def test_hard_negative_weights_are_not_all_one(tmp_path):
     model.data_dependent_initialize(batch)
     model.set_input(batch)
     model.forward()
-    q, k, _ = model.sample_pairs(model.real_A, model.fake_B, which=0)
+    q, k, _ = model.sample('X')
     assert all(f.shape[:2] == (1, 4) for f in k)  # all crops' patches form one relation set
     w = losses.relation_weights(k[1], 1.0)
     off_diag = w[0][~torch.eye(4, dtype=torch.bool)]

@@ -4,10 +4,8 @@ import pytest
 import torch
 
 import models
-from tests.conftest import fake_batch, train_opt
-
-RECIPE = ['--dce_idt', '--lambda_HDCE', '0.1', '--lambda_SRC', '0.05', '--use_curriculum',
-          '--HDCE_gamma', '50', '--HDCE_gamma_min', '10']
+from tests.conftest import H2Z as RECIPE, fake_batch, train_opt
+from tests.oracle import official_forward, official_sample
 
 
 def build(tmp_path, *extra, batch=None, seed=0):
@@ -20,11 +18,12 @@ def build(tmp_path, *extra, batch=None, seed=0):
     return model
 
 
-def g_loss(model, batch, seed=123):
+def g_loss(model, batch, seed=123, official=False):
+    """The generator loss and its gradients; `official`: translation and features as tests/oracle.py computes them."""
     model.set_input(batch)
-    model.forward()
+    official_forward(model) if official else model.forward()
     torch.manual_seed(seed)  # same patch locations for every variant
-    loss = model.compute_G_loss()
+    loss = model.compute_G_loss(sample=official_sample(model) if official else None)
     grads = torch.autograd.grad(loss, [p for p in model.netG.parameters()] + list(model.netF.parameters()),
                                 allow_unused=True)
     return loss.detach(), grads
@@ -117,8 +116,7 @@ def test_reusing_main_pass_features_changes_nothing(tmp_path):
     model = build(tmp_path)
     batch = fake_batch(1, 32, seed=7)
     fast, g_fast = g_loss(model, batch)
-    model.reuse_source_features = False
-    slow, g_slow = g_loss(model, batch)
+    slow, g_slow = g_loss(model, batch, official=True)
     torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-7)
     assert_grads_close(g_fast, g_slow)
 
@@ -130,7 +128,7 @@ def test_batch_of_two_equals_two_batches_of_one(tmp_path):
     model.forward()
     torch.manual_seed(1)
     model.compute_G_loss()
-    both = {k: float(getattr(model, 'loss_' + k).detach()) for k in ('G_GAN', 'HDCE', 'HDCE_Y', 'SRC')}
+    both = {k: float(model.losses[k].detach()) for k in ('G_GAN', 'HDCE', 'HDCE_Y', 'SRC')}
     singles = []
     for i in range(2):
         one = {k: (v[i:i + 1] if torch.is_tensor(v) else v[i:i + 1]) for k, v in batch.items()}
@@ -138,7 +136,7 @@ def test_batch_of_two_equals_two_batches_of_one(tmp_path):
         model.forward()
         torch.manual_seed(1)
         model.compute_G_loss()
-        singles.append({k: float(getattr(model, 'loss_' + k).detach()) for k in both})
+        singles.append({k: float(model.losses[k].detach()) for k in both})
     for k in both:
         assert both[k] == pytest.approx((singles[0][k] + singles[1][k]) / 2, rel=1e-5), k
 
@@ -147,15 +145,15 @@ def test_batch_of_two_equals_two_batches_of_one(tmp_path):
 def test_curriculum_gamma(tmp_path, epoch, expected):
     model = build(tmp_path)
     model.set_epoch(epoch)
-    assert model.hardness() == pytest.approx(expected)
+    assert model.objective.hardness(model.epoch) == pytest.approx(expected)
 
 
 def test_step_gamma_after_epoch(tmp_path):
     model = build(tmp_path, '--step_gamma', '--step_gamma_epoch', '200')
     model.set_epoch(200)
-    assert model.hardness() == pytest.approx(30.0)
+    assert model.objective.hardness(model.epoch) == pytest.approx(30.0)
     model.set_epoch(201)
-    assert model.hardness() == 1
+    assert model.objective.hardness(model.epoch) == 1
 
 
 def test_num_patches_above_positions_uses_every_position(tmp_path):
@@ -170,8 +168,8 @@ def test_logged_hdce_is_the_optimised_objective(tmp_path):
     model.set_input(batch)
     model.forward()
     loss = model.compute_G_loss()
-    assert loss.item() == pytest.approx(model.loss_G_GAN.item() + model.loss_HDCE.item(), rel=1e-6)
-    assert model.loss_monitor_coupled_CE.item() != pytest.approx(model.loss_HDCE.item(), rel=1e-3)
+    assert loss.item() == pytest.approx(model.losses['G_GAN'].item() + model.losses['HDCE'].item(), rel=1e-6)
+    assert model.losses['monitor_coupled_CE'].item() != pytest.approx(model.losses['HDCE'].item(), rel=1e-3)
 
 
 def test_fastcut_mode_presets(tmp_path):
@@ -187,7 +185,7 @@ def test_gan_only_has_no_f_optimizer(tmp_path):
     assert model.optimizer_F is None
     model.set_input(fake_batch(1, 32))
     model.optimize_parameters()
-    assert model.loss_G.item() == model.loss_G_GAN.item()
+    assert model.losses['G'].item() == model.losses['G_GAN'].item()
 
 
 @pytest.mark.parametrize('weights', [('0', '1'), ('1', '0'), ('1', '1')], ids=['src_only', 'hdce_only', 'both'])

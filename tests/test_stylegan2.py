@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from models.networks import stylegan2
-from models.networks.registry import DISCRIMINATORS, GENERATORS
+from models.networks.registry import DISCRIMINATORS, GENERATORS, build
 
 # SinCUT's defaults (CUT models/sincut_model.py): ngf=10, ndf=8, crop_size=64, load_size=1024,
 # stylegan2_G_num_downsampling=1, nce_layers='0,2,4'.
@@ -12,12 +12,15 @@ NCE_LAYERS = [0, 2, 4]
 
 
 def build_generator(name):
-    return GENERATORS[name](3, 3, 10, norm='instance', use_dropout=False, no_antialias=False,
-                            no_antialias_up=False, **SINCUT)
+    """Through the registry as define_G calls it: flags the network does not use (norm, antialiasing) are
+    not passed to its builder."""
+    return build(GENERATORS, 'generator', name, input_nc=3, output_nc=3, ngf=10, norm='instance',
+                 use_dropout=False, no_antialias=False, no_antialias_up=False, **SINCUT)
 
 
 def build_discriminator():
-    return DISCRIMINATORS['stylegan2'](3, 8, 3, norm='instance', no_antialias=False, **SINCUT)
+    return build(DISCRIMINATORS, 'discriminator', 'stylegan2', input_nc=3, ndf=8, n_layers_D=3, norm='instance',
+                 no_antialias=False, **SINCUT)
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def images():
 @pytest.mark.parametrize('name', ['stylegan2', 'smallstylegan2'])
 def test_generator_output_shape(name, images):
     net = build_generator(name)
-    assert net.skip_default_init
+    assert net.keeps_own_init
     assert net(images).shape == (2, 3, 64, 64)
 
 
@@ -67,7 +70,7 @@ def test_out_of_range_feature_layer_names_valid_range(name, num_layers, images):
 
 def test_discriminator_output_and_size_check(images):
     net = build_discriminator()
-    assert net.skip_default_init
+    assert net.keeps_own_init
     assert net(images).shape == (2, 1)
     with pytest.raises(ValueError, match='64x64'):
         net(images[:, :, :32, :32])

@@ -7,8 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.networks import layers
-from models.networks import winograd
+from models.networks import fast, winograd
 from models.networks.winograd import POINTS, pays_off, winograd_conv3x3, winograd_matrices
 from tests.conftest import H2Z, assert_same_step, build_model as build, saved_bytes, train_step
 from tests.conftest import fake_batch, load_script, train_opt
@@ -19,34 +18,30 @@ def correlate_1d(d, g):
     return torch.stack([(d[i:i + g.shape[0]] * g).sum() for i in range(m)])
 
 
-@pytest.mark.parametrize('m, r, points', [(2, 3, (0, 1, -1)), (4, 3, POINTS), (4, 3, (0, 1, -1, 2, -2)),
-                                          (3, 2, (0, 1, Fraction(-1, 3))), (2, 2, (0, 1))])
-def test_transforms_compute_correlation(m, r, points):
-    at, g, bt = winograd_matrices(m, r, points)
-    assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r) and bt.shape == (m + r - 1, m + r - 1)
-    gen = torch.Generator().manual_seed(m * 10 + r)
-    for _ in range(5):
-        d = torch.randn(m + r - 1, dtype=torch.float64, generator=gen)
-        k = torch.randn(r, dtype=torch.float64, generator=gen)
+def test_transforms_compute_correlation():
+    """The F(4, 3) matrices for the points 0, +-1, +-1/2, infinity: y = A^T [(G g) * (B^T d)] is the 1-D
+    correlation of a 3-tap filter g with 6 samples d, exactly (float64 sums of dyadic rationals and thirds)."""
+    at, g, bt = winograd_matrices()
+    assert at.shape == (4, 6) and g.shape == (6, 3) and bt.shape == (6, 6)
+    gen = torch.Generator().manual_seed(43)
+    for _ in range(20):
+        d = torch.randn(6, dtype=torch.float64, generator=gen)
+        k = torch.randn(3, dtype=torch.float64, generator=gen)
         torch.testing.assert_close(at @ ((g @ k) * (bt @ d)), correlate_1d(d, k), rtol=0, atol=1e-12)
 
 
-def test_transforms_for_integer_points_are_lavin_and_grays():
-    """Points 0, +-1, +-2 give the matrices printed in Lavin & Gray (2016), section 4.2."""
-    at, g, bt = winograd_matrices(4, 3, (0, 1, -1, 2, -2))
-    expected_bt = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
-    expected_at = torch.tensor([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-                               dtype=torch.float64)
-    assert torch.equal(bt, expected_bt) and torch.equal(at, expected_at)
-    torch.testing.assert_close(g[0], torch.tensor([0.25, 0, 0], dtype=torch.float64))
-    torch.testing.assert_close(g[3], torch.tensor([1 / 24, 1 / 12, 1 / 6], dtype=torch.float64))
-
-
-@pytest.mark.parametrize('points', [(0, 1, -1, 2), (0, 1, 1, 2, -2)])
-def test_transforms_refuse_wrong_points(points):
-    with pytest.raises(ValueError, match='distinct finite points'):
-        winograd_matrices(4, 3, points)
+def test_transforms_are_those_of_the_interpolation_points():
+    """A^T holds the powers 0..3 of the finite points (and the point at infinity); G's rows are the filter
+    evaluated at each point divided by the product of its distances to the other points."""
+    at, g, bt = winograd_matrices()
+    points = [Fraction(p) for p in POINTS]
+    for j, a in enumerate(points):
+        assert at[:, j].tolist() == [float(a ** i) for i in range(4)]
+        scale = 1
+        for b in points[:j] + points[j + 1:]:
+            scale *= a - b
+        assert g[j].tolist() == pytest.approx([float(a ** k / scale) for k in range(3)], rel=1e-15)
+    assert at[:, 5].tolist() == [0, 0, 0, 1] and g[5].tolist() == [0, 0, 1]
 
 
 SHAPES = [  # (batch, c_in, c_out, height, width, padding)
@@ -140,8 +135,12 @@ def calls(monkeypatch):
 
 
 def layer(c_in=256, c_out=256, **kwargs):
+    """An nn.Conv2d as accelerate() leaves it: WinogradConv2d where eligible, else unchanged."""
     torch.manual_seed(0)
-    return layers.Conv2d(c_in, c_out, kernel_size=kwargs.pop('kernel_size', 3), **kwargs)
+    conv_algo = kwargs.pop('conv_algo', 'auto')
+    conv = nn.Conv2d(c_in, c_out, kernel_size=kwargs.pop('kernel_size', 3), **kwargs)
+    fast.accelerate(conv, conv_algo=conv_algo)
+    return conv
 
 
 def test_layer_uses_winograd_for_wide_3x3_training(calls):
@@ -158,10 +157,8 @@ def test_layer_runs_the_direct_kernel_otherwise(case, calls, monkeypatch):
     kwargs = {'narrow': {'c_in': 128}, 'stride2': {'stride': 2}, 'kernel5': {'kernel_size': 5},
               'reflect_mode': {'padding': 1, 'padding_mode': 'reflect'}, 'dilated': {'dilation': 2},
               'grouped': {'groups': 2}}.get(case, {})
-    conv = layer(**kwargs)
+    conv = layer(**kwargs, **({'conv_algo': 'direct'} if case == 'switched_off' else {}))
     x = torch.randn(1, conv.in_channels, 12, 12)
-    if case == 'switched_off':
-        conv.winograd = False
     if case == 'small_map':  # 9 output tiles
         monkeypatch.setattr(winograd, 'MIN_TILES', 10)
     if case == 'float64':
@@ -179,13 +176,13 @@ def test_layer_runs_the_direct_kernel_otherwise(case, calls, monkeypatch):
 
 
 def test_conv_algo_reaches_every_layer(tmp_path):
-    auto = build(tmp_path / 'a', 'src_hdce')
-    direct = build(tmp_path / 'b', 'src_hdce', '--conv_algo', 'direct')
-    convs = lambda m: [c for c in m.netG.modules() if isinstance(c, layers.Conv2d)]
-    assert len(convs(auto)) == 18  # two per ResNet block, 9 blocks
-    assert all(c.winograd for c in convs(auto)) and not any(c.winograd for c in convs(direct))
+    auto = build(tmp_path / 'a', 'src_hdce', '--ngf', '64')  # 256-channel ResNet blocks
+    direct = build(tmp_path / 'b', 'src_hdce', '--ngf', '64', '--conv_algo', 'direct')
+    winograd_convs = lambda m: [c for c in m.netG.modules() if isinstance(c, fast.WinogradConv2d)]
+    assert len(winograd_convs(auto)) == 18 and auto.runtime.swapped['Conv2d -> WinogradConv2d'] == 18  # 9 blocks
+    assert winograd_convs(direct) == []
     with pytest.raises(ValueError, match='--conv_algo'):
-        layers.set_conv_algorithm(auto.netG, 'fast')
+        fast.accelerate(auto.netG, conv_algo='fast')
 
 
 def test_conv_algo_flag_is_validated(tmp_path, capsys):
@@ -198,14 +195,16 @@ def test_training_step_with_winograd_matches_direct(tmp_path, monkeypatch, calls
     """A step of the horse2zebra recipe from the same weights: the direct kernels' losses and gradients up to
     float32 rounding (tiny networks, so every ResNet-block layer is made eligible). Later steps drift apart as
     any two float32 kernels do: Adam's first updates are about lr * sign(gradient)."""
-    monkeypatch.setattr(layers.Conv2d, 'WINOGRAD_MIN_CHANNELS', 1)
-    fast = build(tmp_path / 'a', 'src_hdce', *H2Z)
+    monkeypatch.setattr(fast, 'WINOGRAD_MIN_CHANNELS', 1)
+    winograd_model = build(tmp_path / 'a', 'src_hdce', *H2Z)
     direct = build(tmp_path / 'b', 'src_hdce', *H2Z, '--conv_algo', 'direct')
-    batch = fake_batch(1, fast.opt.crop_size, seed=4)
-    result = train_step(fast, batch)
+    batch = fake_batch(1, winograd_model.opt.crop_size, seed=4)
+    result = train_step(winograd_model, batch)
     used = len(calls)
     expected = train_step(direct, batch)
-    assert len(calls) == used == 2 * (9 + 5)  # main pass: 9 blocks; output images' encoder up to layer 16: 5 blocks
+    # every 3x3 stride-1 layer is eligible here: the main pass's 9 blocks, 2 downsampling and 2 upsampling
+    # convolutions; the output images' encoder up to layer 16: 2 downsampling convolutions and 5 blocks
+    assert len(calls) == used == (2 * 9 + 2 + 2) + (2 + 2 * 5)
     assert_same_step(result, expected, rtol=1e-4, loss_rtol=1e-5)
 
 

@@ -1,5 +1,5 @@
 """Process memory on CPU: glibc keeps freed heap blocks mapped, and the holes that tensors of many sizes
-leave between live ones add up to the process's peak resident set (1 GB of a 3.6 GB peak at 256 px)."""
+leave between live ones add up to the process's peak resident set (measured: docs/performance.md)."""
 import ctypes
 import ctypes.util
 import functools

@@ -75,24 +75,41 @@ def mkdir(path):
     os.makedirs(path, exist_ok=True)
 
 
-def atomic_write(path, writer, binary=False):
-    """Write `path` through a temporary file in the same folder, then rename it over the target.
+def stage_write(path, writer, binary=False):
+    """Write a temporary file beside `path` (fsynced) and return its name; the caller renames it over `path`
+    (os.replace), after staging the other files of a checkpoint when they must land together.
 
-    `writer(f)` receives the open temporary file. A crash or a full disk while writing leaves the
-    previous version of `path` untouched; the temporary file is removed on failure.
+    `writer(f)` receives the open temporary file, named `<name>.tmp<random>`; it is removed on failure.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'{os.path.basename(path)}.tmp', suffix='')
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb' if binary else 'w') as f:
+        with open(tmp, 'wb' if binary else 'w') as f:
             writer(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
+    return tmp
+
+
+def is_staged_file(name, path):
+    """Whether `name` (a file name) is a temporary of `stage_write(path)`, e.g. one a killed process left."""
+    return name.startswith(f'{os.path.basename(path)}.tmp')
+
+
+def atomic_write(path, writer, binary=False):
+    """Write `path` through a temporary file in the same folder, then rename it over the target: a crash or
+    a full disk while writing leaves the previous version of `path` untouched."""
+    tmp = stage_write(path, writer, binary)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
         raise
 
 
@@ -106,6 +123,11 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + '\n')
+
+
+def options_to_dict(opt):
+    """Parsed options as plain JSON-able data (inf kept as the string 'inf')."""
+    return {k: ('inf' if isinstance(v, float) and v == float('inf') else v) for k, v in vars(opt).items()}
 
 
 def report_json(result, out=None):

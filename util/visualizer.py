@@ -22,11 +22,10 @@ import time
 
 import numpy as np
 import requests
-import torch
 import visdom
 from tqdm import tqdm
 
-from util import html, util
+from util import distributed, html, util
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +69,6 @@ def loss_record(epoch, iters, losses, t_comp, t_data, total_iters=None, now=None
 def _finite_or_none(value):
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _default_rank():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
 
 
 class _BoundedVisdom(visdom.Visdom):
@@ -169,7 +162,7 @@ class Visualizer:
     """
 
     def __init__(self, opt, rank=None, retry_interval=30.0, timeout=3.0):
-        self.enabled = (_default_rank() if rank is None else rank) == 0
+        self.enabled = (distributed.get_rank() if rank is None else rank) == 0
         self.display_id = opt.display_id
         if self.display_id is None:  # a private generator: numpy's global stream stays untouched
             self.display_id = random.Random().randrange(1, 100000) * 10

@@ -3,7 +3,7 @@ import torch.nn as nn
 
 from .init import init_weights as initialise
 from .layers import NORM_TYPES, Downsample, get_norm_layer
-from .registry import DISCRIMINATORS, lookup, register_discriminator
+from .registry import DISCRIMINATORS, build, register_discriminator
 
 
 class NLayerDiscriminator(nn.Module):
@@ -66,31 +66,28 @@ class PixelDiscriminator(nn.Module):
 
 
 @register_discriminator('basic')
-def basic(input_nc, ndf, norm='instance', no_antialias=False, **unused):
+def basic(input_nc, ndf, norm='instance', no_antialias=False):
     return NLayerDiscriminator(input_nc, ndf, n_layers=3, norm=norm, no_antialias=no_antialias)
 
 
 @register_discriminator('n_layers')
-def n_layers(input_nc, ndf, n_layers_D=3, norm='instance', no_antialias=False, **unused):
+def n_layers(input_nc, ndf, n_layers_D=3, norm='instance', no_antialias=False):
     return NLayerDiscriminator(input_nc, ndf, n_layers=n_layers_D, norm=norm, no_antialias=no_antialias)
 
 
 @register_discriminator('pixel')
-def pixel(input_nc, ndf, norm='instance', **unused):
+def pixel(input_nc, ndf, norm='instance'):
     return PixelDiscriminator(input_nc, ndf, norm=norm)
 
 
 def define_D(input_nc, ndf, netD, n_layers_D=3, norm='instance', init_type='xavier', init_gain=0.02,
-             no_antialias=False, init_weights=True, **extra):
-    """Build the discriminator registered as `netD` on the CPU and initialise its weights.
-
-    `extra` reaches the builder. As in CUT, StyleGAN2 networks keep their own initialisation.
-    """
+             no_antialias=False, crop_size=256, load_size=None, init_weights=True):
+    """Build the discriminator registered as `netD` on the CPU and initialise its weights (networks that
+    set `keeps_own_init` keep theirs, as in CUT); each builder receives the arguments its signature names."""
     if norm not in NORM_TYPES:
         raise ValueError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
-    builder = lookup(DISCRIMINATORS, 'discriminator', netD)
-    net = builder(input_nc=input_nc, ndf=ndf, n_layers_D=n_layers_D, norm=norm, no_antialias=no_antialias,
-                  **extra)
-    if init_weights and 'stylegan2' not in netD:
+    net = build(DISCRIMINATORS, 'discriminator', netD, input_nc=input_nc, ndf=ndf, n_layers_D=n_layers_D,
+                norm=norm, no_antialias=no_antialias, crop_size=crop_size, load_size=load_size)
+    if init_weights and not getattr(net, 'keeps_own_init', False):
         initialise(net, init_type, init_gain)
     return net

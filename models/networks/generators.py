@@ -9,9 +9,8 @@ import torch
 import torch.nn as nn
 
 from .init import init_weights as initialise
-from .layers import (NORM_TYPES, Conv2d, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer,
-                     sequential_forward)
-from .registry import GENERATORS, lookup, register_generator
+from .layers import NORM_TYPES, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer
+from .registry import GENERATORS, build, register_generator
 
 
 class ResnetBlock(nn.Module):
@@ -26,7 +25,7 @@ class ResnetBlock(nn.Module):
         for second in (False, True):
             if padding_type != 'zero':
                 block.append(pad_layer(padding_type, 1))
-            block += [Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=use_bias),
+            block += [nn.Conv2d(dim, dim, kernel_size=3, padding=conv_padding, bias=use_bias),
                       norm_layer(dim)]
             if not second:
                 block.append(nn.ReLU(True))
@@ -35,7 +34,7 @@ class ResnetBlock(nn.Module):
         self.conv_block = nn.Sequential(*block)
 
     def forward(self, x):
-        return x + sequential_forward(self.conv_block, x)
+        return x + self.conv_block(x)
 
 
 class ResnetGenerator(nn.Module):
@@ -147,17 +146,17 @@ class UnetGenerator(nn.Module):
 
 
 def _resnet_builder(n_blocks):
-    def build(input_nc, output_nc, ngf, norm='instance', use_dropout=False, no_antialias=False,
-              no_antialias_up=False, **unused):
+    def build_resnet(input_nc, output_nc, ngf, norm='instance', use_dropout=False, no_antialias=False,
+                     no_antialias_up=False):
         return ResnetGenerator(input_nc, output_nc, ngf, norm=norm, use_dropout=use_dropout,
                                n_blocks=n_blocks, no_antialias=no_antialias, no_antialias_up=no_antialias_up)
-    return build
+    return build_resnet
 
 
 def _unet_builder(num_downs):
-    def build(input_nc, output_nc, ngf, norm='instance', use_dropout=False, **unused):
+    def build_unet(input_nc, output_nc, ngf, norm='instance', use_dropout=False):
         return UnetGenerator(input_nc, output_nc, num_downs, ngf, norm=norm, use_dropout=use_dropout)
-    return build
+    return build_unet
 
 
 for _blocks in (9, 6, 4):
@@ -167,17 +166,16 @@ register_generator('unet_256')(_unet_builder(8))
 
 
 def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False, init_type='xavier',
-             init_gain=0.02, no_antialias=False, no_antialias_up=False, init_weights=True, **extra):
-    """Build the generator registered as `netG` on the CPU and initialise its weights.
-
-    `extra` reaches the builder (e.g. crop_size for stylegan2). As in CUT, StyleGAN2 networks keep
-    their own initialisation.
-    """
+             init_gain=0.02, no_antialias=False, no_antialias_up=False, crop_size=256, load_size=None,
+             stylegan2_G_num_downsampling=1, init_weights=True):
+    """Build the generator registered as `netG` on the CPU and initialise its weights (networks that
+    set `keeps_own_init`, the StyleGAN2 ones, keep theirs, as in CUT). Each builder receives the
+    arguments its signature names (`registry.build`)."""
     if norm not in NORM_TYPES:
         raise ValueError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
-    builder = lookup(GENERATORS, 'generator', netG)
-    net = builder(input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm, use_dropout=use_dropout,
-                  no_antialias=no_antialias, no_antialias_up=no_antialias_up, **extra)
-    if init_weights and 'stylegan2' not in netG:
+    net = build(GENERATORS, 'generator', netG, input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm,
+                use_dropout=use_dropout, no_antialias=no_antialias, no_antialias_up=no_antialias_up,
+                crop_size=crop_size, load_size=load_size, stylegan2_G_num_downsampling=stylegan2_G_num_downsampling)
+    if init_weights and not getattr(net, 'keeps_own_init', False):
         initialise(net, init_type, init_gain)
     return net

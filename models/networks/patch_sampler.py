@@ -4,18 +4,10 @@ losses: PatchNCE, hDCE and SRC)."""
 import torch
 import torch.nn as nn
 
+from ..losses import l2_normalize
 from .init import init_weights
 
 SAMPLERS = ('sample', 'mlp_sample')
-
-
-def l2_normalize(x, eps=1e-7):
-    """x / (||x||_2 + eps) along the last dimension (CUT's `Normalize`).
-
-    vector_norm's gradient is 0 at a zero vector, where CUT's pow(2).sum().sqrt() gives NaN (an
-    all-zero MLP output happens when every ReLU unit is off).
-    """
-    return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps)
 
 
 class PatchSampleF(nn.Module):

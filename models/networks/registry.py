@@ -1,4 +1,5 @@
 """Name -> builder tables for networks; argparse choices are read from here."""
+import inspect
 
 GENERATORS = {}
 DISCRIMINATORS = {}
@@ -26,3 +27,14 @@ def lookup(table, kind, name):
     if name not in table:
         raise ValueError(f'unknown {kind} {name!r}; valid names: {", ".join(sorted(table))}')
     return table[name]
+
+
+def build(table, kind, name, **options):
+    """Call the builder registered as `name` with the `options` its signature names.
+
+    `options` are the network flags of the command line, each meaningful to some builders only (e.g.
+    crop_size to StyleGAN2's); a builder states what it uses and takes nothing else.
+    """
+    builder = lookup(table, kind, name)
+    accepted = inspect.signature(builder).parameters
+    return builder(**{k: v for k, v in options.items() if k in accepted})

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import forward_with_features
 from .registry import register_discriminator, register_generator
 
 BLUR_TAPS = (1, 3, 3, 1)
@@ -245,7 +246,7 @@ def decoder_blocks(output_nc, ngf, resolution, num_downsampling, num_resblocks, 
 class StyleGAN2Generator(nn.Module):
     """CUT's StyleGAN2-style encoder/decoder; PatchNCE features are the outputs of `encoder.convs` children."""
 
-    skip_default_init = True
+    keeps_own_init = True  # define_G / define_D leave its initialisation alone
 
     def __init__(self, input_nc, output_nc, ngf, resolution, num_downsampling, num_resblocks, inject_noise):
         super().__init__()
@@ -257,12 +258,6 @@ class StyleGAN2Generator(nn.Module):
                                                  inject_noise))
         self.num_feature_layers = len(self.encoder.convs)
 
-    def _check_layers(self, layers):
-        for index in layers:
-            if not 0 <= index < self.num_feature_layers:
-                raise ValueError(f'feature layer {index} is out of range: this StyleGAN2 encoder has layers '
-                                 f'0..{self.num_feature_layers - 1} (check --nce_layers)')
-
     def forward(self, x, layers=None, encode_only=False):
         """No layers: the translated image. With layers: encoder features at those child indices
         (in the order asked), alone if `encode_only` (stopping after the deepest one), else (image, features)."""
@@ -270,24 +265,17 @@ class StyleGAN2Generator(nn.Module):
             if encode_only:
                 raise ValueError('encode_only=True needs a non-empty list of feature layers')
             return self.decoder(self.encoder(x))
-        layers = list(layers)
-        self._check_layers(layers)
-        last = max(layers) if encode_only else self.num_feature_layers - 1
-        found = {}
-        for index, block in enumerate(self.encoder.convs[:last + 1]):
-            x = block(x)
-            if index in layers:
-                found[index] = x
-        feats = [found[index] for index in layers]
+        out = forward_with_features(self.encoder.convs, x, list(layers), encode_only)
         if encode_only:
-            return feats
+            return out
+        x, feats = out
         return self.decoder(x), feats
 
 
 class StyleGAN2Discriminator(nn.Module):
     """StyleGAN2 residual discriminator (Karras et al. 2020, Fig. 7, without minibatch stddev): one logit per image."""
 
-    skip_default_init = True
+    keeps_own_init = True  # define_G / define_D leave its initialisation alone
 
     def __init__(self, input_nc, ndf, resolution):
         super().__init__()
@@ -324,26 +312,22 @@ def _build_generator(input_nc, output_nc, ngf, crop_size, load_size, num_downsam
 
 
 @register_generator('stylegan2')
-def build_stylegan2_generator(input_nc, output_nc, ngf, norm=None, use_dropout=False, no_antialias=False,
-                              no_antialias_up=False, crop_size=256, load_size=None,
-                              stylegan2_G_num_downsampling=1, **unused):
-    """SinCUT's generator: 3 ResBlocks each side of the bottleneck, noise in the upsampling convs.
-    Norm, dropout and antialiasing flags are accepted for a uniform builder signature and ignored, as in CUT."""
+def build_stylegan2_generator(input_nc, output_nc, ngf, crop_size=256, load_size=None, stylegan2_G_num_downsampling=1):
+    """SinCUT's generator: 3 ResBlocks each side of the bottleneck, noise in the upsampling convs (norm,
+    dropout and antialiasing flags do not apply, as in CUT)."""
     return _build_generator(input_nc, output_nc, ngf, crop_size, load_size, stylegan2_G_num_downsampling,
                             num_resblocks=3, inject_noise=True)
 
 
 @register_generator('smallstylegan2')
-def build_small_stylegan2_generator(input_nc, output_nc, ngf, norm=None, use_dropout=False,
-                                    no_antialias=False, no_antialias_up=False, crop_size=256, load_size=None,
-                                    stylegan2_G_num_downsampling=1, **unused):
+def build_small_stylegan2_generator(input_nc, output_nc, ngf, crop_size=256, load_size=None,
+                                    stylegan2_G_num_downsampling=1):
     """Like 'stylegan2' with 1 ResBlock each side and no noise injection."""
     return _build_generator(input_nc, output_nc, ngf, crop_size, load_size, stylegan2_G_num_downsampling,
                             num_resblocks=1, inject_noise=False)
 
 
 @register_discriminator('stylegan2')
-def build_stylegan2_discriminator(input_nc, ndf, n_layers_D=3, norm=None, no_antialias=False,
-                                  crop_size=256, load_size=None, **unused):
-    """SinCUT's discriminator; its depth follows the image size, so n_layers_D and norm are ignored, as in CUT."""
+def build_stylegan2_discriminator(input_nc, ndf, crop_size=256, load_size=None):
+    """SinCUT's discriminator; its depth follows the image size (n_layers_D and norm do not apply, as in CUT)."""
     return StyleGAN2Discriminator(input_nc, ndf, resolution=network_resolution(crop_size, load_size))

@@ -2,16 +2,15 @@
 for Convolutional Neural Networks", CVPR 2016), for float32 training on CPUs.
 
 Each 4x4 output tile is A^T [(G g G^T) * (B^T d B)] A, d the 6x6 input tile: the channel sum becomes 36
-matrix products with 4x fewer multiplications than the direct convolution. The transforms are built
-here exactly (rational arithmetic) from the Toom-Cook interpolation points 0, +-1, +-1/2 and infinity;
-halves instead of the usual +-2 keep the float32 error lower. The result equals the direct
-convolution in exact arithmetic; in float32 its output error is 20-30x the direct kernel's (relative
-6e-6 to 9e-6 instead of 2e-7 to 3e-7; weight gradients: alike), far below the TF32 convolutions
-PyTorch runs by default on Ampere GPUs (about 1e-3). Measured by scripts/bench_conv.py.
+matrix products with 4x fewer multiplications than the direct convolution. The transforms are those of
+the Toom-Cook interpolation points 0, +-1, +-1/2 and infinity; halves instead of the usual +-2 keep the
+float32 error lower. The result equals the direct convolution in exact arithmetic; in float32 its
+error is larger than the direct kernel's but far below that of the TF32 convolutions PyTorch runs by
+default on Ampere GPUs (scripts/bench_conv.py measures both; docs/performance.md).
 """
 import functools
 import math
-from fractions import Fraction
+from fractions import Fraction as Q
 
 import torch
 import torch.nn.functional as F
@@ -19,39 +18,34 @@ import torch.nn.functional as F
 TILE = 4  # output tile m
 TAPS = 3  # filter size r
 SPAN = TILE + TAPS - 1  # input tile m + r - 1 = 6
-POINTS = (0, 1, -1, Fraction(1, 2), Fraction(-1, 2))
+POINTS = (0, 1, -1, Q(1, 2), Q(-1, 2))  # the finite interpolation points; the sixth is infinity
+
+# F(4, 3) for POINTS: A^T evaluates the product polynomial's tiles at the points (rows: powers 0..3; the
+# last column is the point at infinity), G evaluates the filter there divided by the Lagrange denominators,
+# B^T holds the coefficients of the products of (x - a) over the other points. Exact in binary
+# floating point (every entry is a dyadic rational or a third).
+A_T = ((1, 1, 1, 1, 1, 0),
+       (0, 1, -1, Q(1, 2), Q(-1, 2), 0),
+       (0, 1, 1, Q(1, 4), Q(1, 4), 0),
+       (0, 1, -1, Q(1, 8), Q(-1, 8), 1))
+G = ((4, 0, 0),
+     (Q(2, 3), Q(2, 3), Q(2, 3)),
+     (Q(2, 3), Q(-2, 3), Q(2, 3)),
+     (Q(-8, 3), Q(-4, 3), Q(-2, 3)),
+     (Q(-8, 3), Q(4, 3), Q(-2, 3)),
+     (0, 0, 1))
+B_T = ((Q(1, 4), 0, Q(-5, 4), 0, 1, 0),
+       (0, Q(-1, 4), Q(-1, 4), 1, 1, 0),
+       (0, Q(1, 4), Q(-1, 4), -1, 1, 0),
+       (0, Q(-1, 2), -1, Q(1, 2), 1, 0),
+       (0, Q(1, 2), -1, Q(-1, 2), 1, 0),
+       (0, Q(1, 4), 0, Q(-5, 4), 0, 1))
 
 
-def _monic(roots, length):
-    """Ascending coefficients of prod_i (x - roots[i]), zero-padded to `length`."""
-    coeffs = [Fraction(1)]
-    for root in roots:
-        coeffs = [Fraction(0)] + coeffs
-        for i in range(len(coeffs) - 1):
-            coeffs[i] -= root * coeffs[i + 1]
-    return coeffs + [Fraction(0)] * (length - len(coeffs))
-
-
-def winograd_matrices(m=TILE, r=TAPS, points=POINTS):
-    """Exact (A^T, G, B^T) of F(m, r) for `m + r - 2` distinct finite points plus the point at infinity.
-
-    1-D correlation y_i = sum_k g_k d_{i+k}, i < m, equals A^T [(G g) * (B^T d)]. Returned as float64.
-    """
-    n = m + r - 1
-    a = [Fraction(p) for p in points]
-    if len(a) != n - 1 or len(set(a)) != len(a):
-        raise ValueError(f'F({m},{r}) needs {n - 1} distinct finite points, got {points}')
-    at = [[a[j] ** i for j in range(n - 1)] + [Fraction(int(i == m - 1))] for i in range(m)]
-    g, bt = [], []
-    for j in range(n - 1):
-        others = a[:j] + a[j + 1:]
-        scale = math.prod((a[j] - b for b in others), start=Fraction(1))
-        g.append([a[j] ** k / scale for k in range(r)])
-        bt.append(_monic(others, n))
-    g.append([Fraction(int(k == r - 1)) for k in range(r)])
-    bt.append(_monic(a, n))
-    as_tensor = lambda rows: torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float64)
-    return as_tensor(at), as_tensor(g), as_tensor(bt)
+def winograd_matrices():
+    """(A^T, G, B^T) of F(4, 3) as float64: y = A^T [(G g) * (B^T d)] is the 1-D correlation
+    y_i = sum_k g_k d_{i+k}, i < 4, of a 3-tap filter g and a 6-sample input d."""
+    return tuple(torch.tensor([[float(v) for v in row] for row in m], dtype=torch.float64) for m in (A_T, G, B_T))
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,9 +59,8 @@ class _Scratch:
     """Buffers for the transforms' intermediates, reused by every call and grown when a larger one is asked for.
 
     The intermediates are 2.25x an activation, several per layer call; allocated afresh at every call they
-    cost page faults and fragmented glibc's heap further (peak RSS at 256 px without heap trimming:
-    4144-4377 MB, against 3550-3802 MB with these buffers; docs/performance.md). Nothing returned to a
-    caller is a view of them.
+    cost page faults and fragment glibc's heap (peak memory with and without them: docs/performance.md).
+    Nothing returned to a caller is a view of them.
     """
 
     def __init__(self):
@@ -200,10 +193,8 @@ def _overlap_add(g_d, shape, pad, slot):
     return _fresh(full.permute(0, 3, 1, 2))
 
 
-# Below about 128 output tiles the 36 matrix products are too small to run at speed. Measured on this
-# project's 2-core Zen 4 (docs/performance.md): whole training steps at 64 px (32 tiles per ResNet-block
-# call) were about 1.4x slower with Winograd on 2 threads, steps at 128 px (128 tiles) 7-10% faster; in isolation
-# (scripts/bench_conv.py) 32-72 tiles were 1.1-1.3x slower, 128-512 tiles 0.60-0.75x on 1 thread.
+# Below about 128 output tiles the 36 matrix products are too small to run at speed (the measurements at
+# 64 and 128 px and of single layers by scripts/bench_conv.py: docs/performance.md).
 MIN_TILES = 128
 
 

@@ -1,0 +1,122 @@
+"""How the networks run, apart from what they compute: device, mixed precision and its loss scaler,
+memory layout, the training kernels (networks/fast.py), torch.compile and CPU heap trimming.
+
+train.py and test.py build one Runtime from the options and hand it to the model; the model asks it
+for `prepare(net)`, `to_input`, `autocast()`, `backward(loss)`, `step(...)` and `update()`.
+"""
+from collections import Counter
+
+import torch
+
+from util import memory
+
+from .networks import fast
+
+# --amp: the dtype network forwards autocast to (None: float32 throughout); losses stay float32
+PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+# Under --amp fp16 the loss scale halves at every step whose gradients overflow. Below float16's smallest
+# subnormal (2^-24) scaled gradients can only underflow: every step keeps overflowing (an inf or NaN the
+# scale cannot cure) and nothing trains; at 2^-128 torch's unscaling factor 1/scale overflows float32
+# and GradScaler writes NaN into the weights without detecting it. Training stops there instead.
+MIN_GRAD_SCALE = 2.0 ** -24
+
+
+class Runtime:
+    """`training` enables the loss scaler (fp16), the training kernels (unless `fast_kernels` is False:
+    the plain layers, as the official code runs them) and, on the CPU, heap trimming before backward."""
+
+    def __init__(self, device='cpu', *, amp='off', channels_last=False, compile=False, conv_algo='auto',
+                 training=False, fast_kernels=True, trim_heap=True):
+        if amp not in PRECISIONS:
+            raise ValueError(f'--amp must be one of {", ".join(PRECISIONS)}, got {amp!r}')
+        if conv_algo not in ('auto', 'direct'):
+            raise ValueError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
+        self.device = torch.device(device)
+        self.amp = amp
+        self.amp_dtype = PRECISIONS[amp]
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.compile = compile
+        self.conv_algo = conv_algo
+        self.training = training
+        self.fast_kernels = training and fast_kernels
+        self.trim_heap = training and trim_heap and self.device.type == 'cpu'
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=training and self.amp_dtype == torch.float16)
+        self.swapped = Counter()  # what prepare() swapped, for the start-up report
+
+    @classmethod
+    def from_options(cls, opt, device=None, *, fast_kernels=True):
+        """The runtime the flags ask for; `device` defaults to the first of --gpu_ids (or the CPU)."""
+        if device is None:
+            device = f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
+        return cls(device, amp=opt.amp, channels_last=opt.channels_last, compile=opt.compile, conv_algo=opt.conv_algo,
+                   training=opt.isTrain, fast_kernels=fast_kernels, trim_heap=not getattr(opt, 'no_malloc_trim', False))
+
+    def configure_process(self, preprocess='resize_and_crop'):
+        """Process-wide: cuDNN's autotuner when every input has one size (all but --preprocess scale_width)."""
+        if self.device.type == 'cuda' and preprocess != 'scale_width':
+            torch.backends.cudnn.benchmark = True
+
+    def prepare(self, net):
+        """`net` on the device in the memory layout, with the training kernels when training, compiled under
+        --compile (in place: state-dict keys stay CUT's)."""
+        net = net.to(self.device, memory_format=self.memory_format)
+        if self.fast_kernels:
+            self.swapped += fast.accelerate(net, conv_algo=self.conv_algo, device=self.device, amp=self.amp_dtype,
+                                            compile=self.compile)
+        elif self.amp_dtype == torch.float16:
+            fast.fp16_safe(net)
+        if self.compile:
+            import torch._inductor.config as inductor_config
+            # process-wide: inductor's own channels-last choice breaks replication_pad2d_backward (a stride
+            # assertion in torch 2.14); --channels_last picks the layout explicitly instead
+            inductor_config.layout_optimization = False
+            net.compile()
+        return net
+
+    def describe(self):
+        swaps = ', '.join(f'{n} {what}' for what, n in sorted(self.swapped.items())) or 'none'
+        layout = 'channels-last' if self.memory_format == torch.channels_last else 'NCHW'
+        return (f'runtime: {self.device}, amp {self.amp}, {layout}'
+                f'{", compiled" if self.compile else ""}{", heap trimmed before backward" if self.trim_heap else ""}; '
+                f'training kernels: {swaps}')
+
+    def to_input(self, tensor):
+        """An image batch on the device, in the networks' memory layout."""
+        return tensor.to(self.device, memory_format=self.memory_format)
+
+    def autocast(self):
+        """The region network forwards run in: autocast to --amp's dtype, a no-op when it is off."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def backward(self, loss):
+        """loss.backward(), the loss scaled under --amp fp16. On the CPU the heap's free pages go back to the
+        kernel first (util/memory.py; off with --no_malloc_trim): the forward's freed temporaries would
+        otherwise stay resident through the backward, the step's peak."""
+        if self.trim_heap:
+            memory.release_free_heap()
+        self.grad_scaler.scale(loss).backward()
+
+    def step(self, *optimizers):
+        """Optimizer steps; under --amp fp16 the gradients are unscaled first and a step whose gradients
+        overflowed is skipped. Call `update()` once after the last step of an iteration."""
+        if self.grad_scaler.is_enabled() and self.grad_scaler.get_scale() < MIN_GRAD_SCALE:
+            raise FloatingPointError(
+                f'--amp fp16: the loss scale fell to {self.grad_scaler.get_scale():.3g}: the gradients kept '
+                f'overflowing float16 whatever the scale, and every such step was skipped; train with --amp bf16 '
+                f'or --amp off')
+        for optimizer in optimizers:
+            if optimizer is not None:
+                self.grad_scaler.step(optimizer)
+
+    def update(self):
+        self.grad_scaler.update()
+
+    def state_dict(self):
+        return {'grad_scaler': self.grad_scaler.state_dict()}
+
+    def load_state_dict(self, state):
+        if self.grad_scaler.is_enabled() and state.get('grad_scaler'):
+            self.grad_scaler.load_state_dict(state['grad_scaler'])
+
+
