@@ -15,7 +15,6 @@ the Cityscapes DRN-D-22 scores), writes each epoch's metrics JSON next to its im
 import argparse
 import csv
 import io
-import re
 import shlex
 import subprocess
 import sys
