@@ -106,8 +106,8 @@ class BaseOptions:
                        help='torch.compile the networks (a slow first iterations, then faster steps)')
         p.add_argument('--conv_algo', type=str, default='auto', choices=['auto', 'direct'],
                        help='auto: float32 CPU training runs the ResNet blocks\' 3x3 convolutions by Winograd '
-                            'F(4x4,3x3) (1.5-1.7x faster per layer, same function up to float32 rounding); direct: the '
-                            'framework\'s kernels everywhere')
+                            'F(4x4,3x3) (faster, the same function up to float32 rounding: docs/performance.md); '
+                            'direct: the framework\'s kernels everywhere')
         self.initialized = True
         return parser
 

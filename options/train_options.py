@@ -27,7 +27,7 @@ class TrainOptions(BaseOptions):
                        help='frequency of showing training results on console')
         p.add_argument('--no_malloc_trim', action='store_true',
                        help='CPU: do not return freed heap pages to the kernel before each backward pass (glibc '
-                            'malloc_trim; lowers peak memory, about 1 GB at 256 px, for ~3%% step time)')
+                            'malloc_trim: lower peak memory for more page faults; docs/performance.md)')
         p.add_argument('--no_html', action='store_true',
                        help='do not save intermediate training results to <checkpoints_dir>/<name>/web/')
         # saving and loading
