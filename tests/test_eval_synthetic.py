@@ -131,6 +131,7 @@ def fabricate_run(run_dir, tags):
     torch.save(net.state_dict(), run_dir / 'latest_net_G.pth')  # not a point of the curve
 
 
+@pytest.mark.slow
 def test_curves_score_every_numbered_checkpoint_and_reuse_scores(data_root, tmp_path, monkeypatch, capsys):
     for seed in (0, 1):
         fabricate_run(tmp_path / 'ck' / f'toy_seed{seed}', [('1', 10), ('2', 20)])

@@ -199,6 +199,7 @@ def metric_files(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_make_table_marks_epoch_choice_and_run(metric_files, tmp_path):
     out = tmp_path / 'table1'
     done = subprocess.run([sys.executable, str(REPO / 'scripts' / 'make_table.py'), *map(str, metric_files),

@@ -651,6 +651,7 @@ def listening_addresses(port):
     return found
 
 
+@pytest.mark.slow
 def test_visdom_launcher_listens_on_loopback_only(tmp_path):
     assert launcher_parser().parse_args([]).hostname == LOOPBACK
     with socket.socket() as s:

@@ -55,6 +55,7 @@ def test_hard_negative_weights_are_not_all_one(tmp_path):
     assert off_diag.min() < 0.999
 
 
+@pytest.mark.slow
 def test_train_and_test_single_image(single_pair, tmp_path):
     ckpt = tmp_path / 'ckpt'
     common = ['--dataroot', str(single_pair), '--checkpoints_dir', str(ckpt), '--name', 'monet',
