@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from data import create_dataset
 from models import create_model
-from models.runtime import Runtime
+from models.runtime import Runtime, flag_device
 from options.train_options import TrainOptions
 from util import distributed
 from util.visualizer import Visualizer
@@ -113,7 +113,7 @@ class Run:
                              f'but one process trains on one GPU: launch one process per GPU with '
                              f'torchrun --nproc_per_node {len(opt.gpu_ids)} train.py ... (DistributedDataParallel)')
         else:
-            self.device = f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
+            self.device = flag_device(opt)
         self.epoch_count = opt.epoch_count
 
 

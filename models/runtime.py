@@ -21,6 +21,11 @@ PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MIN_GRAD_SCALE = 2.0 ** -24
 
 
+def flag_device(opt):
+    """The device --gpu_ids names for one process: its first GPU, or the CPU."""
+    return f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
+
+
 class Runtime:
     """`training` enables the loss scaler (fp16), the training kernels (unless `fast_kernels` is False:
     the plain layers, as the official code runs them) and, on the CPU, heap trimming before backward."""
@@ -46,9 +51,8 @@ class Runtime:
 
     @classmethod
     def from_options(cls, opt, device=None, *, fast_kernels=True):
-        """The runtime the flags ask for; `device` defaults to the first of --gpu_ids (or the CPU)."""
-        if device is None:
-            device = f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
+        """The runtime the flags ask for; `device` defaults to `flag_device(opt)`."""
+        device = flag_device(opt) if device is None else device
         return cls(device, amp=opt.amp, channels_last=opt.channels_last, compile=opt.compile, conv_algo=opt.conv_algo,
                    training=opt.isTrain, fast_kernels=fast_kernels, trim_heap=not getattr(opt, 'no_malloc_trim', False))
 

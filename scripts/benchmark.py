@@ -18,7 +18,6 @@ Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra r
 import argparse
 import contextlib
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -35,18 +34,12 @@ from models.patch_contrastive import PatchContrastiveModel  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from tests.oracle import official_runtime, official_step  # noqa: E402
 from util.recipes import read_recipe  # noqa: E402
-from util.util import report_json  # noqa: E402
+from util.util import cpu_name, report_json  # noqa: E402
 
 
 def recipe_flags(name):
     """The training flags of a recipe without its --model (the benchmark's --model decides)."""
-    if name == 'none':
-        return []
-    flags = read_recipe({'h2z': 'horse2zebra'}.get(name, name))
-    if '--model' in flags:
-        i = flags.index('--model')
-        del flags[i:i + 2]
-    return flags
+    return [] if name == 'none' else read_recipe({'h2z': 'horse2zebra'}.get(name, name), with_model=False)
 
 
 RECIPES = ('h2z', 'none')
@@ -120,15 +113,6 @@ def build(args, extra, checkpoints_dir, official=False):
         model.setup(opt)
         model.parallelize()
     return model, batch
-
-
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-    except OSError:
-        names = []
-    return f'{names[0]} x{len(names)}' if names else platform.processor() or 'cpu'
 
 
 def peak_rss_mb():

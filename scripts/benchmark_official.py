@@ -26,7 +26,6 @@ import argparse
 import importlib.metadata
 import os
 import platform
-import re
 import shlex
 import shutil
 import statistics
@@ -42,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from datasets.make_synthetic_dataset import make_synthetic_dataset  # noqa: E402
 from util.recipes import read_recipe  # noqa: E402
-from util.util import report_json  # noqa: E402
+from util.util import cpu_name, report_json  # noqa: E402
 
 SIDES = ('ours', 'official')
 RECIPE = 'horse2zebra'
@@ -119,8 +118,7 @@ def common_flags(args, images, data, checkpoints_dir, name):
 def make_jobs(args, ours_extra, data, checkpoints_dir):
     """Every process in the order it runs: per pair, per image count, ours then the official one."""
     recipe = read_recipe(RECIPE)
-    i = recipe.index('--model')
-    official_recipe = recipe[:i] + recipe[i + 2:]  # the official --model default, cut, is the paper's method
+    official_recipe = read_recipe(RECIPE, with_model=False)  # the official --model default, cut, is the paper's method
     threads = {'OMP_NUM_THREADS': str(args.threads), 'MKL_NUM_THREADS': str(args.threads)}
     ours_env = dict(threads, **dict(kv.split('=', 1) for kv in args.ours_env))
     amp = ['--amp', args.amp] if args.amp != 'off' else []
@@ -218,14 +216,6 @@ def summarise(records, few, many, amp='off'):
             'targets': targets}
 
 
-def cpu_description():
-    try:
-        match = re.search(r'^model name\s*:\s*(.+)$', Path('/proc/cpuinfo').read_text(), re.M)
-    except OSError:
-        match = None
-    return f'{match.group(1).strip() if match else platform.processor() or "cpu"}, {os.cpu_count()} logical CPUs'
-
-
 def official_commit(script):
     try:
         out = subprocess.run(['git', '-C', str(script.parent), 'rev-parse', 'HEAD'], capture_output=True, text=True)
@@ -274,7 +264,7 @@ def run(args, ours_extra, runner=None, progress=None):
                      'ours_extra_flags': list(ours_extra), 'ours_env': list(args.ours_env)},
         'commands': {job.side: {} for job in jobs},
         'env': {job.side: job.env for job in jobs},
-        'torch': importlib.metadata.version('torch'), 'python': platform.python_version(), 'cpu': cpu_description(),
+        'torch': importlib.metadata.version('torch'), 'python': platform.python_version(), 'cpu': cpu_name(),
         'cpu_affinity': sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None,
         'runs': [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in records],
     }

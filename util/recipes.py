@@ -10,14 +10,18 @@ def available():
     return sorted(p.stem for p in RECIPES_DIR.glob('*.txt'))
 
 
-def read_recipe(name):
-    """The flags of recipes/<name>.txt as a list of strings, comments and line breaks dropped."""
+def read_recipe(name, with_model=True):
+    """The flags of recipes/<name>.txt as a list of strings, comments and line breaks dropped; without its
+    `--model X` when `with_model` is False (the caller chooses the model)."""
     path = RECIPES_DIR / f'{name}.txt'
     if not path.is_file():
         raise ValueError(f'unknown recipe {name!r}: {path} does not exist (valid: {", ".join(available())})')
     flags = []
     for line in path.read_text().splitlines():
         flags += shlex.split(line, comments=True)
+    if not with_model and '--model' in flags:
+        i = flags.index('--model')
+        del flags[i:i + 2]
     return flags
 
 

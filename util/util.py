@@ -125,6 +125,18 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + '\n')
 
 
+def cpu_name():
+    """The CPU model from /proc/cpuinfo (else the platform's processor name) and the logical CPU count."""
+    import platform
+    import re
+    try:
+        with open('/proc/cpuinfo') as f:
+            match = re.search(r'^model name\s*:\s*(.+)$', f.read(), re.M)
+    except OSError:
+        match = None
+    return f'{match.group(1).strip() if match else platform.processor() or "cpu"}, {os.cpu_count()} logical CPUs'
+
+
 def options_to_dict(opt):
     """Parsed options as plain JSON-able data (inf kept as the string 'inf')."""
     return {k: ('inf' if isinstance(v, float) and v == float('inf') else v) for k, v in vars(opt).items()}
