@@ -208,8 +208,8 @@ class BaseModel(ABC):
 
         Every file goes to a temporary name first; the renames happen only after all are written,
         so a crash or a full disk leaves the previous checkpoint complete. The state records the
-        SHA-256 of the weight files it belongs with, so a crash between two renames is detected
-        at resume instead of silently mixing two checkpoints.
+        SHA-256 of the weight files it belongs with and is staged last: a crash between two renames
+        leaves it complete, and `read_training_state` finishes the renames (`_finish_interrupted_save`).
         """
         self._remove_stale_temporaries(epoch)
         staged = []
@@ -231,6 +231,46 @@ class BaseModel(ABC):
             raise
         for tmp, path in staged:  # weights first, the state that vouches for them last
             os.replace(tmp, path)
+
+    def _finish_interrupted_save(self, epoch):
+        """Complete the renames of a save killed between them: its staged state vouches (by SHA-256) for
+        every weight file, each either renamed already or still staged. A save killed while staging
+        leaves no loadable staged state, or one whose weights are not all there: nothing is touched and
+        the previous checkpoint, complete, is the one loaded. Returns whether a save was finished."""
+        if not os.path.isdir(self.save_dir):
+            return False
+        state_path = self.state_path(epoch)
+        files = {f: os.path.join(self.save_dir, f) for f in sorted(os.listdir(self.save_dir))}
+        for staged_state in [p for f, p in files.items() if util.is_staged_file(f, state_path)]:
+            renames = self._renames_vouched_by(staged_state, epoch, files)
+            if renames is None:
+                continue
+            for tmp, target in renames + [(staged_state, state_path)]:
+                os.replace(tmp, target)
+            print(f'{state_path}: finished a save interrupted between renames '
+                  f'({len(renames)} weight file(s) and the state moved into place)')
+            return True
+        return False
+
+    def _renames_vouched_by(self, staged_state, epoch, files):
+        """(staged, target) renames that bring the weight files to the digests `staged_state` records;
+        None when that state is unreadable or a weight file it names is nowhere complete."""
+        try:
+            digests = util.safe_torch_load(staged_state).get('net_sha256')
+        except RuntimeError:  # cut short while staging
+            return None
+        if not digests:
+            return None
+        renames = []
+        for name, digest in digests.items():
+            target = self.network_path(epoch, name)
+            if os.path.isfile(target) and _sha256(target) == digest:
+                continue
+            match = [p for f, p in files.items() if util.is_staged_file(f, target) and _sha256(p) == digest]
+            if not match:
+                return None
+            renames.append((match[0], target))
+        return renames
 
     def _remove_stale_temporaries(self, epoch):
         """Temporary files of a save that a killed process never finished."""
@@ -282,6 +322,9 @@ class BaseModel(ABC):
     def read_training_state(self, epoch):
         """The training state saved beside the <epoch> weights (format checked); None when there is none."""
         path = self.state_path(epoch)
+        if distributed.is_main():
+            self._finish_interrupted_save(epoch)
+        distributed.barrier()
         if not os.path.isfile(path):
             return None
         state = util.safe_torch_load(path)

@@ -270,15 +270,17 @@ class SimulatedKill(BaseException):
     """Stands for SIGKILL: nothing after the point where it is raised runs."""
 
 
-def test_crash_between_the_renames_of_a_save_is_detected_or_harmless(saved_model, monkeypatch):
-    opt, model, old = saved_model
+@pytest.mark.parametrize('killed_at', range(1, len(LATEST_FILES) + 1))
+def test_kill_between_the_renames_of_a_save_is_finished_at_resume(killed_at, saved_model, monkeypatch):
+    """Killed before rename `killed_at` of a save (every file staged): resuming completes that save."""
+    opt, model, _ = saved_model
     new = {n: {k: v.clone() for k, v in sd.items()} for n, sd in state_dicts(model).items()}
     real_replace = os.replace
     renames = {'n': 0}
 
     def replace_then_die(src, dst):
         renames['n'] += 1
-        if renames['n'] == 2:
+        if renames['n'] == killed_at:
             raise SimulatedKill
         real_replace(src, dst)
     monkeypatch.setattr(os, 'replace', replace_then_die)
@@ -287,14 +289,28 @@ def test_crash_between_the_renames_of_a_save_is_detected_or_harmless(saved_model
     monkeypatch.undo()
 
     loaded = fresh_model(opt)
-    try:
-        loaded.load_networks('latest')
-        counters = loaded.load_training_state(loaded.read_training_state('latest'))
-    except RuntimeError as exc:
-        assert 'interrupted' in str(exc)
-        return
-    expected = old if counters['total_iters'] == 1 else new
-    assert_same_weights(expected, state_dicts(loaded))
+    state = loaded.read_training_state('latest')
+    loaded.load_networks('latest')
+    assert loaded.load_training_state(state)['total_iters'] == 2
+    assert_same_weights(new, state_dicts(loaded))
+    assert temp_files(model.save_dir) == []
+
+
+def test_kill_while_staging_the_state_keeps_the_previous_save(saved_model):
+    """Every weight file staged, the state cut short: the staged files are not trusted."""
+    opt, model, old = saved_model
+    run_dir = Path(model.save_dir)
+    before = file_bytes(run_dir)
+    for name in 'GFD':
+        shutil.copy(run_dir / f'latest_net_{name}.pth', run_dir / f'latest_net_{name}.pth.tmp1')
+    state = (run_dir / 'latest_train_state.pth').read_bytes()
+    (run_dir / 'latest_train_state.pth.tmp1').write_bytes(state[:len(state) // 2])
+
+    loaded = fresh_model(opt)
+    assert loaded.read_training_state('latest')['total_iters'] == 1
+    loaded.load_networks('latest')
+    assert_same_weights(old, state_dicts(loaded))
+    assert file_bytes(run_dir) == before
 
 
 WRITERS = {
