@@ -12,6 +12,7 @@ import torch.nn.functional as F
 GAN_MODES = ('lsgan', 'vanilla', 'wgangp', 'nonsaturating')
 WEIGHT_MODES = ('official', 'paper')
 RELATION_NORMALIZATIONS = ('max', 'mean')
+REDUCTIONS = ('mean', 'sum')  # of SRC over the images of a batch
 
 # Logit given to the self pair (i, i) among the negatives, as in CUT and Hneg-SRC: exp(-10 / tau) ~ 0.
 _SELF_LOGIT = -10.0
@@ -171,9 +172,10 @@ def jsd(p, q):
     return 0.5 * (kl_pm + kl_qm)
 
 
-def src_loss(feat_q, feat_k):
+def src_loss(feat_q, feat_k, reduction='mean'):
     """Eq. 1-3: SRC = sum_k JSD(P_k || Q_k), P_k / Q_k the softmax of patch k's cosine similarities to all
-    patches (self included, no temperature) in X / G(X); summed over patches, averaged over images.
+    patches (self included, no temperature) in X / G(X); summed over patches, averaged over images
+    (`reduction` 'sum': summed, as the official multi-modal code at batch size > 1).
 
     Features are re-normalised as the official SRC_Loss does, so the gradient is tangent to the sphere.
     Returns a scalar.
@@ -183,7 +185,10 @@ def src_loss(feat_q, feat_k):
     feat_k = l2_normalize(feat_k.detach())
     p = torch.softmax(torch.bmm(feat_k, feat_k.transpose(1, 2)), dim=-1)  # (B, N, N), Eq. 1
     q = torch.softmax(torch.bmm(feat_q, feat_q.transpose(1, 2)), dim=-1)  # (B, N, N), Eq. 2
-    return jsd(p, q).sum(dim=-1).mean()
+    per_image = jsd(p, q).sum(dim=-1)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
+    return per_image.mean() if reduction == 'mean' else per_image.sum()
 
 
 def gan_loss(prediction, target_is_real, mode):

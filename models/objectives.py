@@ -78,13 +78,14 @@ class SemanticRelation:
     Table 4's rows are settings of one objective: `contrast` 'dce' (Eq. 6) or 'infonce' (CUT's coupled
     loss), `hard_negatives` (Eq. 4-5, γ from `hardness(epoch)`) weighted the `weighting` way ('official':
     the weights scale the negative similarities; 'paper': importance weights on e^{l_neg/τ}), SRC on
-    when λ_SRC > 0. The terms: HDCE (the row's contrastive term), HDCE_Y with the identity branch, SRC,
+    when λ_SRC > 0, averaged over the images of a batch (`src_reduction` 'sum': the official multi-modal
+    code's sum). The terms: HDCE (the row's contrastive term), HDCE_Y with the identity branch, SRC,
     and monitor_coupled_CE, the coupled cross-entropy with the official weights that the official code
     logs as "HDCE" (a detached monitor, weighted by λ_hDCE; 0 when the contrastive term is off).
     """
 
     def __init__(self, lambda_hdce=1.0, lambda_src=1.0, tau=0.07, identity=False, contrast='dce',
-                 hard_negatives=True, weighting='official', hardness=None):
+                 hard_negatives=True, weighting='official', hardness=None, src_reduction='mean'):
         losses._check_positive('--nce_T', tau)
         if contrast not in ('dce', 'infonce'):
             raise ValueError(f"--patch_loss must be 'dce' or 'infonce', got {contrast!r}")
@@ -93,6 +94,9 @@ class SemanticRelation:
         self.lambda_hdce, self.lambda_src, self.tau, self.identity = lambda_hdce, lambda_src, tau, identity
         self.contrast, self.hard_negatives, self.weighting = contrast, hard_negatives, weighting
         self.hardness = hardness or Curriculum()
+        if src_reduction not in losses.REDUCTIONS:
+            raise ValueError(f'--src_batch_reduction must be one of {losses.REDUCTIONS}, got {src_reduction!r}')
+        self.src_reduction = src_reduction
         self.term_names = ('HDCE', 'HDCE_Y', 'SRC', 'monitor_coupled_CE') if identity else \
             ('HDCE', 'SRC', 'monitor_coupled_CE')
 
@@ -107,7 +111,7 @@ class SemanticRelation:
 
     def semantic_relation(self, q, k):
         """Eq. 3: λ_SRC · Σ_k JSD(P_k‖Q_k), averaged over layers."""
-        return sum(losses.src_loss(f_q, f_k) for f_q, f_k in zip(q, k)) * self.lambda_src / len(q)
+        return sum(losses.src_loss(f_q, f_k, self.src_reduction) for f_q, f_k in zip(q, k)) * self.lambda_src / len(q)
 
     def contrastive(self, q, k, gamma):
         """Eq. 4-6: λ_hDCE · the row's contrastive loss (mean over patches, averaged over layers), and the

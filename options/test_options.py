@@ -1,4 +1,5 @@
 """Testing flags (CUT's names and defaults); load_size defaults to crop_size to avoid cropping."""
+import models
 from util.similarity import FEATURE_CHOICES
 
 from .base_options import BaseOptions, read_run_options
@@ -25,8 +26,12 @@ class TestOptions(BaseOptions):
         return parser
 
     def run_defaults(self, opt):
-        """The architecture the run was trained with (its train_opt.json): --netG, --ngf, ... need not be repeated."""
-        return read_run_options(opt.checkpoints_dir, opt.name)
+        """The architecture the run was trained with (its train_opt.json): --netG, --ngf, ... need not be repeated,
+        nor the flags a model names in its `architecture_keys` (e.g. stargan_v2's --num_domains)."""
+        saved = read_run_options(opt.checkpoints_dir, opt.name)
+        model_cls = models.find_model_using_name(saved.get('model', opt.model))
+        extra = tuple(getattr(model_cls, 'architecture_keys', ()))
+        return dict(saved, **read_run_options(opt.checkpoints_dir, opt.name, keys=extra)) if extra else saved
 
     def finalize(self, opt):
         # CUT's test-time settings: one image at a time, in order, no augmentation

@@ -27,6 +27,8 @@ TINY_BY_MODEL = {
     'sin_src_hdce': ['--ngf', '4', '--ndf', '4', '--load_size', '64', '--crop_size', '32', '--batch_size', '4',
                      '--num_patches', '1'],
     'cycle_gan': ['--netG', 'resnet_6blocks'],
+    'stargan_v2': ['--base_dim', '8', '--max_conv_dim', '16', '--hidden_dim', '16', '--num_patches', '16',
+                   '--batch_size', '2', '--num_domains', '3'],
 }
 
 
@@ -58,6 +60,24 @@ def fake_batch(batch_size=1, size=32, seed=0):
             'B': torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
             'A_paths': [f'a{i}.png' for i in range(batch_size)],
             'B_paths': [f'b{i}.png' for i in range(batch_size)]}
+
+
+def fake_multidomain_batch(batch_size=2, size=32, num_domains=3, seed=0):
+    """A batch of --dataset_mode multidomain: sources with their domains, two references of a target domain."""
+    g = torch.Generator().manual_seed(seed)
+
+    def images():
+        return torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1
+    return {'A': images(), 'A_domain': torch.randint(num_domains, (batch_size,), generator=g),
+            'ref': images(), 'ref2': images(), 'ref_domain': torch.randint(num_domains, (batch_size,), generator=g),
+            'A_paths': [f'a{i}.png' for i in range(batch_size)], 'ref_paths': [f'r{i}.png' for i in range(batch_size)]}
+
+
+def model_batch(model_name, batch_size, size, seed=0):
+    """A batch of the dataset each model trains on."""
+    if model_name == 'stargan_v2':
+        return fake_multidomain_batch(batch_size, size, seed=seed)
+    return fake_batch(batch_size, size, seed)
 
 
 @pytest.fixture
