@@ -244,7 +244,7 @@ def test_zoom_and_patch_follow_their_params():
 
 def test_registry_lists_and_finds_every_dataset():
     names = data.available_datasets()
-    assert names == ['aligned', 'single', 'singleimage', 'template', 'unaligned']
+    assert names == ['aligned', 'multidomain', 'single', 'singleimage', 'template', 'unaligned']
     for name in names:
         cls = data.find_dataset_using_name(name)
         assert issubclass(cls, data.BaseDataset) and cls.__name__.lower() == name + 'dataset'
@@ -253,7 +253,7 @@ def test_registry_lists_and_finds_every_dataset():
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(ValueError, match="'paired'.*aligned, single, singleimage, template, unaligned"):
+    with pytest.raises(ValueError, match="'paired'.*aligned, multidomain, single, singleimage, template, unaligned"):
         data.find_dataset_using_name('paired')
 
 
