@@ -181,7 +181,8 @@ class StarGANV2Model(BaseModel):
         n = self.real_A.size(0)
         self.z = torch.randn(n, self.opt.latent_dim).to(self.device)
         self.z2 = torch.randn(n, self.opt.latent_dim).to(self.device)
-        self.image_paths = input['A_paths']
+        # <domain>_<file>: the domains' folders reuse file names, and test.py names its outputs by file
+        self.image_paths = [f'{os.path.basename(os.path.dirname(p))}_{os.path.basename(p)}' for p in input['A_paths']]
 
     def lambda_ds(self):
         """StarGAN v2's diversity weight at the current step: linear from --lambda_ds to 0 over --ds_iter."""
@@ -259,7 +260,8 @@ class StarGANV2Model(BaseModel):
         terms['sty'] = (s_pred.float() - s_trg.float()).abs().mean()
         terms['ds'] = (fake - fake2.float()).abs().mean()
         terms['cyc'] = (rec.float() - self.real_A).abs().mean()
-        semantic = self.objective(self.semantic_sample(fake), self.steps)
+        # γ stays at its end value past --gamma_iter (the official run stops there)
+        semantic = self.objective(self.semantic_sample(fake), min(self.steps, opt.gamma_iter))
         for name, value in list(terms.items()) + list(semantic.items()):
             self.losses[f'G_{prefix}_{name}'] = value
         self.fake_latent_or_ref = fake.detach(), rec.detach()

@@ -232,6 +232,15 @@ def test_fid_of_a_set_with_itself_is_zero(dataset):
     assert mm.frechet_distance(stats, mm.feature_statistics(feats + 1.0)) == pytest.approx(8.0, rel=1e-6)
 
 
+def test_trace_of_the_root_equals_scipy_sqrtm_on_covariances():
+    from scipy import linalg
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 40)), rng.normal(size=(300, 40)) @ rng.normal(size=(40, 40)) * 0.3
+    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = np.trace(np.real(linalg.sqrtm(sigma_a @ sigma_b)))
+    assert mm.trace_sqrt_product(sigma_a, sigma_b) == pytest.approx(expected, rel=1e-9)
+
+
 # ---------------------------------------------------------------------------------------------------- protocol
 
 def test_tasks_in_stargan_v2_order():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models import objectives
+from util.recipes import read_recipe
 
 DATA = Path(__file__).parent / 'data'
 
@@ -53,7 +54,7 @@ def built_model(tmp_path, *extra, seed=0):
 
 
 COMBINATIONS = {
-    'stargan_v2_alone': (['--lambda_SRC', '0', '--lambda_HDCE', '0'], {'SRC': 0, 'HDCE': 0, 'CE': 0}),
+    'stargan_v2_alone': (read_recipe('stargan_v2_baseline'), {'SRC': 0, 'HDCE': 0, 'CE': 0}),
     'src_only': (['--lambda_HDCE', '0'], {'HDCE': 0, 'CE': 0}),
     'hdce_only': (['--lambda_SRC', '0'], {'SRC': 0}),
     'dce_no_hneg': (['--no_Hneg'], {}),
@@ -137,3 +138,101 @@ def test_bad_settings_are_named(tmp_path):
         built_model(tmp_path, '--load_size', '64')
     with pytest.raises(ValueError, match='--w_hpf'):
         built_model(tmp_path, '--mm_generator', 'stargan_v2', '--w_hpf', '1')
+
+
+# ---- the pipeline: train.py (resume), test.py, the evaluation -------------------------------------------------
+PIPELINE = ['--model', 'stargan_v2', '--num_domains', '3', '--crop_size', '32', '--load_size', '32',
+            '--base_dim', '8', '--max_conv_dim', '16', '--hidden_dim', '16', '--num_patches', '16', '--batch_size', '2',
+            '--gpu_ids', '-1', '--num_threads', '0', '--display_id', '0', '--no_tqdm', '--print_freq', '4',
+            '--use_curriculum', '--gamma_iter', '8', '--ds_iter', '8', '--seed', '3']
+
+
+@pytest.fixture(scope='module')
+def seasons(tmp_path_factory):
+    from datasets.make_multidomain_dataset import make_multidomain_dataset
+    root = tmp_path_factory.mktemp('seasons')
+    make_multidomain_dataset(root, n_train=4, n_val=2, size=32, seed=0, domains=3)
+    return root
+
+
+def run(dataroot, ckpt, name, *extra):
+    import train
+    return train.main(['--dataroot', str(dataroot), '--checkpoints_dir', str(ckpt), '--name', name, *PIPELINE,
+                       *extra])
+
+
+def all_weights(run_dir):
+    names = ['G', 'M', 'E', 'D', 'F', 'G_ema', 'M_ema', 'E_ema']
+    return {n: torch.load(Path(run_dir) / f'latest_net_{n}.pth', weights_only=True) for n in names}
+
+
+@pytest.mark.slow
+def test_resumed_training_ends_with_the_same_weights(seasons, tmp_path):
+    """Two epochs (12 steps: λ_ds and γ move every step) straight, and one epoch then a resumed one."""
+    from tests.conftest import assert_same_weights
+    assert run(seasons, tmp_path, 'straight', '--n_epochs', '2') == 0
+    assert run(seasons, tmp_path, 'split', '--n_epochs', '2', '--max_iters', '12') == 0  # one epoch of 12 images
+    assert run(seasons, tmp_path, 'split', '--n_epochs', '2', '--continue_train') == 0
+    state = torch.load(tmp_path / 'split' / 'latest_train_state.pth', weights_only=True)
+    assert state['model_steps'] == 12
+    assert_same_weights(all_weights(tmp_path / 'straight'), all_weights(tmp_path / 'split'))
+
+
+@pytest.fixture(scope='module')
+def trained(seasons, tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp('ckpt')
+    assert run(seasons, ckpt, 'run', '--n_epochs', '1') == 0
+    return ckpt
+
+
+def test_test_py_writes_latent_and_reference_translations_with_the_ema_networks(seasons, trained, tmp_path):
+    import test as test_script
+    assert test_script.main(['--dataroot', str(seasons), '--checkpoints_dir', str(trained), '--name', 'run',
+                             '--results_dir', str(tmp_path), '--phase', 'val', '--gpu_ids', '-1']) == 0
+    images = tmp_path / 'run' / 'val_latest' / 'images'
+    assert sorted(p.name for p in images.iterdir()) == ['fake_latent', 'fake_ref', 'real_A', 'rec', 'ref']
+    assert len(list((images / 'fake_ref').iterdir())) == 6  # 2 val images x 3 domains
+
+
+def test_translator_generates_per_latent_code_and_per_reference(seasons, trained):
+    from models.stargan_v2_model import load_translator
+    translator = load_translator(str(trained), 'run', 'latest')
+    assert translator.domains == ['autumn', 'summer', 'winter'] and translator.num_domains == 3
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.tensor([0, 2])
+    z = torch.randn(2, translator.latent_dim)
+    a = translator.generate(x, translator.style_from_latent(z, y))
+    b = translator.generate(x, translator.style_from_latent(torch.randn(2, translator.latent_dim), y))
+    assert a.shape == x.shape and a.abs().max() <= 1 and not torch.equal(a, b)
+    torch.testing.assert_close(a, translator.generate(x, translator.style_from_latent(z, y)))
+    r = translator.generate(x, translator.style_from_reference(torch.rand(2, 3, 32, 32), y))
+    assert r.shape == x.shape
+    assert translator.model.model_names == ['G_ema', 'M_ema', 'E_ema']
+    with pytest.raises(FileNotFoundError, match='train_opt.json'):
+        load_translator(str(trained), 'no_such_run')
+
+
+@pytest.mark.slow
+def test_evaluation_cli_on_a_trained_run(seasons, trained, tmp_path):
+    """evaluation.multimodal (random weights) then the content score of the synthetic seasons."""
+    import json
+    from evaluation import multidomain_synthetic, multimodal
+    multimodal.main(['--checkpoints_dir', str(trained), '--name', 'run', '--dataroot', str(seasons),
+                     '--out', str(tmp_path), '--num_outs_per_domain', '2', '--random_weights',
+                     '--fid_input_size', '75', '--no_tqdm'])
+    result = json.loads((tmp_path / 'metrics_multimodal.json').read_text())
+    assert set(result) >= {'latent', 'reference'}
+    assert len([k for k in result['latent']['LPIPS'] if k != 'mean']) == 6
+    scores = multidomain_synthetic.score_results(tmp_path / 'latent', seasons)
+    assert 0 <= scores['layout_accuracy'] <= 1 and scores['images'] == 6 * 2 * 2
+
+
+@pytest.mark.parametrize('name,domains,lambda_hdce', [('seasons', 4, 1.0), ('weather', 5, 0.1)])
+def test_official_multimodal_recipes_parse(name, domains, lambda_hdce, tmp_path):
+    from options.train_options import TrainOptions
+    opt = TrainOptions(['--dataroot', str(tmp_path), '--name', name, '--checkpoints_dir', str(tmp_path),
+                        *read_recipe(name)]).parse()
+    assert (opt.model, opt.num_domains, opt.lambda_HDCE, opt.lambda_SRC) == ('stargan_v2', domains, lambda_hdce, 0.1)
+    assert (opt.batch_size, opt.crop_size, opt.lr, opt.f_lr, opt.beta1, opt.beta2) == (8, 256, 1e-4, 1e-6, 0.0, 0.99)
+    assert opt.max_iters == 100000 * opt.batch_size and opt.lambda_ds == 2 and opt.use_curriculum
+    assert (opt.num_patches, opt.HDCE_gamma, opt.HDCE_gamma_min, opt.gamma_iter, opt.ds_iter) == \
+        (128, 50, 1, 100000, 100000)
