@@ -16,7 +16,7 @@ from scripts import cpu_study as study
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ['train_horse2zebra.sh', 'train_cityscapes.sh', 'train_monet.sh', 'train_cut_baseline.sh', 'table1.sh',
-           'table4_ablation.sh', 'common.sh']
+           'table4_ablation.sh', 'train_multimodal.sh', 'common.sh']
 
 
 def smoke(script, tmp_path, **env):
@@ -64,7 +64,8 @@ def test_table4_smoke_end_to_end_and_table_writer(tmp_path, capsys):
                                            ('train_cityscapes.sh', 'city_src_hdce'),
                                            ('train_monet.sh', 'monet_src_hdce'),
                                            ('train_cut_baseline.sh', 'h2z_cut'),
-                                           ('table1.sh', 'table1.md')])
+                                           ('table1.sh', 'table1.md'),
+                                           ('train_multimodal.sh', 'seasons_stargan_v2_semantic/multimodal/table2.md')])
 @pytest.mark.slow
 def test_other_scripts_smoke(script, result, tmp_path):
     out = smoke(script, tmp_path)

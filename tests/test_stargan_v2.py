@@ -236,3 +236,21 @@ def test_official_multimodal_recipes_parse(name, domains, lambda_hdce, tmp_path)
     assert opt.max_iters == 100000 * opt.batch_size and opt.lambda_ds == 2 and opt.use_curriculum
     assert (opt.num_patches, opt.HDCE_gamma, opt.HDCE_gamma_min, opt.gamma_iter, opt.ds_iter) == \
         (128, 50, 1, 100000, 100000)
+
+
+@pytest.mark.slow
+def test_cpu_study_driver_trains_scores_and_summarises(tmp_path):
+    import json
+    from tests.conftest import load_script
+    study = load_script('scripts/multimodal_study.py')
+    assert study.main(['--out', str(tmp_path), '--steps', '3', '--seeds', '0', '1', '--n_train', '4', '--n_val', '2',
+                       '--num_outs', '2', '--no_tqdm']) == 0
+    runs = sorted(p.name for p in (tmp_path / 'runs').iterdir())
+    assert runs == ['stargan_v2+semantic_s0.json', 'stargan_v2+semantic_s1.json', 'stargan_v2_s0.json',
+                    'stargan_v2_s1.json']
+    run = json.loads((tmp_path / 'runs' / 'stargan_v2_s0.json').read_text())
+    assert '--lambda_SRC' in run['flags'] and len(run['latent']['tasks']) == 12
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    paired = summary['reference']['paired_semantic_minus_baseline']['layout_accuracy']
+    assert sorted(paired['per_seed']) == ['0', '1']
+    assert 'paired difference' in (tmp_path / 'summary.md').read_text()
