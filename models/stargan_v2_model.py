@@ -151,8 +151,11 @@ class StarGANV2Model(BaseModel):
         self.optimizer_M = adam(self.netM.parameters(), opt.f_lr)
         self.optimizer_E = adam(self.netE.parameters(), opt.lr)
         self.optimizer_D = adam(self.netD.parameters(), opt.lr)
-        self.optimizer_F = adam(self.netF.parameters(), opt.lr)
-        self.optimizers = [self.optimizer_G, self.optimizer_M, self.optimizer_E, self.optimizer_D, self.optimizer_F]
+        self.optimizers = [self.optimizer_G, self.optimizer_M, self.optimizer_E, self.optimizer_D]
+        self.optimizer_F = None  # F has no gradient without L_semantic (and DDP would wait for one)
+        if self.objective.uses_features:
+            self.optimizer_F = adam(self.netF.parameters(), opt.lr)
+            self.optimizers.append(self.optimizer_F)
         self._to_device()
 
     def _to_device(self):
@@ -192,8 +195,13 @@ class StarGANV2Model(BaseModel):
 
     # ---- networks ----------------------------------------------------------------------------
     def net(self, name):
-        """The network `name` of the current phase: the trained one in training, its EMA when testing."""
-        return getattr(self, 'net' + name) if self.isTrain else getattr(self, f'net{name}_ema')
+        """Network `name` as this pass should call it: the EMA copy when testing; in training the DDP-wrapped one
+        (under torchrun) only when it is being trained, since DDP waits for the gradients of every pass it runs."""
+        if not self.isTrain:
+            return getattr(self, f'net{name}_ema')
+        module = self._unwrapped(name)
+        trained = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+        return getattr(self, 'net' + name) if trained else module
 
     def style(self, guide, y):
         """Style codes of domains `y` from latent codes (2-d: mapping network) or reference images (4-d:
@@ -205,10 +213,10 @@ class StarGANV2Model(BaseModel):
         """Adversarial loss of D on reals (with λ_reg·R1) and on one latent- or reference-guided fake."""
         real = self.real_A.detach().requires_grad_(self.opt.lambda_reg > 0)
         with torch.no_grad(), self.runtime.autocast():
-            fake = self.netG(self.real_A, self.style(guide, self.y_trg))
+            fake = self.net('G')(self.real_A, self.style(guide, self.y_trg))
         with self.runtime.autocast():
-            pred_real = self.netD(real, self.y_src).float()
-            pred_fake = self.netD(fake, self.y_trg).float()
+            pred_real = self.net('D')(real, self.y_src).float()
+            pred_fake = self.net('D')(fake, self.y_trg).float()
         self.losses[f'D_{prefix}_real'] = losses.gan_loss(pred_real, True, self.opt.gan_mode).mean()
         self.losses[f'D_{prefix}_fake'] = losses.gan_loss(pred_fake, False, self.opt.gan_mode).mean()
         loss = self.losses[f'D_{prefix}_real'] + self.losses[f'D_{prefix}_fake']
@@ -235,24 +243,24 @@ class StarGANV2Model(BaseModel):
                     target = G.encode(fake if not query_is_source else fake.detach(), self.nce_layers)
             query, key = (source, target) if query_is_source else (target, source)
             with torch.autocast(self.device.type, enabled=False):  # F in float32, as models/patch_contrastive.py
-                q, ids = self.netF(query, self.opt.num_patches, ids)
+                q, ids = self.net('F')(query, self.opt.num_patches, ids)
                 with torch.no_grad():
-                    k, _ = self.netF(key, self.opt.num_patches, ids)
+                    k, _ = self.net('F')(key, self.opt.num_patches, ids)
             n = fake.size(0)
             return [p.reshape(n, -1, p.shape[-1]) for p in q], [p.reshape(n, -1, p.shape[-1]) for p in k], ids
         return sample
 
     def generator_loss(self, guides, prefix):
         """StarGAN v2's generator loss for one guidance (two latent codes or two references) + L_semantic."""
-        opt, G = self.opt, self.netG
+        opt, G, E = self.opt, self.net('G'), self.net('E')
         with self.runtime.autocast():
             s_trg = self.style(guides[0], self.y_trg)
             fake = G(self.real_A, s_trg)
-            pred = self._unwrapped('D')(fake, self.y_trg).float()  # D is frozen here
-            s_pred = self.netE(fake, self.y_trg)
+            pred = self.net('D')(fake, self.y_trg).float()  # D is frozen here
+            s_pred = E(fake, self.y_trg)
             with torch.no_grad():
-                fake2 = G(self.real_A, self.style(guides[1], self.y_trg))
-            s_org = self.netE(self.real_A, self.y_src)
+                fake2 = self.net('G')(self.real_A, self.style(guides[1], self.y_trg))
+            s_org = E(self.real_A, self.y_src)
             rec = G(fake if opt.cycle_source == 'fake' else self.real_A, s_org)
         fake = fake.float()
         terms = OrderedDict()
@@ -271,15 +279,15 @@ class StarGANV2Model(BaseModel):
     # ---- training step -----------------------------------------------------------------------
     def optimize_parameters(self):
         self.losses['lambda_ds'] = self.lambda_ds()
-        self.set_requires_grad(self.netD, True)
+        self.set_requires_grad(self._unwrapped('D'), True)
         for guide, prefix in ((self.z, 'latent'), (self.ref, 'ref')):
             self.optimizer_D.zero_grad(set_to_none=True)
             self.runtime.backward(self.discriminator_loss(guide, prefix))
             self.runtime.step(self.optimizer_D)
             self.runtime.update()
 
-        self.set_requires_grad(self.netD, False)
-        latent = (self.optimizer_G, self.optimizer_M, self.optimizer_E, self.optimizer_F)
+        self.set_requires_grad(self._unwrapped('D'), False)
+        latent = [o for o in (self.optimizer_G, self.optimizer_M, self.optimizer_E, self.optimizer_F) if o is not None]
         for o in latent:
             o.zero_grad(set_to_none=True)
         self.runtime.backward(self.generator_loss((self.z, self.z2), 'latent'))
@@ -289,12 +297,12 @@ class StarGANV2Model(BaseModel):
 
         # the reference-guided step trains G alone (the official code computes the other gradients and
         # discards them): M, E, F are frozen for it
-        self.set_requires_grad([self.netM, self.netE, self.netF], False)
+        self.set_requires_grad([self._unwrapped(n) for n in 'MEF'], False)
         self.optimizer_G.zero_grad(set_to_none=True)
         self.runtime.backward(self.generator_loss((self.ref, self.ref2), 'ref'))
         self.runtime.step(self.optimizer_G)
         self.runtime.update()
-        self.set_requires_grad([self.netM, self.netE, self.netF], True)
+        self.set_requires_grad([self._unwrapped(n) for n in 'MEF'], True)
         self.fake_ref, self.rec = self.fake_latent_or_ref
         del self.fake_latent_or_ref
 

@@ -130,3 +130,27 @@ def test_several_gpu_ids_without_torchrun_is_a_clear_error(tmp_path, monkeypatch
     opt = train_opt('src_hdce', tmp_path, '--gpu_ids', '0,1')
     with pytest.raises(SystemExit, match='torchrun --nproc_per_node 2'):
         train_script.Run(opt)
+
+
+def multimodal_worker(rank, ports, dataset, ckpt):
+    join(rank, ports[0])
+    argv = ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', 'ddp_mm', '--model', 'stargan_v2',
+            '--num_domains', '2', '--crop_size', '32', '--load_size', '32', '--base_dim', '8', '--max_conv_dim', '16',
+            '--hidden_dim', '16', '--num_patches', '16', '--batch_size', '1', '--gpu_ids', '-1', '--num_threads', '0',
+            '--display_id', '0', '--no_tqdm', '--seed', '3', '--n_epochs', '2', '--print_freq', '2']
+    assert train_script.main(argv + ['--max_iters', '4']) == 0
+    os.environ['MASTER_PORT'] = str(ports[1])
+    assert train_script.main(argv + ['--continue_train']) == 0
+
+
+@pytest.mark.slow
+def test_stargan_v2_under_two_processes_trains_in_sync_and_resumes(tmp_path):
+    """R1's double backward, the networks each step trains or freezes, F, the EMA copies: under DDP (gloo)."""
+    from datasets.make_multidomain_dataset import make_multidomain_dataset
+    dataset = tmp_path / 'seasons'
+    make_multidomain_dataset(dataset, n_train=2, n_val=1, size=32, seed=0, domains=2)
+    mp.spawn(multimodal_worker, args=((free_port(), free_port()), dataset, tmp_path / 'ckpt'), nprocs=WORLD)
+    run = tmp_path / 'ckpt' / 'ddp_mm'
+    state = torch.load(run / 'latest_train_state.pth', weights_only=True)
+    assert (state['epoch'], state['epoch_done'], state['model_steps']) == (2, True, 4)
+    assert all((run / f'latest_net_{n}.pth').is_file() for n in ['G', 'M', 'E', 'D', 'F', 'G_ema', 'M_ema', 'E_ema'])

@@ -1,5 +1,6 @@
 """The speed work keeps the math: the optimised step equals the step computed the official way (reference),
 mixed precision and channels-last train, and scripts/benchmark.py reports JSON."""
+import copy
 import json
 
 import numpy as np
@@ -70,6 +71,27 @@ def test_instance_norm_gradient_with_a_channels_last_gradient(batch_size, layout
     torch.testing.assert_close(ours, expected)
     with torch.no_grad():
         assert torch.equal(norm(x), F.instance_norm(x))
+
+
+def test_affine_instance_norm_keeps_its_affine_map_and_its_gradients():
+    """StarGAN v2's instance norms are affine: the training kernel must apply weight and bias and train them
+    (it once dropped them whenever a gradient flowed). Running-statistics norms are not swapped."""
+    torch.manual_seed(0)
+    plain = torch.nn.InstanceNorm2d(8, affine=True).double()
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5), plain.bias.uniform_(-1, 1)
+    swapped = copy.deepcopy(plain)
+    assert fast.accelerate(swapped) == {'InstanceNorm2d -> GroupInstanceNorm2d': 1}
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64, requires_grad=True)
+    outputs = [norm(x) for norm in (plain, swapped)]
+    torch.testing.assert_close(outputs[1], outputs[0])
+    grads = [torch.autograd.grad(out.pow(2).sum(), [x, norm.weight, norm.bias])
+             for out, norm in zip(outputs, (plain, swapped))]
+    for ours, expected in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours, expected)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert swapped(x.float().bfloat16()).dtype == torch.bfloat16
+    assert not fast.accelerate(torch.nn.InstanceNorm2d(8, track_running_stats=True))
 
 
 def test_channels_last_gives_the_same_step(tmp_path):

@@ -215,8 +215,8 @@ class FastUpsample(Upsample):
 
 
 class GroupInstanceNorm2d(nn.InstanceNorm2d):
-    """CUT's instance norm (no affine map, no running statistics) computed, when a gradient flows, as group
-    norm with one channel per group. The same normalisation with a better backward: it keeps the
+    """Instance norm without running statistics (CUT's; with its affine map, StarGAN v2's) computed, when a
+    gradient flows, as group norm with one channel per group. The same normalisation with a better backward: it keeps the
     channels-last layout, returns a tensor rather than a view (the in-place ReLU after it needs no copy),
     is faster on CPU, and avoids a torch 2.14 CPU bug: nn.InstanceNorm2d's backward gives wrong input
     gradients for a batch of one image when the incoming gradient has channels-last strides (as the patch
@@ -227,7 +227,10 @@ class GroupInstanceNorm2d(nn.InstanceNorm2d):
         if dtype == torch.float16:
             x = x.float()
         if _needs_graph(x):
-            return F.group_norm(x, self.num_features, eps=self.eps).to(dtype)
+            weight, bias = self.weight, self.bias
+            if self.affine and weight.dtype != x.dtype:  # bf16 maps under autocast
+                weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+            return F.group_norm(x, self.num_features, weight, bias, eps=self.eps).to(dtype)
         return super().forward(x).to(dtype)
 
 
@@ -273,6 +276,8 @@ def accelerate(net, *, conv_algo='auto', device=torch.device('cpu'), amp=None, c
     swapped = Counter()
     for module in net.modules():
         cls = _ALWAYS.get(type(module))
+        if cls is GroupInstanceNorm2d and module.track_running_stats:
+            cls = None  # group norm has no running statistics
         if cls is None and winograd_ok and winograd_eligible(module):
             cls = WinogradConv2d
         if cls is not None:
