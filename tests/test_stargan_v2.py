@@ -38,13 +38,14 @@ def test_semantic_objective_matches_the_official_multimodal_losses(index):
     torch.testing.assert_close(grad, result['grad_q'], rtol=1e-4, atol=1e-6)
 
 
-def built_model(tmp_path, *extra, seed=0):
+def built_model(tmp_path, *extra, seed=0, fast_kernels=True):
     """stargan_v2 on tiny networks, set up as train.py sets it up, with one batch loaded."""
     import models
+    from models.runtime import Runtime
     from tests.conftest import fake_multidomain_batch, train_opt
     opt = train_opt('stargan_v2', tmp_path, '--seed', str(seed), *extra)
     torch.manual_seed(seed)
-    model = models.create_model(opt)
+    model = models.create_model(opt, Runtime.from_options(opt, fast_kernels=fast_kernels))
     batch = fake_multidomain_batch(opt.batch_size, opt.crop_size, opt.num_domains, seed)
     model.data_dependent_initialize(batch)
     model.setup(opt)
@@ -88,6 +89,29 @@ def test_one_step_of_every_loss_combination(name, tmp_path):
                                          for k, v in getattr(model, 'net' + n).state_dict().items())}
     semantic = not ('SRC' in zeros and 'HDCE' in zeros)
     assert changed == ({'G', 'M', 'E', 'D', 'F'} if semantic else {'G', 'M', 'E', 'D'}), name
+
+
+def test_training_kernels_give_the_generator_step_of_plain_layers(tmp_path):
+    """The kernels train.py swaps in (models/networks/fast.py) give the latent-guided generator loss and its
+    gradients of the plain layers (a step's weights are not compared: Adam turns the float32 noise of the
+    exactly-zero gradients of biases before instance norms into full steps of either sign)."""
+    results = []
+    for fast in (True, False):
+        model = built_model(tmp_path / str(fast), fast_kernels=fast)
+        model.set_requires_grad(model.netD, False)
+        torch.manual_seed(7)
+        model.generator_loss((model.z, model.z2), 'latent').backward()
+        losses = {k: float(torch.as_tensor(v).detach()) for k, v in model.losses.items()}
+        results.append((losses, {n: p.grad for n, p in model.netG.named_parameters()}))
+    assert type(model.netG.encoder[0].norm1).__name__ == 'InstanceNorm2d'
+    assert type(built_model(tmp_path / 'x').netG.encoder[0].norm1).__name__ == 'GroupInstanceNorm2d'
+    (losses_fast, grads_fast), (losses_plain, grads_plain) = results
+    for key in losses_plain:
+        assert losses_fast[key] == pytest.approx(losses_plain[key], rel=1e-5, abs=1e-7), key
+    largest = max(float(g.abs().max()) for g in grads_plain.values())
+    for name, grad in grads_plain.items():
+        assert grads_fast[name] is not None, name
+        torch.testing.assert_close(grads_fast[name], grad, rtol=1e-4, atol=1e-5 * largest, msg=f'netG.{name}')
 
 
 @pytest.mark.parametrize('query', ['source', 'translation'])
