@@ -68,6 +68,7 @@ COMBINATIONS = {
     'no_r1_no_ds': (['--lambda_reg', '0', '--lambda_ds', '0'], {'reg': 0}),
     'clovaai_generator': (['--mm_generator', 'stargan_v2', '--mm_nce_layers', '1,2'], {}),
     'lsgan': (['--gan_mode', 'lsgan'], {}),
+    'amp_bf16': (['--amp', 'bf16'], {}),
 }
 
 
