@@ -120,11 +120,10 @@ class StarGANV2Model(BaseModel):
         self.steps = 0  # optimisation steps so far: the λ_ds decay and the γ curriculum count them
         self.visual_names = ['real_A', 'fake_latent', 'ref', 'fake_ref', 'rec']
         self.loss_names = []
-        if not self.isTrain:
+        if not self.isTrain:  # testing loads the EMA networks alone, into these
             self.model_names = [n + '_ema' for n in NETWORKS]
             for name in NETWORKS:
                 setattr(self, f'net{name}_ema', getattr(self, 'net' + name))
-            for name in NETWORKS:
                 delattr(self, 'net' + name)
             self._to_device()
             return
