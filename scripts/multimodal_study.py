@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +119,44 @@ def evaluate(args, name):
     return result
 
 
+def reference_scores(args):
+    """The same scores for the true translation (each validation scene redrawn in the target season, a random
+    style of that season per output) and for a copy of the source image (--num_outs copies)."""
+    from datasets.make_multidomain_dataset import render, sample_style
+    from evaluation.multimodal import save_png
+    path = args.out / 'references.json'
+    if path.is_file():
+        return json.loads(path.read_text())
+    val, train_root = args.data / 'val', args.data / 'train'
+    domains = multimodal.domain_names(val)
+    real_feats = {d: np.stack([texture_features(load_rgb(p)) for p in multimodal.domain_files(train_root, d)])
+                  for d in domains}
+    rng = np.random.default_rng(0)
+    result = {}
+    for kind in ('truth', 'copy'):
+        per_task = {}
+        for src, trg in multimodal.enumerate_tasks(domains):
+            task_dir = args.out / 'translations' / f'_{kind}' / f'{src}2{trg}'
+            task_dir.mkdir(parents=True, exist_ok=True)
+            distances = []
+            for file in multimodal.domain_files(val, src):
+                layout = np.asarray(Image.open(args.data / 'val_layout' / src / f'{file.stem}.png'))
+                outputs = [render(layout, trg, sample_style(rng, trg)) if kind == 'truth'
+                           else np.array(Image.open(file).convert('RGB')) for _ in range(args.num_outs)]
+                tensors = [torch.from_numpy(o).permute(2, 0, 1).float() / 127.5 - 1 for o in outputs]
+                for k, t in enumerate(tensors):
+                    save_png(t, task_dir / f'{file.stem}_{k}.png')
+                distances.append(float(multimodal.mean_pairwise_lpips(PixelL1(), [t[None] for t in tensors])))
+            per_task[f'{src}2{trg}'] = {'diversity_l1': float(np.mean(distances)),
+                                        'kid': texture_kid(sorted(task_dir.glob('*.png')), real_feats[trg])}
+        content = multidomain_synthetic.score_results(task_dir.parent, args.data)
+        for task, scores in content['tasks'].items():
+            per_task[task].update(layout_accuracy=scores['layout_accuracy'], mean_iou=scores['mean_iou'])
+        result[kind] = {m: float(np.mean([t[m] for t in per_task.values()])) for m in METRICS}
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
 def multimodal_translator(args, name):
     from models.stargan_v2_model import load_translator
     return load_translator(str(args.out / 'checkpoints'), name, 'latest', dataroot=str(args.data))
@@ -160,10 +199,12 @@ def summarise(records):
     return summary
 
 
-def markdown(summary, records):
+def markdown(summary, records, references):
     arrows = {'layout_accuracy': '↑', 'mean_iou': '↑', 'diversity_l1': '↑', 'kid': '↓'}
     lines = []
     for mode, block in summary.items():
+        if mode == 'references':
+            continue
         lines += [f'**{mode}-guided** (mean ± sd over seeds)', '',
                   '| config | seeds | ' + ' | '.join(f'{m} {arrows[m]}' for m in METRICS) + ' |',
                   '|---|---|' + '---|' * len(METRICS)]
@@ -177,6 +218,9 @@ def markdown(summary, records):
             lines.append('| paired difference (semantic − baseline) | | ' + ' | '.join(
                 f'{paired[m]["mean"]:+.3f} ± {paired[m]["sd"]:.3f} ({paired[m]["wins"]}/{len(paired[m]["per_seed"])} '
                 f'> 0)' for m in METRICS) + ' |')
+        for kind, label in (('truth', 'true translation (scene redrawn in the target season)'),
+                            ('copy', 'copy of the source image')):
+            lines.append(f'| *{label}* | | ' + ' | '.join(f'*{references[kind][m]:.3f}*' for m in METRICS) + ' |')
         lines.append('')
     seconds = [r['train_seconds'] / r['steps'] for r in records]
     lines.append(f'Training: {records[0]["steps"]} steps per run, {np.mean(seconds):.2f} s per step on average '
@@ -214,8 +258,9 @@ def main(argv=None):
     if not records:
         raise SystemExit(f'error: no runs in {args.out / "runs"}')
     summary = summarise(records)
+    summary['references'] = reference_scores(args)
     (args.out / 'summary.json').write_text(json.dumps(summary, indent=1))
-    text = markdown(summary, records)
+    text = markdown(summary, records, summary['references'])
     (args.out / 'summary.md').write_text(text)
     print(text)
     return 0

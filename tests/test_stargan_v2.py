@@ -278,4 +278,7 @@ def test_cpu_study_driver_trains_scores_and_summarises(tmp_path):
     summary = json.loads((tmp_path / 'summary.json').read_text())
     paired = summary['reference']['paired_semantic_minus_baseline']['layout_accuracy']
     assert sorted(paired['per_seed']) == ['0', '1']
-    assert 'paired difference' in (tmp_path / 'summary.md').read_text()
+    text = (tmp_path / 'summary.md').read_text()
+    assert 'paired difference' in text and '*true translation' in text
+    truth, copy = summary['references']['truth'], summary['references']['copy']
+    assert truth['layout_accuracy'] > 0.9 and copy['diversity_l1'] == 0 and truth['kid'] < copy['kid']
