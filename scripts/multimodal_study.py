@@ -15,7 +15,7 @@ evaluation/multimodal.py) and scores:
   - realism: KID of each task's outputs against the target domain's training images on fixed colour and
     texture statistics (evaluation/synthetic.py's texture_features; no learned weights).
 A run's JSON lands in <out>/runs/<config>_s<seed>.json (existing ones are kept: the study resumes); the
-summary (mean, sd and the paired differences over seeds) in <out>/summary.json and <out>/summary.md.
+summary (mean, sd and each config's paired differences from StarGAN v2 alone over seeds) in <out>/summary.json and <out>/summary.md.
 """
 import argparse
 import json
@@ -41,9 +41,11 @@ from util.recipes import read_recipe  # noqa: E402
 # v2's 0.999 the EMA networks of a 1,500-step run would still hold 22 % of their initial weights (0.999^1500).
 BUDGET = ['--crop_size', '32', '--load_size', '32', '--base_dim', '16', '--max_conv_dim', '64', '--hidden_dim', '64',
           '--num_patches', '64', '--batch_size', '4', '--ema_beta', '0.99']
+BASELINE = 'stargan_v2'
 CONFIGS = {
-    'stargan_v2': read_recipe('stargan_v2_baseline'),
-    'stargan_v2+semantic': [],
+    BASELINE: read_recipe('stargan_v2_baseline'),
+    'stargan_v2+semantic': [],  # the official multi-modal recipe's L_semantic (source patches are the queries)
+    'stargan_v2+semantic_translation_query': ['--semantic_query', 'translation'],  # CUT's direction
 }
 METRICS = ('layout_accuracy', 'mean_iou', 'diversity_l1', 'kid')
 
@@ -176,26 +178,30 @@ def run_one(args, config, seed):
 
 
 def summarise(records):
-    """Mean and sd per config and mode, and the paired differences (semantic − baseline) over shared seeds."""
+    """Mean and sd per config and mode, and each config's paired differences from the baseline over shared seeds."""
     summary = {}
     for mode in ('latent', 'reference'):
         by_config = {}
         for config in CONFIGS:
             runs = [r for r in records if r['config'] == config]
-            by_config[config] = {m: {'mean': float(np.mean([r[mode]['mean'][m] for r in runs])),
-                                     'sd': float(np.std([r[mode]['mean'][m] for r in runs], ddof=1))
-                                     if len(runs) > 1 else 0.0,
-                                     'seeds': {r['seed']: r[mode]['mean'][m] for r in runs}} for m in METRICS} \
-                if runs else {}
-        base, ours = (by_config[c] for c in CONFIGS)
+            if runs:
+                by_config[config] = {m: {'mean': float(np.mean([r[mode]['mean'][m] for r in runs])),
+                                         'sd': float(np.std([r[mode]['mean'][m] for r in runs], ddof=1))
+                                         if len(runs) > 1 else 0.0,
+                                         'seeds': {r['seed']: r[mode]['mean'][m] for r in runs}} for m in METRICS}
         paired = {}
-        if base and ours:
+        for config in by_config:
+            if config == BASELINE or BASELINE not in by_config:
+                continue
+            paired[config] = {}
             for m in METRICS:
-                seeds = sorted(set(base[m]['seeds']) & set(ours[m]['seeds']))
-                diffs = [ours[m]['seeds'][s] - base[m]['seeds'][s] for s in seeds]
-                paired[m] = {'mean': float(np.mean(diffs)), 'sd': float(np.std(diffs, ddof=1)) if len(diffs) > 1
-                             else 0.0, 'per_seed': dict(zip(seeds, diffs)), 'wins': int(sum(d > 0 for d in diffs))}
-        summary[mode] = {'configs': by_config, 'paired_semantic_minus_baseline': paired}
+                base, ours = by_config[BASELINE][m]['seeds'], by_config[config][m]['seeds']
+                seeds = sorted(set(base) & set(ours))
+                diffs = [ours[s] - base[s] for s in seeds]
+                paired[config][m] = {'mean': float(np.mean(diffs)), 'per_seed': dict(zip(seeds, diffs)),
+                                     'sd': float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0,
+                                     'wins': int(sum(d > 0 for d in diffs))}
+        summary[mode] = {'configs': by_config, 'paired_minus_baseline': paired}
     return summary
 
 
@@ -213,9 +219,8 @@ def markdown(summary, records, references):
                 seeds = len(scores[METRICS[0]]['seeds'])
                 lines.append(f'| {config} | {seeds} | ' + ' | '.join(
                     f'{scores[m]["mean"]:.3f} ± {scores[m]["sd"]:.3f}' for m in METRICS) + ' |')
-        paired = block['paired_semantic_minus_baseline']
-        if paired:
-            lines.append('| paired difference (semantic − baseline) | | ' + ' | '.join(
+        for config, paired in block['paired_minus_baseline'].items():
+            lines.append(f'| {config} − {BASELINE} (paired) | | ' + ' | '.join(
                 f'{paired[m]["mean"]:+.3f} ± {paired[m]["sd"]:.3f} ({paired[m]["wins"]}/{len(paired[m]["per_seed"])} '
                 f'> 0)' for m in METRICS) + ' |')
         for kind, label in (('truth', 'true translation (scene redrawn in the target season)'),

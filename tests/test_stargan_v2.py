@@ -269,14 +269,14 @@ def test_cpu_study_driver_trains_scores_and_summarises(tmp_path):
     from tests.conftest import load_script
     study = load_script('scripts/multimodal_study.py')
     assert study.main(['--out', str(tmp_path), '--steps', '3', '--seeds', '0', '1', '--n_train', '4', '--n_val', '2',
-                       '--num_outs', '2', '--no_tqdm']) == 0
+                       '--num_outs', '2', '--no_tqdm', '--configs', 'stargan_v2', 'stargan_v2+semantic']) == 0
     runs = sorted(p.name for p in (tmp_path / 'runs').iterdir())
     assert runs == ['stargan_v2+semantic_s0.json', 'stargan_v2+semantic_s1.json', 'stargan_v2_s0.json',
                     'stargan_v2_s1.json']
     run = json.loads((tmp_path / 'runs' / 'stargan_v2_s0.json').read_text())
     assert '--lambda_SRC' in run['flags'] and len(run['latent']['tasks']) == 12
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    paired = summary['reference']['paired_semantic_minus_baseline']['layout_accuracy']
+    paired = summary['reference']['paired_minus_baseline']['stargan_v2+semantic']['layout_accuracy']
     assert sorted(paired['per_seed']) == ['0', '1']
     text = (tmp_path / 'summary.md').read_text()
     assert 'paired difference' in text and '*true translation' in text
