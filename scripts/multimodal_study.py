@@ -233,6 +233,27 @@ def markdown(summary, records, references):
     return '\n'.join(lines) + '\n'
 
 
+def comparison_grid(args, seed, path, tasks=('summer2winter', 'winter2summer', 'spring2autumn', 'autumn2spring'),
+                    per_task=2, scale=3):
+    """PNG: per row a source image, its true translation, then the first latent-guided output of each config
+    (seed `seed`); two rows per task. Configs without a run of that seed are left out."""
+    names = [c for c in CONFIGS if (args.out / 'translations' / f'{c.replace("+", "_")}_s{seed}').is_dir()]
+    size = args.size
+    columns = ['source', 'truth', *names]
+    grid = Image.new('RGB', (size * len(columns), size * per_task * len(tasks)), 'white')
+    for t, task in enumerate(tasks):
+        src = task.split('2')[0]
+        for j, file in enumerate(multimodal.domain_files(args.data / 'val', src)[:per_task]):
+            images = [file, args.out / 'translations' / '_truth' / task / f'{file.stem}_0.png']
+            images += [args.out / 'translations' / f'{c.replace("+", "_")}_s{seed}' / 'latent' / task /
+                       f'{file.stem}_0.png' for c in names]
+            for k, image in enumerate(images):
+                with Image.open(image) as im:
+                    grid.paste(im.convert('RGB').resize((size, size)), (k * size, (t * per_task + j) * size))
+    grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST).save(path)
+    return columns
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--out', type=Path, default=ROOT / 'docs' / 'studies' / 'multimodal_cpu')
@@ -268,6 +289,9 @@ def main(argv=None):
     text = markdown(summary, records, summary['references'])
     (args.out / 'summary.md').write_text(text)
     print(text)
+    seed = min(r['seed'] for r in records)
+    columns = comparison_grid(args, seed, args.out / 'translations.png')
+    print(f'{args.out / "translations.png"}: columns {", ".join(columns)} (seed {seed}, first latent-guided output)')
     return 0
 
 
