@@ -279,6 +279,6 @@ def test_cpu_study_driver_trains_scores_and_summarises(tmp_path):
     paired = summary['reference']['paired_minus_baseline']['stargan_v2+semantic']['layout_accuracy']
     assert sorted(paired['per_seed']) == ['0', '1']
     text = (tmp_path / 'summary.md').read_text()
-    assert 'paired difference' in text and '*true translation' in text
+    assert '(paired)' in text and '*true translation' in text
     truth, copy = summary['references']['truth'], summary['references']['copy']
     assert truth['layout_accuracy'] > 0.9 and copy['diversity_l1'] == 0 and truth['kid'] < copy['kid']
