@@ -174,8 +174,8 @@ def plot(rows, path, baselines=None, metrics=PLOTTED, title=None):
     import matplotlib.pyplot as plt
     metrics = [m for m in metrics if m in rows[0]]
     cols = min(3, len(metrics))
-    fig, axes = plt.subplots(math.ceil(len(metrics) / cols), cols, figsize=(4.6 * cols, 3.4 * math.ceil(len(metrics) / cols)),
-                             squeeze=False)
+    n_rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 3.4 * n_rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         title_m, higher = {**synthetic.METRICS, **synthetic.DATASET_METRICS}[metric]
         if metric == 'kid':
@@ -225,8 +225,8 @@ def summary_table(rows, metrics=PLOTTED):
 
 
 def write_csv(rows, path):
-    keys = ['run', 'group', 'tag', 'iterations'] + [k for k in rows[0] if k not in
-                                                    ('run', 'group', 'tag', 'iterations', 'run_dir', 'stamp', 'version')]
+    fixed = ('run', 'group', 'tag', 'iterations')
+    keys = list(fixed) + [k for k in rows[0] if k not in fixed + ('run_dir', 'stamp', 'version')]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction='ignore', lineterminator='\n')
     writer.writeheader()

@@ -33,7 +33,8 @@ def parse_shape(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f'--shape wants batch,c_in,c_out,size,padding (5 integers), got {text!r}')
     if min(n, c_in, c_out, size) < 1 or pad not in (0, 1) or size + 2 * pad < 3:
-        raise argparse.ArgumentTypeError(f'--shape {text!r}: sizes must be >= 1, padding 0 or 1, size + 2 * padding >= 3')
+        raise argparse.ArgumentTypeError(f'--shape {text!r}: sizes must be >= 1, padding 0 or 1, '
+                                         f'size + 2 * padding >= 3')
     return n, c_in, c_out, size, pad
 
 
@@ -60,7 +61,8 @@ def measure(shape, repeats, seed=0):
     out_size = size + 2 * pad - 2
     grad = torch.randn(n, c_out, out_size, out_size, generator=gen)
     row = {'shape': {'batch': n, 'c_in': c_in, 'c_out': c_out, 'size': size, 'padding': pad}}
-    variants = {'direct': lambda *a: F.conv2d(*a, padding=pad), 'winograd': lambda *a: winograd_conv3x3(*a, padding=pad)}
+    variants = {'direct': lambda *a: F.conv2d(*a, padding=pad),
+                'winograd': lambda *a: winograd_conv3x3(*a, padding=pad)}
     ref_inputs = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
     ref_out = F.conv2d(*ref_inputs, padding=pad)
     ref = [ref_out] + list(torch.autograd.grad(ref_out, ref_inputs, grad.double()))

@@ -257,7 +257,8 @@ def run(args, ours_extra, runner=None, progress=None):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report = {
-        'settings': {'official': str(args.train_script.parent.parent), 'official_commit': official_commit(args.train_script),
+        'settings': {'official': str(args.train_script.parent.parent),
+                     'official_commit': official_commit(args.train_script),
                      'images': [few, many], 'size': args.size, 'load_size': args.size * 286 // 256,
                      'threads': args.threads, 'pairs': args.pairs, 'amp_ours': args.amp,
                      'data': str(args.data) if args.data else 'generated (datasets/make_synthetic_dataset.py, seed 0)',

@@ -15,7 +15,8 @@ evaluation/multimodal.py) and scores:
   - realism: KID of each task's outputs against the target domain's training images on fixed colour and
     texture statistics (evaluation/synthetic.py's texture_features; no learned weights).
 A run's JSON lands in <out>/runs/<config>_s<seed>.json (existing ones are kept: the study resumes); the
-summary (mean, sd and each config's paired differences from StarGAN v2 alone over seeds) in <out>/summary.json and <out>/summary.md.
+summary (mean, sd and each config's paired differences from StarGAN v2 alone over seeds) in <out>/summary.json
+and <out>/summary.md.
 """
 import argparse
 import json

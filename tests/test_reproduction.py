@@ -96,7 +96,8 @@ def test_ablation_print_rows(capsys):
     assert len(lines) == 7 and lines[0] == 'infonce\tCUT\t--patch_loss infonce --lambda_SRC 0 --no_Hneg'
     assert lines[-1] == 'dce_src_hneg\tDCE + SRC + Hneg\t--patch_loss dce'
     assert study.main(['ablation', '--print_rows', '--all']) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == 'infonce_hneg\tInfoNCE + Hneg\t--patch_loss infonce --lambda_SRC 0'
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == 'infonce_hneg\tInfoNCE + Hneg\t--patch_loss infonce --lambda_SRC 0'
 
 
 def _record(config, seed, iou, bg):

@@ -216,9 +216,9 @@ class FastUpsample(Upsample):
 
 class GroupInstanceNorm2d(nn.InstanceNorm2d):
     """Instance norm without running statistics (CUT's; with its affine map, StarGAN v2's) computed, when a
-    gradient flows, as group norm with one channel per group. The same normalisation with a better backward: it keeps the
-    channels-last layout, returns a tensor rather than a view (the in-place ReLU after it needs no copy),
-    is faster on CPU, and avoids a torch 2.14 CPU bug: nn.InstanceNorm2d's backward gives wrong input
+    gradient flows, as group norm with one channel per group. The same normalisation with a better backward: it
+    keeps the channels-last layout, returns a tensor rather than a view (the in-place ReLU after it needs no
+    copy), is faster on CPU, and avoids a torch 2.14 CPU bug: nn.InstanceNorm2d's backward gives wrong input
     gradients for a batch of one image when the incoming gradient has channels-last strides (as the patch
     sampler's permuted view produces). Float16 statistics (--amp fp16) overflow: they are taken in float32."""
 
