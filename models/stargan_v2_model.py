@@ -25,6 +25,7 @@ from models import losses, objectives
 from models.base_model import BaseModel
 from models.networks import define_F
 from models.networks import stargan
+from models.src_hdce_model import add_semantic_relation_options, semantic_relation
 
 SEMANTIC_QUERIES = ('source', 'translation')
 CYCLE_SOURCES = ('fake', 'real')
@@ -71,16 +72,8 @@ class StarGANV2Model(BaseModel):
         p.add_argument('--weight_decay', type=float, default=1e-4, help='Adam weight decay of every network')
         p.add_argument('--ema_beta', type=float, default=0.999, help='EMA decay of G, M, E')
         # L_semantic (the official multi-modal flags: --lambda_src, --lambda_dce, --n_patch, --use_hard, ...)
-        p.add_argument('--lambda_SRC', type=float, default=0.1, help='weight of SRC (0: StarGAN v2 alone)')
-        p.add_argument('--lambda_HDCE', type=float, default=1.0, help='weight of hDCE (0: StarGAN v2 alone)')
-        p.add_argument('--patch_loss', type=str, default='dce', choices=['dce', 'infonce'],
-                       help='decoupled (Eq. 6) or InfoNCE contrast on patches')
-        p.add_argument('--no_Hneg', action='store_true', help='plain DCE: no hard-negative weights')
-        p.add_argument('--hneg_weighting', type=str, default='official', choices=list(losses.WEIGHT_MODES))
-        p.add_argument('--use_curriculum', action='store_true',
-                       help='anneal gamma from HDCE_gamma to HDCE_gamma_min linearly over --gamma_iter steps')
-        p.add_argument('--HDCE_gamma', type=float, default=50.0, help='hardness gamma (official gamma_start)')
-        p.add_argument('--HDCE_gamma_min', type=float, default=1.0, help='gamma at the end (official gamma_end)')
+        # lambda_SRC 0.1, HDCE_gamma 50 -> HDCE_gamma_min 1: the official lambda_src, gamma_start, gamma_end
+        add_semantic_relation_options(p, curriculum='linearly over --gamma_iter steps')
         p.add_argument('--gamma_iter', type=int, default=100000,
                        help='steps of the gamma curriculum (the official total_iters)')
         p.add_argument('--num_patches', type=int, default=128, help='patches per layer (official n_patch)')
@@ -95,7 +88,8 @@ class StarGANV2Model(BaseModel):
         p.add_argument('--src_batch_reduction', type=str, default='sum', choices=['sum', 'mean'],
                        help='SRC over the images of a batch: sum (the official multi-modal code) or mean')
         p.set_defaults(dataset_mode='multidomain', gan_mode='vanilla', lr=1e-4, beta1=0.0, beta2=0.99,
-                       batch_size=8, load_size=256, crop_size=256, n_epochs_decay=0, display_ncols=5)
+                       batch_size=8, load_size=256, crop_size=256, n_epochs_decay=0, display_ncols=5,
+                       lambda_SRC=0.1, lambda_HDCE=1.0, HDCE_gamma=50.0, HDCE_gamma_min=1.0)
         return parser
 
     def __init__(self, opt, runtime=None):
@@ -166,10 +160,7 @@ class StarGANV2Model(BaseModel):
         """L_semantic with the official multi-modal settings: γ annealed per step over --gamma_iter."""
         hardness = objectives.Curriculum(opt.HDCE_gamma, opt.HDCE_gamma_min, opt.gamma_iter,
                                          use_curriculum=opt.use_curriculum)
-        return objectives.SemanticRelation(lambda_hdce=opt.lambda_HDCE, lambda_src=opt.lambda_SRC, tau=opt.nce_T,
-                                           contrast=opt.patch_loss, hard_negatives=not opt.no_Hneg,
-                                           weighting=opt.hneg_weighting, hardness=hardness,
-                                           src_reduction=opt.src_batch_reduction)
+        return semantic_relation(opt, hardness, src_reduction=opt.src_batch_reduction)
 
     # ---- data --------------------------------------------------------------------------------
     def set_input(self, input):

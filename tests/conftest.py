@@ -73,6 +73,11 @@ def fake_multidomain_batch(batch_size=2, size=32, num_domains=3, seed=0):
             'A_paths': [f'a{i}.png' for i in range(batch_size)], 'ref_paths': [f'r{i}.png' for i in range(batch_size)]}
 
 
+def tree_bytes(root):
+    """{relative path: bytes} of every file under `root` (generated datasets compared byte for byte)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+
+
 def model_batch(model_name, batch_size, size, seed=0):
     """A batch of the dataset each model trains on."""
     if model_name == 'stargan_v2':

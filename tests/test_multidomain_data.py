@@ -14,7 +14,7 @@ import data
 from data.image_folder import ImageLoadError
 from evaluation.common import EvaluationError
 from evaluation.multidomain_synthetic import layout_accuracy, layout_scores, main as score_main, score_results
-from tests.conftest import load_script
+from tests.conftest import load_script, tree_bytes
 
 seasons = load_script('datasets/make_multidomain_dataset.py')
 
@@ -24,10 +24,6 @@ SMALL = dict(n_train=3, n_val=2, size=32)
 def read(path):
     with Image.open(path) as img:
         return np.asarray(img)
-
-
-def files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
 
 
 def seed_both(seed):
@@ -65,14 +61,14 @@ def generated(tmp_path_factory):
 
 # ---------------------------------------------------------------- generator
 
-def test_same_seed_gives_byte_identical_files(generated, tmp_path):
+def test_same_seed_gives_byte_identical_tree_bytes(generated, tmp_path):
     root, _ = generated
     seasons.make_multidomain_dataset(tmp_path / 'again', seed=3, **SMALL)
-    assert files(root) == files(tmp_path / 'again')
+    assert tree_bytes(root) == tree_bytes(tmp_path / 'again')
     seasons.make_multidomain_dataset(tmp_path / 'other', seed=4, **SMALL)
-    other = files(tmp_path / 'other')
-    assert other.keys() == files(root).keys()
-    assert other['train/winter/000000.png'] != files(root)['train/winter/000000.png']
+    other = tree_bytes(tmp_path / 'other')
+    assert other.keys() == tree_bytes(root).keys()
+    assert other['train/winter/000000.png'] != tree_bytes(root)['train/winter/000000.png']
 
 
 def test_dataset_layout_and_meta(generated):

@@ -8,7 +8,7 @@ from PIL import Image
 from scipy.ndimage import binary_erosion
 
 import data
-from tests.conftest import load_script
+from tests.conftest import load_script, tree_bytes
 
 synthetic = load_script('datasets/make_synthetic_dataset.py')
 
@@ -20,24 +20,20 @@ def read(path):
         return np.asarray(img)
 
 
-def files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
-
-
 @pytest.fixture(scope='module')
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp('synthetic')
     return root, synthetic.make_synthetic_dataset(root, seed=3, **SMALL)
 
 
-def test_same_seed_gives_byte_identical_files(generated, tmp_path):
+def test_same_seed_gives_byte_identical_tree_bytes(generated, tmp_path):
     root, _ = generated
     synthetic.make_synthetic_dataset(tmp_path / 'again', seed=3, **SMALL)
-    assert files(root) == files(tmp_path / 'again')
+    assert tree_bytes(root) == tree_bytes(tmp_path / 'again')
     synthetic.make_synthetic_dataset(tmp_path / 'other', seed=4, **SMALL)
-    other = files(tmp_path / 'other')
-    assert other.keys() == files(root).keys()
-    assert other['trainA/000000.png'] != files(root)['trainA/000000.png']
+    other = tree_bytes(tmp_path / 'other')
+    assert other.keys() == tree_bytes(root).keys()
+    assert other['trainA/000000.png'] != tree_bytes(root)['trainA/000000.png']
 
 
 def test_layout_names_and_summary(generated):
