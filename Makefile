@@ -11,6 +11,7 @@ $(VENV)/.installed: requirements.txt
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q "setuptools<81" wheel
 	$(PYTHON) -m pip install -q --no-build-isolation -r requirements.txt
+	bash scripts/fetch_tcmalloc.sh $(VENV)
 	touch $@
 
 venv: $(VENV)/.installed

@@ -16,16 +16,21 @@ import signal
 import sys
 import time
 
-import numpy as np
-import torch
-from tqdm import tqdm
+if __name__ == '__main__':
+    # before torch allocates anything: restart on tcmalloc/jemalloc when --cpu_allocator asks for one
+    from util import cpu_allocator
+    cpu_allocator.preload()
 
-from data import create_dataset
-from models import create_model
-from models.runtime import Runtime, flag_device
-from options.train_options import TrainOptions
-from util import distributed
-from util.visualizer import Visualizer
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data import create_dataset  # noqa: E402
+from models import create_model  # noqa: E402
+from models.runtime import Runtime, flag_device  # noqa: E402
+from options.train_options import TrainOptions  # noqa: E402
+from util import distributed  # noqa: E402
+from util.visualizer import Visualizer  # noqa: E402
 
 
 class NonFiniteLossError(RuntimeError):

@@ -1,5 +1,6 @@
 """How the networks run, apart from what they compute: device, mixed precision and its loss scaler,
-memory layout, the training kernels (networks/fast.py), torch.compile and CPU heap trimming.
+memory layout, the training kernels (networks/fast.py), torch.compile and CPU heap trimming (with glibc's
+malloc; util/cpu_allocator.py chooses the malloc before the process starts).
 
 train.py and test.py build one Runtime from the options and hand it to the model; the model asks it
 for `prepare(net)`, `to_input`, `autocast()`, `backward(loss)`, `step(...)` and `update()`.
@@ -8,7 +9,7 @@ from collections import Counter
 
 import torch
 
-from util import memory
+from util import cpu_allocator, memory
 
 from .networks import fast
 
@@ -44,7 +45,9 @@ class Runtime:
         self.conv_algo = conv_algo
         self.training = training
         self.fast_kernels = training and fast_kernels
-        self.trim_heap = training and trim_heap and self.device.type == 'cpu'
+        # malloc_trim is glibc's; tcmalloc / jemalloc (--cpu_allocator) keep their heaps compact without it
+        self.allocator = cpu_allocator.active()
+        self.trim_heap = training and trim_heap and self.device.type == 'cpu' and self.allocator == 'glibc'
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=training and self.amp_dtype == torch.float16)
         self.swapped = Counter()  # what prepare() swapped, for the start-up report
@@ -81,9 +84,9 @@ class Runtime:
     def describe(self):
         swaps = ', '.join(f'{n} {what}' for what, n in sorted(self.swapped.items())) or 'none'
         layout = 'channels-last' if self.memory_format == torch.channels_last else 'NCHW'
-        return (f'runtime: {self.device}, amp {self.amp}, {layout}'
-                f'{", compiled" if self.compile else ""}{", heap trimmed before backward" if self.trim_heap else ""}; '
-                f'training kernels: {swaps}')
+        heap = ', heap trimmed before backward' if self.trim_heap else ''
+        return (f'runtime: {self.device}, amp {self.amp}, {layout}{", compiled" if self.compile else ""}, '
+                f'allocator {self.allocator}{heap}; training kernels: {swaps}')
 
     def to_input(self, tensor):
         """An image batch on the device, in the networks' memory layout."""

@@ -2,7 +2,7 @@
 import argparse
 
 from .base_options import BaseOptions
-from util import util
+from util import cpu_allocator, util
 
 
 class TrainOptions(BaseOptions):
@@ -26,8 +26,13 @@ class TrainOptions(BaseOptions):
         p.add_argument('--print_freq', type=int, default=100,
                        help='frequency of showing training results on console')
         p.add_argument('--no_malloc_trim', action='store_true',
-                       help='CPU: do not return freed heap pages to the kernel before each backward pass (glibc '
-                            'malloc_trim: lower peak memory for more page faults; docs/performance.md)')
+                       help='CPU, glibc malloc: do not return freed heap pages to the kernel before each backward '
+                            'pass (malloc_trim: lower peak memory for more page faults; docs/performance.md)')
+        p.add_argument('--cpu_allocator', type=str, default='auto',
+                       help='CPU training: the malloc train.py restarts itself on (LD_PRELOAD), one of '
+                            f'{", ".join(cpu_allocator.CHOICES)} or the path of a shared library; auto: tcmalloc, '
+                            'else jemalloc, when installed and training on the CPU, else glibc with heap trimming '
+                            '(util/cpu_allocator.py; docs/performance.md, "The heap")')
         p.add_argument('--no_html', action='store_true',
                        help='do not save intermediate training results to <checkpoints_dir>/<name>/web/')
         # saving and loading
@@ -75,5 +80,7 @@ class TrainOptions(BaseOptions):
         for flag in ('print_freq', 'display_freq', 'save_latest_freq', 'save_epoch_freq', 'update_html_freq'):
             if getattr(opt, flag) <= 0:
                 raise SystemExit(f'error: --{flag} must be positive, got {getattr(opt, flag)}')
+        if opt.cpu_allocator not in cpu_allocator.CHOICES:
+            cpu_allocator.resolve(opt.cpu_allocator)  # a path: fails unless it is a file
         if opt.display_env is None:
             opt.display_env = opt.name

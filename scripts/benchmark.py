@@ -25,9 +25,14 @@ import sys
 import tempfile
 import time
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+if __name__ == '__main__':
+    # as train.py: restart on the allocator --cpu_allocator (a training flag, after --) asks for
+    from util import cpu_allocator
+    cpu_allocator.preload([a for a in sys.argv[1:] if a != '--'], default_gpu_ids='-1')
+
+import torch  # noqa: E402
 
 from models import create_model  # noqa: E402
 from models.patch_contrastive import PatchContrastiveModel  # noqa: E402
@@ -177,7 +182,8 @@ def run(args, extra):
         'compile': args.compile, 'step': 'alternate' if args.alternate else ('reference' if args.reference
                                                                               else 'optimised'),
         'device': torch.cuda.get_device_name(model.device) if cuda else cpu_name(),
-        'torch': torch.__version__, 'threads': torch.get_num_threads(),
+        'torch': torch.__version__, 'threads': torch.get_num_threads(), 'allocator': model.runtime.allocator,
+        'heap_trimmed': model.runtime.trim_heap,
         'warmup': args.warmup, 'repeats': args.repeats,
         'losses': {k: round(v, 6) for k, v in model.get_current_losses().items()},
     }
