@@ -26,6 +26,7 @@ import argparse
 import importlib.metadata
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -148,9 +149,12 @@ def run_process(job, log_path):
         tail = Path(log_path).read_text(errors='replace').splitlines()[-30:]
         raise SystemExit(f'error: the {job.side} run failed (exit status {proc.returncode}):\n  '
                          f'{shlex.join(job.cmd)}\n  in {job.cwd}\n' + '\n'.join(tail))
+    # ours says which malloc it ran on (--cpu_allocator), e.g. 'runtime: cpu, ..., allocator tcmalloc; ...'
+    allocator = re.search(r'^runtime: .*?allocator ([^,;\s]+)', Path(log_path).read_text(errors='replace'), re.M)
     return {'wall_s': wall, 'user_s': usage.ru_utime, 'sys_s': usage.ru_stime,
             'cpu_s': usage.ru_utime + usage.ru_stime, 'peak_rss_mib': usage.ru_maxrss / 1024,  # Linux: KiB
-            'majflt': usage.ru_majflt, 'minflt': usage.ru_minflt, 'nvcsw': usage.ru_nvcsw, 'nivcsw': usage.ru_nivcsw}
+            'majflt': usage.ru_majflt, 'minflt': usage.ru_minflt, 'nvcsw': usage.ru_nvcsw, 'nivcsw': usage.ru_nivcsw,
+            'allocator': allocator.group(1) if allocator else None}
 
 
 def measure(jobs, runner, progress=None):
@@ -187,6 +191,7 @@ def side_summary(records, side, few, many):
     return {'per_step': per_step, 'per_step_by_pair': steps, 'process': process,
             'peak_rss_mib': max(process[str(n)]['peak_rss_mib'] for n in (few, many)),
             'fixed_wall_s': _median(fixed),
+            'allocators': sorted({r['allocator'] for r in runs.values() if r.get('allocator')}),
             # threads actually busy during a step: near --threads when both use what they were given
             'cpu_per_wall_step': round(per_step['cpu_s'] / per_step['wall_s'], 3) if per_step['wall_s'] > 0 else None}
 

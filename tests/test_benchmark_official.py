@@ -102,6 +102,10 @@ def test_process_measurement_and_a_failing_run(tmp_path):
     m = bo.run_process(job, tmp_path / 'log')
     assert m['wall_s'] >= 0.4 and m['cpu_s'] >= 0.18 and m['cpu_s'] == m['user_s'] + m['sys_s']
     assert m['peak_rss_mib'] >= 96 and m['minflt'] >= 96 * 256  # every page of the buffer touched once
+    assert m['allocator'] is None
+    says = bo.Job('ours', 1, 0, [sys.executable, '-c', 'print("runtime: cpu, amp off, NCHW, allocator tcmalloc; x")'],
+                  str(tmp_path))
+    assert bo.run_process(says, tmp_path / 'log')['allocator'] == 'tcmalloc'
     failing = bo.Job('official', 1, 0, [sys.executable, '-c', 'print("boom"); raise SystemExit(3)'], str(tmp_path))
     with pytest.raises(SystemExit) as e:
         bo.run_process(failing, tmp_path / 'log')
