@@ -12,7 +12,6 @@ command with the library in LD_PRELOAD (same PID, so torchrun and job schedulers
 here imports torch.
 """
 import argparse
-import ctypes.util
 import os
 import sys
 
@@ -52,8 +51,7 @@ def find(name, dirs=None):
             path = os.path.join(folder, filename)
             if os.path.isfile(path):
                 return path
-    found = ctypes.util.find_library(name)  # ldconfig's cache, e.g. a system-wide install elsewhere
-    return found if dirs is None and found and os.path.isabs(found) else None
+    return None
 
 
 def resolve(choice, on_cpu=True, dirs=None):
