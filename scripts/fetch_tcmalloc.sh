@@ -14,7 +14,7 @@ if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-if (cd "$tmp" && apt-get download -q libtcmalloc-minimal4 >/dev/null 2>&1) \
+if (cd "$tmp" && timeout 120 apt-get download -q libtcmalloc-minimal4 >/dev/null 2>&1) \
     && dpkg -x "$tmp"/libtcmalloc-minimal4_*.deb "$tmp/pkg" \
     && mkdir -p "$lib" && cp -P "$tmp"/pkg/usr/lib/*/libtcmalloc_minimal.so.4* "$lib"/; then
   echo "tcmalloc for CPU training: $(ls "$lib"/libtcmalloc_minimal.so.4)"
