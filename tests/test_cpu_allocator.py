@@ -127,3 +127,12 @@ def test_train_py_restarts_on_the_preloaded_library_and_trains_the_same_weights(
     tcmalloc = train_process(dataset, ckpt, 'tcmalloc')  # --cpu_allocator auto
     assert 'allocator tcmalloc;' in tcmalloc
     assert_same_weights(saved_weights(ckpt / 'glibc'), saved_weights(ckpt / 'tcmalloc'))
+
+
+def test_fetching_tcmalloc_without_apt_leaves_glibc_and_succeeds(tmp_path):
+    bin_dir = tmp_path / 'bin'  # a PATH with bash's own builtins only: no apt-get, dpkg or ldconfig
+    bin_dir.mkdir()
+    done = subprocess.run(['/bin/bash', str(ROOT / 'scripts' / 'fetch_tcmalloc.sh'), str(tmp_path / 'venv')],
+                          env={'PATH': str(bin_dir)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and 'no apt-get/dpkg' in done.stdout and "glibc's malloc" in done.stdout
+    assert not (tmp_path / 'venv').exists()
