@@ -58,6 +58,7 @@ def resolve(choice, on_cpu=True, dirs=None):
     """(name, library path) for a --cpu_allocator value; (`glibc`, None) for no preload. 'auto' picks the
     first of AUTO_ORDER that is installed, for CPU training on Linux only; a named allocator that is not
     installed, or a path that is not a file, is an error."""
+    dirs = search_dirs() if dirs is None else dirs
     if choice == 'glibc':
         return 'glibc', None
     if choice == 'auto':
@@ -72,7 +73,7 @@ def resolve(choice, on_cpu=True, dirs=None):
         path = find(choice, dirs)
         if path is None:
             raise SystemExit(f'error: --cpu_allocator {choice}: none of {", ".join(LIBRARIES[choice])} found in '
-                             f'{", ".join(search_dirs() if dirs is None else dirs)}; {INSTALL_HINT}')
+                             f'{", ".join(dirs)}; {INSTALL_HINT}')
         return choice, path
     if os.path.isfile(choice):
         base = os.path.basename(choice)
