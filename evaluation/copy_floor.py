@@ -27,7 +27,7 @@ from evaluation.common import EvaluationError, cli, image_files
 from util.recipes import read_recipe
 from util.util import atomic_write_json, tensor2im
 
-GENERATOR_FLAGS = ('netG', 'ngf', 'normG', 'no_antialias', 'no_antialias_up', 'init_type', 'init_gain')
+GENERATOR_FLAGS = ('netG', 'ngf', 'normG', 'no_antialias', 'no_antialias_up', 'init_type', 'init_gain', 'G_output')
 
 
 def generator_parser(defaults_from=None):
@@ -40,6 +40,7 @@ def generator_parser(defaults_from=None):
     p.add_argument('--no_antialias_up', action='store_true')
     p.add_argument('--init_type', default='xavier')
     p.add_argument('--init_gain', type=float, default=0.02)
+    p.add_argument('--G_output', default='tanh', choices=['tanh', 'residual'])
     if defaults_from:
         known, _ = p.parse_known_args(defaults_from)  # a recipe's other flags (patches, epochs) are not ours
         p.set_defaults(**vars(known))
@@ -51,7 +52,8 @@ def define_generator(flags, size):
     from models.networks import define_G
     return define_G(3, 3, flags['ngf'], flags['netG'], norm=flags['normG'], init_type=flags['init_type'],
                     init_gain=flags['init_gain'], no_antialias=flags['no_antialias'],
-                    no_antialias_up=flags['no_antialias_up'], crop_size=size, load_size=size)
+                    no_antialias_up=flags['no_antialias_up'], crop_size=size, load_size=size,
+                    G_output=flags.get('G_output', 'tanh'))
 
 
 def load_folder(folder, size=None):

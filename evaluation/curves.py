@@ -86,7 +86,8 @@ def build_generator(opts):
                     use_dropout=not opts['no_dropout'], init_type=opts['init_type'], init_gain=opts['init_gain'],
                     no_antialias=opts['no_antialias'], no_antialias_up=opts['no_antialias_up'],
                     crop_size=opts['crop_size'], load_size=opts['load_size'],
-                    stylegan2_G_num_downsampling=opts['stylegan2_G_num_downsampling'], init_weights=False).eval()
+                    stylegan2_G_num_downsampling=opts['stylegan2_G_num_downsampling'], init_weights=False,
+                    G_output=opts.get('G_output', 'tanh')).eval()  # runs from before --G_output have tanh
 
 
 def load_inputs(data_root, crop_size):

@@ -38,7 +38,8 @@ class CycleGANModel(BaseModel):
             return define_G(in_nc, out_nc, opt.ngf, opt.netG, norm=opt.normG, use_dropout=not opt.no_dropout,
                             init_type=opt.init_type, init_gain=opt.init_gain, no_antialias=opt.no_antialias,
                             no_antialias_up=opt.no_antialias_up, crop_size=opt.crop_size, load_size=opt.load_size,
-                            stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling).to(self.device)
+                            stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling,
+                            G_output=opt.G_output).to(self.device)
 
         self.netG_A = generator(opt.input_nc, opt.output_nc)
         self.netG_B = generator(opt.output_nc, opt.input_nc)

@@ -74,7 +74,8 @@ class PatchContrastiveModel(BaseModel):
                              use_dropout=not opt.no_dropout, init_type=opt.init_type, init_gain=opt.init_gain,
                              no_antialias=opt.no_antialias, no_antialias_up=opt.no_antialias_up,
                              crop_size=opt.crop_size, load_size=opt.load_size,
-                             stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling).to(self.device)
+                             stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling,
+                             G_output=opt.G_output).to(self.device)
         self.netF = define_F(opt.netF, netF_nc=opt.netF_nc, init_type=opt.init_type,
                              init_gain=opt.init_gain).to(self.device)
         self.optimizer_F = None

@@ -8,14 +8,14 @@ import sys
 import data
 import models
 from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
-from models.networks import DISCRIMINATORS, GENERATORS, INIT_TYPES, NORM_TYPES
+from models.networks import DISCRIMINATORS, G_OUTPUTS, GENERATORS, INIT_TYPES, NORM_TYPES
 from util import distributed, util
 
 # the options that decide how a run's networks are built: test.py (and scripts/similarity_maps.py) take
 # them from the run's train_opt.json, so a checkpoint is rebuilt as it was trained; the command line wins
 ARCHITECTURE_KEYS = ('model', 'input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
                      'no_antialias', 'no_antialias_up', 'stylegan2_G_num_downsampling', 'nce_layers', 'netF',
-                     'netF_nc')
+                     'netF_nc', 'G_output')
 
 
 class BaseOptions:
@@ -64,6 +64,9 @@ class BaseOptions:
         p.add_argument('--no_antialias_up', action='store_true',
                        help='if specified, use [upconv(learned filter)] instead of [upconv(hard-coded '
                             '[1,3,3,1] filter), conv]')
+        p.add_argument('--G_output', type=str, default='tanh', choices=list(G_OUTPUTS),
+                       help="resnet_* generators: tanh (CUT's) or residual: tanh(v + atanh(input)), which starts as "
+                            'the identity and keeps the input\'s colour and grain unless changed (docs/results.md 2.2)')
         # dataset
         p.add_argument('--dataset_mode', type=str, default='unaligned', choices=data.available_datasets(),
                        help='how the dataset is loaded')

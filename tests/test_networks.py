@@ -11,6 +11,7 @@ from PIL import Image
 
 from models.networks import (DISCRIMINATORS, GENERATORS, SAMPLERS, PatchSampleF, define_D, define_F,
                              define_G, get_norm_layer, init_weights)
+from models.networks.generators import residual_tanh
 from models.networks.layers import Downsample, Upsample
 from util.util import tensor2im
 from tests.conftest import FIXTURES
@@ -296,3 +297,29 @@ def test_patch_sampler_more_patches_than_positions_and_full_map():
     assert torch.allclose(full[0].norm(dim=1), torch.ones(2, 3, 5), atol=1e-3)
     order = ids[0].argsort()
     assert torch.allclose(full[0].flatten(2).permute(0, 2, 1), samples[0].view(2, 15, 8)[:, order], atol=1e-6)
+
+
+def test_residual_output_starts_as_the_identity_with_the_keys_and_features_of_tanh():
+    residual = define_G(3, 3, 4, 'resnet_6blocks', no_antialias=True, no_antialias_up=True, G_output='residual')
+    plain = define_G(3, 3, 4, 'resnet_6blocks', no_antialias=True, no_antialias_up=True)
+    plain.load_state_dict(residual.state_dict())  # same modules, same keys: checkpoints move between the two
+    x = torch.rand(2, 3, 32, 32) * 1.8 - 0.9
+    last = len(residual.model) - 1
+    inner = [0, 4, 8, last - 1]
+    for a, b in zip(residual(x, layers=inner, encode_only=True), plain(x, layers=inner, encode_only=True)):
+        assert torch.equal(a, b)
+    v = residual(x, layers=[last - 1], encode_only=True)[0]  # the last convolution's output
+    assert torch.allclose(residual(x), torch.tanh(v + torch.atanh(x)), atol=1e-6)
+    assert torch.allclose(plain(x), torch.tanh(v), atol=1e-6)
+    torch.nn.init.zeros_(residual.model[last - 1].weight)
+    torch.nn.init.zeros_(residual.model[last - 1].bias)
+    assert torch.allclose(residual(x), x, atol=1e-5)
+    edge = torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1).expand(1, 2, 4, 4)  # atanh(+-1) is infinite: clamped
+    assert torch.isfinite(residual_tanh(torch.zeros_like(edge), edge)).all()
+
+
+def test_residual_output_is_refused_by_name_where_a_generator_has_none():
+    with pytest.raises(ValueError, match='--G_output residual needs a resnet_'):
+        define_G(3, 3, 4, 'unet_128', G_output='residual')
+    with pytest.raises(ValueError, match='output must be one of'):
+        define_G(3, 3, 4, 'resnet_4blocks', G_output='sigmoid')

@@ -19,7 +19,7 @@ def trained(tmp_path_factory):
     make_synthetic_dataset(root / 'data', n_train=3, n_test=2, size=32, seed=2)
     argv = ['--dataroot', str(root / 'data'), '--checkpoints_dir', str(root / 'ckpt'), '--name', 'run',
             *H2Z, *SMALL_TRAIN, '--nce_layers', '0,4,8', '--netF_nc', '32', '--n_epochs', '1', '--n_epochs_decay', '0',
-            '--seed', '1']
+            '--seed', '1', '--G_output', 'residual']
     opt = TrainOptions(argv).parse()
     before = dict(vars(opt))
     assert train_script.train(opt) == 0
@@ -33,8 +33,8 @@ def test_test_py_rebuilds_the_trained_architecture(trained, capsys):
     summary = test_script.run_test(test_options.TestOptions(base + ['--num_test', '1']).parse())
     assert summary['num_images'] == 1 and summary['model'] == 'src_hdce'
     saved = json.loads((trained / 'ckpt' / 'run' / 'test_opt.json').read_text())
-    assert (saved['model'], saved['netG'], saved['ngf'], saved['nce_layers'], saved['netF_nc']) == \
-        ('src_hdce', 'resnet_6blocks', 4, '0,4,8', 32)
+    assert (saved['model'], saved['netG'], saved['ngf'], saved['nce_layers'], saved['netF_nc'], saved['G_output']) == \
+        ('src_hdce', 'resnet_6blocks', 4, '0,4,8', 32, 'residual')
     # the settings test.py runs with are those it saved
     assert (saved['batch_size'], saved['num_threads'], saved['serial_batches'], saved['no_flip']) == (1, 0, True, True)
     capsys.readouterr()

@@ -4,7 +4,7 @@
 ResNet / U-Net / PatchGAN networks and then the StyleGAN2 ones.
 """
 from .discriminators import define_D
-from .generators import define_G
+from .generators import G_OUTPUTS, define_G
 from .init import INIT_TYPES, init_weights
 from .layers import NORM_TYPES, get_norm_layer
 from .patch_sampler import SAMPLERS, PatchSampleF, define_F
@@ -12,4 +12,4 @@ from .registry import DISCRIMINATORS, GENERATORS
 from . import stylegan2  # noqa: F401  (registers the StyleGAN2 networks)
 
 __all__ = ['define_G', 'define_D', 'define_F', 'get_norm_layer', 'init_weights', 'GENERATORS',
-           'DISCRIMINATORS', 'SAMPLERS', 'PatchSampleF', 'NORM_TYPES', 'INIT_TYPES']
+           'DISCRIMINATORS', 'SAMPLERS', 'G_OUTPUTS', 'PatchSampleF', 'NORM_TYPES', 'INIT_TYPES']

@@ -5,12 +5,14 @@ no layers -> the output image; layers and `encode_only` -> the features at those
 `self.model` (index i is the output of child i), computed up to the deepest one only;
 layers without `encode_only` -> (output, features) from one pass.
 """
+import inspect
+
 import torch
 import torch.nn as nn
 
 from .init import init_weights as initialise
 from .layers import NORM_TYPES, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer
-from .registry import GENERATORS, build, register_generator
+from .registry import GENERATORS, build, lookup, register_generator
 
 
 class ResnetBlock(nn.Module):
@@ -37,18 +39,34 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+G_OUTPUTS = ('tanh', 'residual')
+ATANH_LIMIT = 0.995  # inputs of exactly +-1 would make atanh infinite
+
+
+def residual_tanh(v, source):
+    """tanh(v + atanh(x)): the last convolution's output `v` as a change to the input image `x` in tanh's
+    pre-activation space, so v = 0 returns x (up to ATANH_LIMIT) and the output stays in (-1, 1)."""
+    return torch.tanh(v + torch.atanh(source.clamp(-ATANH_LIMIT, ATANH_LIMIT)))
+
+
 class ResnetGenerator(nn.Module):
     """Johnson et al. encoder / residual blocks / decoder, with CUT's anti-aliased down- and upsampling.
 
     `self.model` children for ngf=64, 9 blocks: 0 pad, 1-3 conv-norm-ReLU, 4-7 and 8-11 conv-norm-ReLU
     (+ Downsample), 12-20 ResnetBlocks, 21-28 (Upsample +) conv-norm-ReLU, 29 pad, 30 conv, 31 tanh.
+    `output='residual'`: the last child computes residual_tanh(v, x) instead of tanh(v), with the same
+    modules and state-dict keys; with CUT's small initial weights the generator starts as the identity, and
+    the input's colour and fine grain reach the output past the instance norms and the two downsamplings.
     """
 
     def __init__(self, input_nc, output_nc, ngf=64, norm='instance', use_dropout=False, n_blocks=6,
-                 padding_type='reflect', no_antialias=False, no_antialias_up=False):
+                 padding_type='reflect', no_antialias=False, no_antialias_up=False, output='tanh'):
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f'n_blocks must be >= 0, got {n_blocks}')
+        if output not in G_OUTPUTS:
+            raise ValueError(f'output must be one of {", ".join(G_OUTPUTS)}, got {output!r}')
+        self.residual_output = output == 'residual'
         norm_layer = get_norm_layer(norm)
         use_bias = norm == 'instance'
         model = [pad_layer('reflect', 3),
@@ -83,7 +101,10 @@ class ResnetGenerator(nn.Module):
         self.num_feature_layers = len(self.model)
 
     def forward(self, x, layers=None, encode_only=False):
-        return forward_with_features(self.model, x, layers, encode_only)
+        children = self.model
+        if self.residual_output:
+            children = [*self.model[:-1], lambda v: residual_tanh(v, x)]  # the last child reads the input too
+        return forward_with_features(children, x, layers, encode_only)
 
 
 class UnetSkipConnectionBlock(nn.Module):
@@ -147,9 +168,9 @@ class UnetGenerator(nn.Module):
 
 def _resnet_builder(n_blocks):
     def build_resnet(input_nc, output_nc, ngf, norm='instance', use_dropout=False, no_antialias=False,
-                     no_antialias_up=False):
-        return ResnetGenerator(input_nc, output_nc, ngf, norm=norm, use_dropout=use_dropout,
-                               n_blocks=n_blocks, no_antialias=no_antialias, no_antialias_up=no_antialias_up)
+                     no_antialias_up=False, G_output='tanh'):
+        return ResnetGenerator(input_nc, output_nc, ngf, norm=norm, use_dropout=use_dropout, n_blocks=n_blocks,
+                               no_antialias=no_antialias, no_antialias_up=no_antialias_up, output=G_output)
     return build_resnet
 
 
@@ -167,15 +188,18 @@ register_generator('unet_256')(_unet_builder(8))
 
 def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False, init_type='xavier',
              init_gain=0.02, no_antialias=False, no_antialias_up=False, crop_size=256, load_size=None,
-             stylegan2_G_num_downsampling=1, init_weights=True):
+             stylegan2_G_num_downsampling=1, init_weights=True, G_output='tanh'):
     """Build the generator registered as `netG` on the CPU and initialise its weights (networks that
     set `keeps_own_init`, the StyleGAN2 ones, keep theirs, as in CUT). Each builder receives the
     arguments its signature names (`registry.build`)."""
     if norm not in NORM_TYPES:
         raise ValueError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
+    if G_output != 'tanh' and 'G_output' not in inspect.signature(lookup(GENERATORS, 'generator', netG)).parameters:
+        raise ValueError(f'--G_output {G_output} needs a resnet_* generator; --netG {netG} has only its own output')
     net = build(GENERATORS, 'generator', netG, input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm,
                 use_dropout=use_dropout, no_antialias=no_antialias, no_antialias_up=no_antialias_up,
-                crop_size=crop_size, load_size=load_size, stylegan2_G_num_downsampling=stylegan2_G_num_downsampling)
+                crop_size=crop_size, load_size=load_size, stylegan2_G_num_downsampling=stylegan2_G_num_downsampling,
+                G_output=G_output)
     if init_weights and not getattr(net, 'keeps_own_init', False):
         initialise(net, init_type, init_gain)
     return net
