@@ -55,7 +55,7 @@ COMPONENT_PAIRS = (
 )
 RECIPE_STUDY = (('cut', 'CUT recipe', 'cut'), ('paper_h2z', 'paper h2z recipe (λ 0.1 / 0.05)', 'horse2zebra'),
                 ('cpu_10x', 'paper recipe at 10x λ (1 / 0.5)', 'cpu_10x'),
-                ('cpu', 'CPU recipe: 5x λ (0.5 / 0.25)', 'cpu_demo'))
+                ('cpu', 'CPU recipe: 5x λ (0.5 / 0.25)', 'cpu_5x'))
 # the columns of the summaries: final scores at the last checkpoint
 COLUMNS = ('stripe_iou', 'bg_l1', 'leakage', 'shape_iou', 'kid', 'psnr_gt')
 HEADLINE = 'stripe_iou'
@@ -384,7 +384,7 @@ def parse_args(argv):
     ap.add_argument('--all', action='store_true', help='with --print_rows: the eighth combination too')
     ap.add_argument('--rows', nargs='+', default=[r[0] for r in TABLE4_ROWS],
                     help=f'ablation rows (default: the paper\'s 7; also {", ".join(r[0] for r in EXTRA_ROWS)})')
-    ap.add_argument('--recipe', default='cpu_demo', help='recipes/<name>.txt under the ablation rows and sweep')
+    ap.add_argument('--recipe', default='cpu_5x', help='recipes/<name>.txt under the ablation rows and sweep')
     ap.add_argument('--configs', default=None, help='sweep: JSON file {name: [flags added to --recipe]}')
     ap.add_argument('--budget_flags', nargs=argparse.REMAINDER, default=[],
                     help='train.py flags that override recipes/cpu_budget.txt for every run (last option)')

@@ -29,12 +29,19 @@ import sys
 args = sys.argv[1:]
 cut = args.index('--')
 ours, paper = args[:cut], args[cut + 1:]
-def value(flags, name):
-    return flags[flags.index(name) + 1] if name in flags else None
-for name in ('--lambda_HDCE', '--lambda_SRC', '--lr', '--HDCE_gamma', '--HDCE_gamma_min'):
-    if value(ours, name) is not None and value(ours, name) != value(paper, name):
-        print(f'   note: {name} {value(ours, name)} here; the paper\'s horse2zebra recipe uses '
-              f'{value(paper, name) or "the default"} (why: docs/results.md, "The CPU recipe")')
+def settings(flags):
+    out, i = {}, 0
+    while i < len(flags):
+        takes_value = i + 1 < len(flags) and not flags[i + 1].startswith('--')
+        out[flags[i]] = flags[i + 1] if takes_value else 'on'
+        i += 2 if takes_value else 1
+    return out
+ours, paper = settings(ours), settings(paper)
+for name, value in ours.items():
+    if paper.get(name) != value:
+        theirs = paper[name] if name in paper else "CUT's default (it does not set the flag)"
+        print(f'   note: {name} {value} here; the paper\'s horse2zebra recipe: {theirs} '
+              f'(why: recipes/cpu_demo.txt, docs/results.md 2.2)')
 print('   note: networks smaller than the paper\'s (resnet_9blocks, ngf/ndf 64, 256 patches, antialiased '
       'resampling, 256 px): recipes/cpu_budget.txt')
 EOF

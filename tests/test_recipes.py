@@ -18,7 +18,7 @@ def test_python_and_bash_read_the_same_flags(name):
     assert printed == flags
 
 
-@pytest.mark.parametrize('name', ['horse2zebra', 'cityscapes', 'cut', 'cpu_demo', 'cpu_10x'])
+@pytest.mark.parametrize('name', ['horse2zebra', 'cityscapes', 'cut', 'cpu_demo', 'cpu_5x', 'cpu_10x'])
 def test_recipes_parse_as_training_options(name, tmp_path):
     flags = recipes.read_recipe(name) + recipes.read_recipe('cpu_budget') + recipes.read_recipe('cpu_schedule')
     opt = train_opt(flags[flags.index('--model') + 1], tmp_path, *flags)

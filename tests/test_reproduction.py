@@ -164,7 +164,7 @@ def test_sweep_configs_come_from_a_json_file(tmp_path):
     path.write_text(json.dumps({'_comment': 'why', 'half': ['--lambda_HDCE', 0.5]}))
     configs = study.study_configs(study.parse_args(['sweep', '--configs', str(path)]))
     assert [(name, flags[-2:]) for name, _, flags in configs] == [('half', ['--lambda_HDCE', '0.5'])]
-    assert configs[0][2][:len(study.read_recipe('cpu_demo'))] == study.read_recipe('cpu_demo')
+    assert configs[0][2][:len(study.read_recipe('cpu_5x'))] == study.read_recipe('cpu_5x')
     for bad in ('{"a": "--lr 1"}', '[1]', '{}', 'not json'):
         path.write_text(bad)
         with pytest.raises(SystemExit, match='configs'):
@@ -177,7 +177,7 @@ def test_runs_compare_by_effective_flags(tmp_path):
     assert study.effective_flags(['--lr', '1', '--dce_idt', '--lr', '2', '--gpu_ids', '-1']) == {
         '--lr': '2', '--dce_idt': True, '--gpu_ids': '-1'}
     args = study.parse_args(['sweep', '--out', str(tmp_path), '--seeds', '0'])
-    configs = [('half', 'half', study.read_recipe('cpu_demo') + ['--lambda_HDCE', '0.5'])]
+    configs = [('half', 'half', study.read_recipe('cpu_5x') + ['--lambda_HDCE', '0.5'])]
     (tmp_path / 'runs').mkdir()
     record = {'config': 'half', 'label': 'half', 'seed': 0, 'data': study.data_summary(args),
               'train_flags': ['--lambda_HDCE', '9'] + configs[0][2] + study.budget(args) + ['--seed', '0']}
