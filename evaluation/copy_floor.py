@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from evaluation import synthetic
+from evaluation import curves, synthetic
 from evaluation.common import EvaluationError, cli, image_files
 from util.recipes import read_recipe
-from util.util import atomic_write_json, tensor2im
+from util.util import atomic_write_json
 
 GENERATOR_FLAGS = ('netG', 'ngf', 'normG', 'no_antialias', 'no_antialias_up', 'init_type', 'init_gain', 'G_output')
 
@@ -69,20 +69,18 @@ def load_folder(folder, size=None):
     return tensors, size
 
 
-@torch.no_grad()
-def copy_scores(net, data_root):
-    """Mean background L1 / PSNR of net(x) to x over testA (outputs quantised like test.py's PNGs)."""
-    data_root = Path(data_root)
+def copy_scores(net, data_root, size):
+    """Mean background L1 / PSNR of net(x) to x over testA (`size`-pixel images), translated as
+    evaluation.curves translates a checkpoint (outputs quantised like test.py's PNGs)."""
     was_training = net.training
     net.eval()
+    outputs = curves.translate(net, curves.load_inputs(data_root, size))
+    net.train(was_training)
     rows = []
-    for path in image_files(data_root / 'testA'):
-        source, mask, _ = synthetic.load_answer(data_root, path.stem)
-        x = torch.from_numpy(source.transpose(2, 0, 1)).float().unsqueeze(0) * 2.0 - 1.0
-        output = tensor2im(net(x)).astype(np.float64) / 255.0
+    for name, output in outputs.items():
+        source, mask, _ = synthetic.load_answer(data_root, name)
         scores = synthetic.image_scores(output, source, mask)
         rows.append((scores['bg_l1'], scores['bg_psnr'], float(np.abs(output - source).mean())))
-    net.train(was_training)
     bg_l1, bg_psnr, l1 = (float(np.mean([r[i] for r in rows])) for i in range(3))
     return {'bg_l1': bg_l1, 'bg_psnr': bg_psnr, 'l1': l1}
 
@@ -93,7 +91,7 @@ def learning_rate(step, iters, lr):
     return lr if step <= half else lr * max(0.0, (iters - step + 1) / (iters - half + 1))
 
 
-def train_copy(net, images, iters, lr, seed, data_root, eval_every, progress=True):
+def train_copy(net, images, size, iters, lr, seed, data_root, eval_every, progress=True):
     """Train `net` on L1(net(x), x) over `images` for `iters` steps; the copy scores every `eval_every`."""
     optimiser = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999))
     order = np.random.default_rng(seed)
@@ -110,7 +108,7 @@ def train_copy(net, images, iters, lr, seed, data_root, eval_every, progress=Tru
         loss.backward()
         optimiser.step()
         if step % eval_every == 0 or step == iters:
-            curve.append({'iterations': step, 'train_l1': float(loss.item()), **copy_scores(net, data_root)})
+            curve.append({'iterations': step, 'train_l1': float(loss.item()), **copy_scores(net, data_root, size)})
     return curve
 
 
@@ -141,7 +139,7 @@ def main(argv=None):
     generator = {k: getattr(args, k) for k in GENERATOR_FLAGS}
     net = define_generator(generator, size)
     start = time.perf_counter()
-    curve = train_copy(net, images, args.iters, args.lr, args.seed, data, args.eval_every)
+    curve = train_copy(net, images, size, args.iters, args.lr, args.seed, data, args.eval_every)
     result = {'data': str(data), 'recipe': recipe, 'generator': generator,
               'iters': args.iters, 'lr': args.lr, 'seed': args.seed, 'threads': args.threads,
               'train_images': len(images), 'size': size, 'wall_s': round(time.perf_counter() - start, 1),

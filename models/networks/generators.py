@@ -103,7 +103,8 @@ class ResnetGenerator(nn.Module):
     def forward(self, x, layers=None, encode_only=False):
         children = self.model
         if self.residual_output:
-            children = [*self.model[:-1], lambda v: residual_tanh(v, x)]  # the last child reads the input too
+            children = list(self.model)
+            children[-1] = lambda v: residual_tanh(v, x)  # the last child reads the input too
         return forward_with_features(children, x, layers, encode_only)
 
 
