@@ -27,20 +27,10 @@ from evaluation.common import EvaluationError, cli, image_files
 from util.recipes import read_recipe
 from util.util import atomic_write_json
 
-GENERATOR_FLAGS = ('netG', 'ngf', 'normG', 'no_antialias', 'no_antialias_up', 'init_type', 'init_gain', 'G_output')
-
-
 def generator_parser(defaults_from=None):
     """The generator flags with CUT's defaults, or those of a recipe's flag list `defaults_from`."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument('--netG', default='resnet_9blocks')
-    p.add_argument('--ngf', type=int, default=64)
-    p.add_argument('--normG', default='instance')
-    p.add_argument('--no_antialias', action='store_true')
-    p.add_argument('--no_antialias_up', action='store_true')
-    p.add_argument('--init_type', default='xavier')
-    p.add_argument('--init_gain', type=float, default=0.02)
-    p.add_argument('--G_output', default='tanh', choices=['tanh', 'residual'])
+    from options.generator_options import add_generator_options
+    p = add_generator_options(argparse.ArgumentParser(add_help=False))
     if defaults_from:
         known, _ = p.parse_known_args(defaults_from)  # a recipe's other flags (patches, epochs) are not ours
         p.set_defaults(**vars(known))
@@ -48,12 +38,9 @@ def generator_parser(defaults_from=None):
 
 
 def define_generator(flags, size):
-    """The generator of `flags` (a dict of GENERATOR_FLAGS) for `size`-pixel images, freshly initialised."""
-    from models.networks import define_G
-    return define_G(3, 3, flags['ngf'], flags['netG'], norm=flags['normG'], init_type=flags['init_type'],
-                    init_gain=flags['init_gain'], no_antialias=flags['no_antialias'],
-                    no_antialias_up=flags['no_antialias_up'], crop_size=size, load_size=size,
-                    G_output=flags.get('G_output', 'tanh'))
+    """The generator of `flags` (generator_parser's values) for `size`-pixel RGB images, freshly initialised."""
+    from models.networks import generator_from_options
+    return generator_from_options(flags, input_nc=3, output_nc=3, crop_size=size, load_size=size)
 
 
 def load_folder(folder, size=None):
@@ -117,7 +104,8 @@ def main(argv=None):
     pre.add_argument('--recipe', default=None)
     recipe = pre.parse_known_args(argv)[0].recipe
     recipe_flags = read_recipe(recipe) if recipe else None
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], parents=[generator_parser(recipe_flags)])
+    gen_parser = generator_parser(recipe_flags)
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], parents=[gen_parser])
     ap.add_argument('--data', required=True, help='a synthetic dataset (datasets/make_synthetic_dataset.py)')
     ap.add_argument('--recipe', default=None, help='read the generator flags from recipes/<name>.txt')
     ap.add_argument('--iters', type=int, default=1600, help='training steps (images, batch size 1)')
@@ -136,7 +124,7 @@ def main(argv=None):
     data = Path(args.data)
     images, size = load_folder(data / 'trainA')
     images += load_folder(data / 'trainB', size)[0]
-    generator = {k: getattr(args, k) for k in GENERATOR_FLAGS}
+    generator = {k: getattr(args, k) for k in vars(gen_parser.parse_args([]))}
     net = define_generator(generator, size)
     start = time.perf_counter()
     curve = train_copy(net, images, size, args.iters, args.lr, args.seed, data, args.eval_every)

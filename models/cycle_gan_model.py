@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from models import losses
 from models.base_model import BaseModel
-from models.networks import define_D, define_G
+from models.networks import define_D, generator_from_options
 from util.image_pool import ImagePool
 
 
@@ -35,11 +35,7 @@ class CycleGANModel(BaseModel):
         self.model_names = ['G_A', 'G_B', 'D_A', 'D_B'] if self.isTrain else ['G_A', 'G_B']
 
         def generator(in_nc, out_nc):
-            return define_G(in_nc, out_nc, opt.ngf, opt.netG, norm=opt.normG, use_dropout=not opt.no_dropout,
-                            init_type=opt.init_type, init_gain=opt.init_gain, no_antialias=opt.no_antialias,
-                            no_antialias_up=opt.no_antialias_up, crop_size=opt.crop_size, load_size=opt.load_size,
-                            stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling,
-                            G_output=opt.G_output).to(self.device)
+            return generator_from_options(opt, input_nc=in_nc, output_nc=out_nc).to(self.device)
 
         self.netG_A = generator(opt.input_nc, opt.output_nc)
         self.netG_B = generator(opt.output_nc, opt.input_nc)

@@ -8,7 +8,8 @@ import sys
 import data
 import models
 from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
-from models.networks import DISCRIMINATORS, G_OUTPUTS, GENERATORS, INIT_TYPES, NORM_TYPES
+from models.networks import DISCRIMINATORS, NORM_TYPES
+from options.generator_options import add_generator_options
 from util import distributed, util
 
 # the options that decide how a run's networks are built: test.py (and scripts/similarity_maps.py) take
@@ -45,28 +46,12 @@ class BaseOptions:
                        help='which model to use')
         p.add_argument('--input_nc', type=int, default=3, help='# of input image channels')
         p.add_argument('--output_nc', type=int, default=3, help='# of output image channels')
-        p.add_argument('--ngf', type=int, default=64, help='# of gen filters in the last conv layer')
+        add_generator_options(p)
         p.add_argument('--ndf', type=int, default=64, help='# of discrim filters in the first conv layer')
         p.add_argument('--netD', type=str, default='basic', choices=sorted(DISCRIMINATORS),
                        help='discriminator architecture')
-        p.add_argument('--netG', type=str, default='resnet_9blocks', choices=sorted(GENERATORS),
-                       help='generator architecture')
         p.add_argument('--n_layers_D', type=int, default=3, help='only used if netD==n_layers')
-        p.add_argument('--normG', type=str, default='instance', choices=NORM_TYPES, help='normalisation of G')
         p.add_argument('--normD', type=str, default='instance', choices=NORM_TYPES, help='normalisation of D')
-        p.add_argument('--init_type', type=str, default='xavier', choices=INIT_TYPES, help='network initialisation')
-        p.add_argument('--init_gain', type=float, default=0.02,
-                       help='scaling factor for normal, xavier and orthogonal')
-        p.add_argument('--no_dropout', type=util.str2bool, nargs='?', const=True, default=True,
-                       help='no dropout for the generator')
-        p.add_argument('--no_antialias', action='store_true',
-                       help='if specified, use stride=2 convs instead of antialiased-downsampling (sad)')
-        p.add_argument('--no_antialias_up', action='store_true',
-                       help='if specified, use [upconv(learned filter)] instead of [upconv(hard-coded '
-                            '[1,3,3,1] filter), conv]')
-        p.add_argument('--G_output', type=str, default='tanh', choices=list(G_OUTPUTS),
-                       help="resnet_* generators: tanh (CUT's) or residual: tanh(v + atanh(input)), which starts as "
-                            'the identity and keeps the input\'s colour and grain unless changed (docs/results.md 2.2)')
         # dataset
         p.add_argument('--dataset_mode', type=str, default='unaligned', choices=data.available_datasets(),
                        help='how the dataset is loaded')
@@ -97,8 +82,6 @@ class BaseOptions:
         p.add_argument('--verbose', action='store_true', help='if specified, print more debugging information')
         p.add_argument('--suffix', default='', type=str,
                        help='customized suffix: opt.name = opt.name + suffix, e.g. {model}_{netG}_size{load_size}')
-        p.add_argument('--stylegan2_G_num_downsampling', default=1, type=int,
-                       help='number of downsampling layers used by the StyleGAN2 generator')
         # speed (docs/performance.md)
         p.add_argument('--amp', type=str, default='off', choices=['off', 'bf16', 'fp16'],
                        help='mixed precision: network forwards autocast to bfloat16 or float16 (with a gradient '

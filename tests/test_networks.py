@@ -323,3 +323,5 @@ def test_residual_output_is_refused_by_name_where_a_generator_has_none():
         define_G(3, 3, 4, 'unet_128', G_output='residual')
     with pytest.raises(ValueError, match='output must be one of'):
         define_G(3, 3, 4, 'resnet_4blocks', G_output='sigmoid')
+    with pytest.raises(ValueError, match='--input_nc 3 and --output_nc 1 must be equal'):
+        define_G(3, 1, 4, 'resnet_4blocks', G_output='residual')

@@ -81,3 +81,25 @@ def test_builders_take_only_what_their_signature_names():
         define_G(3, 3, 4, 'resnet_6blocks', not_an_option=1)
     with pytest.raises(TypeError):
         build(GENERATORS, 'generator', 'resnet_6blocks', input_nc=3, output_nc=3)  # ngf missing
+
+
+def test_one_generator_flag_set_for_training_and_the_copy_floor(tmp_path):
+    """train.py's options and evaluation/copy_floor.py read the generator flags from one declaration, and
+    generator_from_options builds the same network from a namespace, its dict, or with an override."""
+    import torch
+    from evaluation.copy_floor import generator_parser
+    from models.networks import generator_from_options
+    flags = ['--netG', 'resnet_6blocks', '--ngf', '4', '--no_antialias', '--G_output', 'residual', '--init_gain', '0.5']
+    opt = TrainOptions(['--dataroot', str(tmp_path), '--checkpoints_dir', str(tmp_path), '--gpu_ids', '-1',
+                        '--crop_size', '32', '--load_size', '32', *flags]).parse()
+    floor = vars(generator_parser().parse_args(flags))
+    assert floor and all(floor[k] == getattr(opt, k) for k in floor)
+    torch.manual_seed(0)
+    from_namespace = generator_from_options(opt)
+    torch.manual_seed(0)
+    from_dict = generator_from_options(dict(vars(opt)))
+    assert from_namespace.state_dict().keys() == from_dict.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(from_namespace.state_dict().values(), from_dict.state_dict().values()))
+    assert generator_from_options(opt, output_nc=1, G_output='tanh')(torch.zeros(1, 3, 32, 32)).shape[1] == 1
+    with pytest.raises(ValueError, match='ngf'):
+        generator_from_options({k: v for k, v in vars(opt).items() if k != 'ngf'})

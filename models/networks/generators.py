@@ -197,6 +197,9 @@ def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False,
         raise ValueError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
     if G_output != 'tanh' and 'G_output' not in inspect.signature(lookup(GENERATORS, 'generator', netG)).parameters:
         raise ValueError(f'--G_output {G_output} needs a resnet_* generator; --netG {netG} has only its own output')
+    if G_output == 'residual' and input_nc != output_nc:
+        raise ValueError(f'--G_output residual adds the input to the output: --input_nc {input_nc} and --output_nc '
+                         f'{output_nc} must be equal')
     net = build(GENERATORS, 'generator', netG, input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm,
                 use_dropout=use_dropout, no_antialias=no_antialias, no_antialias_up=no_antialias_up,
                 crop_size=crop_size, load_size=load_size, stylegan2_G_num_downsampling=stylegan2_G_num_downsampling,
@@ -204,3 +207,32 @@ def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False,
     if init_weights and not getattr(net, 'keeps_own_init', False):
         initialise(net, init_type, init_gain)
     return net
+
+
+# the options `generator_from_options` reads (train_opt.json holds them all); runs from before --G_output
+# have CUT's tanh output
+GENERATOR_KEYS = ('input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
+                  'no_antialias', 'no_antialias_up', 'crop_size', 'load_size', 'stylegan2_G_num_downsampling',
+                  'G_output')
+_KEY_DEFAULTS = {'G_output': 'tanh'}
+
+
+def missing_generator_options(opts):
+    """The generator options a dict of options lacks (those with a default for old runs excepted)."""
+    return [k for k in GENERATOR_KEYS if k not in opts and k not in _KEY_DEFAULTS]
+
+
+def generator_from_options(opts, init_weights=True, **overrides):
+    """`define_G` from the generator options of `opts` (an argparse namespace or a dict such as a run's
+    train_opt.json), each of `overrides` replacing the option of its name."""
+    values = {**_KEY_DEFAULTS, **(opts if isinstance(opts, dict) else vars(opts)), **overrides}
+    missing = missing_generator_options(values)
+    if missing:
+        raise ValueError(f'generator options {missing} are missing')
+    return define_G(values['input_nc'], values['output_nc'], values['ngf'], values['netG'], norm=values['normG'],
+                    use_dropout=not values['no_dropout'], init_type=values['init_type'],
+                    init_gain=values['init_gain'], no_antialias=values['no_antialias'],
+                    no_antialias_up=values['no_antialias_up'], crop_size=values['crop_size'],
+                    load_size=values['load_size'],
+                    stylegan2_G_num_downsampling=values['stylegan2_G_num_downsampling'],
+                    init_weights=init_weights, G_output=values['G_output'])
