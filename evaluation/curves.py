@@ -2,7 +2,8 @@
 
 Each run folder (<checkpoints_dir>/<name>) is read as train.py left it: train_opt.json says how to
 build the generator, every <tag>_net_G.pth with a numbered tag (an epoch, or iter_N with
---save_by_iter) is a point, and <tag>_train_state.pth says how many iterations it had seen. The
+--save_by_iter) is a point (<tag>_net_G_ema.pth for a run trained with --G_ema_beta, unless --raw_G),
+and <tag>_train_state.pth says how many iterations it had seen. The
 generator translates the dataset's testA in this process (as test.py would, uint8 output) and
 evaluation.synthetic scores it. Runs that differ only in a trailing `_seed<N>` form one group:
 the plot shows each group's mean over seeds and a band from its lowest to its highest seed.
@@ -31,12 +32,10 @@ from evaluation.common import EvaluationError, cli, image_files
 from util.util import (atomic_write, atomic_write_json, atomic_write_text, safe_torch_load, strip_module_prefix,
                        tensor2im)
 
-# what train_opt.json must say to rebuild the generator
-G_KEYS = ('input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain', 'no_antialias',
-          'no_antialias_up', 'crop_size', 'load_size', 'stylegan2_G_num_downsampling')
+# the fields of a row that are not scores
+ROW_FIELDS = ('run_dir', 'run', 'group', 'tag', 'weights', 'iterations', 'stamp', 'version')
 PLOTTED = ('stripe_iou', 'bg_l1', 'leakage', 'shape_iou', 'kid', 'psnr_gt')
 SEED_SUFFIX = re.compile(r'_seed\d+$')
-TAG = re.compile(r'^(?:(\d+)|iter_(\d+))_net_G\.pth$')
 
 
 def group_name(run_name):
@@ -44,17 +43,17 @@ def group_name(run_name):
     return SEED_SUFFIX.sub('', run_name)
 
 
-def numbered_checkpoints(run_dir):
-    """[(tag, path)] of the numbered generator checkpoints of a run, oldest first."""
-    found = []
+def numbered_checkpoints(run_dir, network='G'):
+    """[(tag, path)] of the numbered checkpoints of `network` ('G' or 'G_ema') of a run, oldest first."""
+    pattern, found = re.compile(rf'^(?:(\d+)|iter_(\d+))_net_{network}\.pth$'), []
     for path in Path(run_dir).iterdir():
-        match = TAG.match(path.name)
+        match = pattern.match(path.name)
         if match:
             order = int(match.group(1) or match.group(2))
-            found.append((order, path.name[:-len('_net_G.pth')], path))
+            found.append((order, path.name[:-len(f'_net_{network}.pth')], path))
     if not found:
-        raise EvaluationError(f'{run_dir} holds no numbered generator checkpoints (<epoch>_net_G.pth or '
-                              'iter_<N>_net_G.pth); train with --save_epoch_freq or --save_by_iter')
+        raise EvaluationError(f'{run_dir} holds no numbered {network} checkpoints (<epoch>_net_{network}.pth or '
+                              f'iter_<N>_net_{network}.pth); train with --save_epoch_freq or --save_by_iter')
     return [(tag, path) for _, tag, path in sorted(found)]
 
 
@@ -74,20 +73,16 @@ def load_run_options(run_dir):
     if not path.is_file():
         raise EvaluationError(f'{path} is missing: the curves rebuild the generator from the run\'s options')
     opts = json.loads(path.read_text())
-    missing = [k for k in G_KEYS if k not in opts]
+    from models.networks import missing_generator_options
+    missing = missing_generator_options(opts)
     if missing:
         raise EvaluationError(f'{path} lacks {missing}: not written by this project\'s train.py?')
     return opts
 
 
 def build_generator(opts):
-    from models.networks import define_G
-    return define_G(opts['input_nc'], opts['output_nc'], opts['ngf'], opts['netG'], norm=opts['normG'],
-                    use_dropout=not opts['no_dropout'], init_type=opts['init_type'], init_gain=opts['init_gain'],
-                    no_antialias=opts['no_antialias'], no_antialias_up=opts['no_antialias_up'],
-                    crop_size=opts['crop_size'], load_size=opts['load_size'],
-                    stylegan2_G_num_downsampling=opts['stylegan2_G_num_downsampling'], init_weights=False,
-                    G_output=opts.get('G_output', 'tanh')).eval()  # runs from before --G_output have tanh
+    from models.networks import generator_from_options
+    return generator_from_options(opts, init_weights=False).eval()
 
 
 def load_inputs(data_root, crop_size):
@@ -122,24 +117,27 @@ def _stamp(path):
     return [st.st_size, int(st.st_mtime_ns)]
 
 
-def score_runs(run_dirs, data_root, cache=None, progress=True):
-    """One row per (run, checkpoint): run, group, tag, iterations and the mean scores."""
-    cache = {(r['run_dir'], r['tag']): r for r in (cache or [])}
+def score_runs(run_dirs, data_root, cache=None, progress=True, raw_G=False):
+    """One row per (run, checkpoint): run, group, tag, weights ('G' or 'G_ema'), iterations and the mean
+    scores. A run trained with --G_ema_beta is scored with its averaged generator unless `raw_G`."""
+    cache = {(r['run_dir'], r['tag'], r.get('weights', 'G')): r for r in (cache or [])}
     reference = synthetic.testB_features(data_root)
-    jobs = []
+    jobs, options = [], {}
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise EvaluationError(f'run folder {run_dir} does not exist')
-        jobs += [(run_dir, tag, path) for tag, path in numbered_checkpoints(run_dir)]
+        options[run_dir] = load_run_options(run_dir)
+        weights = 'G_ema' if options[run_dir].get('G_ema_beta', 0) > 0 and not raw_G else 'G'
+        jobs += [(run_dir, tag, path, weights) for tag, path in numbered_checkpoints(run_dir, weights)]
     rows, nets, inputs = [], {}, {}  # nets: run folder -> (generator, crop size); inputs: crop size -> testA
-    for run_dir, tag, path in tqdm(jobs, desc='checkpoints', unit='ckpt', disable=not progress):
-        old = cache.get((str(run_dir), tag))
+    for run_dir, tag, path, weights in tqdm(jobs, desc='checkpoints', unit='ckpt', disable=not progress):
+        old = cache.get((str(run_dir), tag, weights))
         if old is not None and old.get('stamp') == _stamp(path) and old.get('version') == synthetic.SCORES_VERSION:
             rows.append(old)
             continue
         if run_dir not in nets:
-            opts = load_run_options(run_dir)
+            opts = options[run_dir]
             nets[run_dir] = (build_generator(opts), opts['crop_size'])
             if opts['crop_size'] not in inputs:
                 inputs[opts['crop_size']] = load_inputs(data_root, opts['crop_size'])
@@ -148,7 +146,7 @@ def score_runs(run_dirs, data_root, cache=None, progress=True):
         net.load_state_dict(strip_module_prefix(state))
         scores = score_outputs(translate(net, inputs[crop]), data_root, reference)
         rows.append({'run_dir': str(run_dir), 'run': run_dir.name, 'group': group_name(run_dir.name), 'tag': tag,
-                     'iterations': iterations_of(run_dir, tag), 'stamp': _stamp(path),
+                     'weights': weights, 'iterations': iterations_of(run_dir, tag), 'stamp': _stamp(path),
                      'version': synthetic.SCORES_VERSION, **scores})
     return rows
 
@@ -226,8 +224,8 @@ def summary_table(rows, metrics=PLOTTED):
 
 
 def write_csv(rows, path):
-    fixed = ('run', 'group', 'tag', 'iterations')
-    keys = list(fixed) + [k for k in rows[0] if k not in fixed + ('run_dir', 'stamp', 'version')]
+    fixed = ('run', 'group', 'tag', 'weights', 'iterations')
+    keys = list(fixed) + [k for k in rows[0] if k not in ROW_FIELDS]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction='ignore', lineterminator='\n')
     writer.writeheader()
@@ -244,6 +242,8 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=1,
                     help='torch threads for the translations (one is fastest for small generators and does not '
                          'fight a training run for the cores)')
+    ap.add_argument('--raw_G', action='store_true',
+                    help='score G itself in runs trained with --G_ema_beta (default: their averaged generator)')
     ap.add_argument('--metrics', nargs='+', default=list(PLOTTED),
                     choices=list(synthetic.METRICS) + list(synthetic.DATASET_METRICS))
     args = ap.parse_args(argv)
@@ -252,7 +252,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / 'curves.json'
     cache = json.loads(cache_path.read_text())['rows'] if cache_path.is_file() else None
-    rows = score_runs(args.runs, args.data, cache=cache)
+    rows = score_runs(args.runs, args.data, cache=cache, raw_G=args.raw_G)
     base = synthetic.baselines(args.data)
     atomic_write_json(str(cache_path), {'data': str(args.data), 'baselines': base, 'rows': rows})
     write_csv(rows, out / 'curves.csv')

@@ -2,6 +2,7 @@
 plus a patch objective (models/objectives.py) on embeddings F of G's encoder features; subclasses
 choose the objective from their flags and may add regularisers.
 """
+import copy
 from collections import OrderedDict
 
 import numpy as np
@@ -9,7 +10,8 @@ import torch
 
 from models import losses
 from models.base_model import BaseModel
-from models.networks import SAMPLERS, define_D, define_F, define_G
+from models.networks import SAMPLERS, define_D, define_F, generator_from_options
+from models.networks.averaging import moving_average, warmed_up_decay
 from util import util
 
 
@@ -30,6 +32,11 @@ def add_patch_contrastive_options(parser):
     parser.add_argument('--num_patches', type=int, default=256, help='number of patches per layer')
     parser.add_argument('--flip_equivariance', type=util.str2bool, nargs='?', const=True, default=False,
                         help='enforce flip-equivariance as additional regularization (FastCUT)')
+    parser.add_argument('--G_ema_beta', type=float, default=0.0,
+                        help='keep an exponential moving average of G\'s weights with this decay (warmed up: '
+                             'min(beta, (1+t)/(10+t)) at step t), saved as <epoch>_net_G_ema.pth; test.py and '
+                             'evaluation.curves then translate with it (test.py --G_ema_beta 0: with G itself). '
+                             "0: none, CUT's behaviour")
     parser.set_defaults(pool_size=0)
     return parser
 
@@ -47,6 +54,8 @@ def parse_layers(spec):
 class PatchContrastiveModel(BaseModel):
     """L_G = λ_GAN·GAN(G(X)) + objective terms (+ regularisers); L_D = ½(GAN(D(Y), real) + GAN(D(G(X)), fake))."""
 
+    architecture_keys = ('G_ema_beta',)  # test.py loads the averaged generator of a run that kept one
+
     @staticmethod
     def build_objective(opt):
         """The patch objective the model's flags describe (models/objectives.py)."""
@@ -59,6 +68,8 @@ class PatchContrastiveModel(BaseModel):
         self.nce_layers = parse_layers(opt.nce_layers)
         if opt.num_patches < 0:
             raise ValueError(f'--num_patches must be >= 0, got {opt.num_patches}')
+        if not 0.0 <= opt.G_ema_beta < 1.0:
+            raise ValueError(f'--G_ema_beta must be in [0, 1), got {opt.G_ema_beta}')
         # Without batch statistics (batch norm) or random dropout masks, an image's features do not depend
         # on the other images of its pass: the main forward pass then yields the source features of the
         # patch objective, and one encoder pass over the whole translated batch serves both branches.
@@ -70,12 +81,7 @@ class PatchContrastiveModel(BaseModel):
         self.visual_names = ['real_A', 'fake_B', 'real_B'] + (['idt_B'] if self.use_idt else [])
         self.model_names = ['G', 'F', 'D'] if self.isTrain else ['G']
 
-        self.netG = define_G(opt.input_nc, opt.output_nc, opt.ngf, opt.netG, norm=opt.normG,
-                             use_dropout=not opt.no_dropout, init_type=opt.init_type, init_gain=opt.init_gain,
-                             no_antialias=opt.no_antialias, no_antialias_up=opt.no_antialias_up,
-                             crop_size=opt.crop_size, load_size=opt.load_size,
-                             stylegan2_G_num_downsampling=opt.stylegan2_G_num_downsampling,
-                             G_output=opt.G_output).to(self.device)
+        self.netG = generator_from_options(opt).to(self.device)
         self.netF = define_F(opt.netF, netF_nc=opt.netF_nc, init_type=opt.init_type,
                              init_gain=opt.init_gain).to(self.device)
         self.optimizer_F = None
@@ -87,6 +93,10 @@ class PatchContrastiveModel(BaseModel):
             self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
             self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
             self.optimizers = [self.optimizer_G, self.optimizer_D]
+            if opt.G_ema_beta > 0:
+                self.netG_ema = copy.deepcopy(self.netG).requires_grad_(False)
+                self.model_names.append('G_ema')
+        self.ema_steps = 0  # updates of G_ema so far (the warm-up counts them)
 
     # ---- set-up ------------------------------------------------------------------------------
     def data_dependent_initialize(self, data):
@@ -232,3 +242,22 @@ class PatchContrastiveModel(BaseModel):
         self.runtime.backward(self.compute_G_loss())
         self.runtime.step(self.optimizer_G, self.optimizer_F)
         self.runtime.update()
+        if self.opt.G_ema_beta > 0:
+            self.ema_steps += 1
+            moving_average(self._unwrapped('G'), self._unwrapped('G_ema'),
+                           warmed_up_decay(self.opt.G_ema_beta, self.ema_steps))
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def network_path(self, epoch, name, load_dir=None):
+        """Testing a run that kept an EMA generator reads G from <epoch>_net_G_ema.pth."""
+        if name == 'G' and not self.isTrain and self.opt.G_ema_beta > 0:
+            name = 'G_ema'
+        return super().network_path(epoch, name, load_dir)
+
+    def training_state(self, *args, **kwargs):
+        return dict(super().training_state(*args, **kwargs), ema_steps=self.ema_steps)
+
+    def load_training_state(self, state):
+        counters = super().load_training_state(state)
+        self.ema_steps = int(state.get('ema_steps', 0))
+        return counters

@@ -25,6 +25,7 @@ from models import losses, objectives
 from models.base_model import BaseModel
 from models.networks import define_F
 from models.networks import stargan
+from models.networks.averaging import moving_average
 from models.src_hdce_model import add_semantic_relation_options, semantic_relation
 
 SEMANTIC_QUERIES = ('source', 'translation')
@@ -298,7 +299,7 @@ class StarGANV2Model(BaseModel):
 
         with torch.no_grad():
             for name in NETWORKS:
-                stargan.moving_average(self._unwrapped(name), getattr(self, f'net{name}_ema'), self.opt.ema_beta)
+                moving_average(self._unwrapped(name), getattr(self, f'net{name}_ema'), self.opt.ema_beta)
         self.steps += 1
 
     # ---- inference ---------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def train_and_score(args, data, config, seed):
                 '--out', str(curve_dir), '--threads', str(args.threads)], work / 'logs' / f'{run}_curves.log',
                args.threads)
     rows = json.loads((curve_dir / 'curves.json').read_text())['rows']
-    curve = [{k: v for k, v in r.items() if k not in ('run_dir', 'stamp', 'version', 'run', 'group')} for r in rows]
+    curve = [{k: v for k, v in r.items() if k in ('tag', 'iterations') or k not in curves.ROW_FIELDS} for r in rows]
     record = {
         'config': name, 'label': label, 'seed': seed, 'train_flags': train_flags, 'train_seconds': round(seconds, 1),
         'iterations': int(safe_torch_load(str(run_dir / 'latest_train_state.pth'))['total_iters']),

@@ -146,7 +146,7 @@ def test_curves_score_every_numbered_checkpoint_and_reuse_scores(data_root, tmp_
         ('toy_seed1', '2', 20)]
     assert {r['group'] for r in saved['rows']} == {'other', 'toy'}
     assert (out / 'curves.png').stat().st_size > 10_000
-    assert (out / 'curves.csv').read_text().splitlines()[0].startswith('run,group,tag,iterations')
+    assert (out / 'curves.csv').read_text().splitlines()[0].startswith('run,group,tag,weights,iterations')
     summary = capsys.readouterr().out
     assert '| toy | 2 | 20 |' in summary and '| other | 1 | 5 |' in summary
     # a mean over seeds: the group's point at 20 iterations is the mean of its two runs
@@ -175,7 +175,15 @@ def test_curves_match_scores_of_saved_translations(data_root, tmp_path):
     assert in_memory == pytest.approx(from_files, rel=1e-9)
 
 
-def test_curves_refuse_a_run_without_numbered_checkpoints(data_root, tmp_path):
-    (tmp_path / 'empty').mkdir()
-    with pytest.raises(EvaluationError, match='no numbered generator checkpoints'):
-        curves.score_runs([tmp_path / 'empty'], data_root, progress=False)
+def test_curves_refuse_a_run_without_options_or_numbered_checkpoints(data_root, tmp_path):
+    from models.networks.generators import GENERATOR_KEYS
+    run = tmp_path / 'empty'
+    run.mkdir()
+    with pytest.raises(EvaluationError, match='train_opt.json is missing'):
+        curves.score_runs([run], data_root, progress=False)
+    (run / 'train_opt.json').write_text(json.dumps({k: None for k in GENERATOR_KEYS}))
+    with pytest.raises(EvaluationError, match='no numbered G checkpoints'):
+        curves.score_runs([run], data_root, progress=False)
+    (run / 'train_opt.json').write_text(json.dumps({k: None for k in GENERATOR_KEYS if k != 'ngf'}))
+    with pytest.raises(EvaluationError, match=r"lacks \['ngf'\]"):
+        curves.score_runs([run], data_root, progress=False)

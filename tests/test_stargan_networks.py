@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from models.networks import stargan
+from models.networks.averaging import moving_average, warmed_up_decay
 from models.networks.stargan import (MULTIMODAL_GENERATORS, Discriminator, MappingNetwork, StyleEncoder,
-                                     build_generator, he_init, moving_average)
+                                     build_generator, he_init)
 
 GENERATOR_NAMES = ['stargan_v2', 'hneg_src']
 SMALL = dict(img_size=32, base_dim=8, max_conv_dim=32)  # a CPU-sized configuration
@@ -169,6 +170,14 @@ def test_moving_average_lerps_parameters_and_copies_buffers():
     assert torch.equal(ema[1].running_mean, net[1].running_mean)
     with pytest.raises(ValueError, match='different parameters'):
         moving_average(net, nn.Sequential(nn.Linear(4, 4)))
+
+
+def test_warmed_up_decay_rises_to_beta():
+    assert warmed_up_decay(0.999, 1) == pytest.approx(2 / 11)  # the first update keeps 18 % of the initial weights
+    assert warmed_up_decay(0.999, 990) == pytest.approx(0.991)
+    assert warmed_up_decay(0.99, 10 ** 6) == 0.99
+    steps = [warmed_up_decay(0.999, t) for t in range(1, 20000, 97)]
+    assert steps == sorted(steps) and max(steps) == 0.999
 
 
 def test_he_init_zero_bias_and_kaiming_scale():

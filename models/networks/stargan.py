@@ -324,16 +324,3 @@ def he_init(module):
         nn.init.kaiming_normal_(module.weight, mode='fan_in', nonlinearity='relu')
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-
-
-@torch.no_grad()
-def moving_average(net, net_ema, beta=0.999):
-    """EMA of the weights, in place: ema <- beta * ema + (1 - beta) * param (upstream's lerp); buffers copied."""
-    params, params_ema = dict(net.named_parameters()), dict(net_ema.named_parameters())
-    buffers, buffers_ema = dict(net.named_buffers()), dict(net_ema.named_buffers())
-    if params.keys() != params_ema.keys() or buffers.keys() != buffers_ema.keys():
-        raise ValueError('moving_average: the network and its EMA copy have different parameters or buffers')
-    for name, param in params.items():
-        params_ema[name].copy_(torch.lerp(param, params_ema[name], beta))
-    for name, buf in buffers.items():
-        buffers_ema[name].copy_(buf)
