@@ -27,6 +27,7 @@ from evaluation.common import EvaluationError, cli, image_files
 from util.recipes import read_recipe
 from util.util import atomic_write_json
 
+
 def generator_parser(defaults_from=None):
     """The generator flags with CUT's defaults, or those of a recipe's flag list `defaults_from`."""
     from options.generator_options import add_generator_options
@@ -56,12 +57,12 @@ def load_folder(folder, size=None):
     return tensors, size
 
 
-def copy_scores(net, data_root, size):
-    """Mean background L1 / PSNR of net(x) to x over testA (`size`-pixel images), translated as
+def copy_scores(net, data_root, inputs):
+    """Mean background L1 / PSNR of net(x) to x over testA (`inputs`: curves.load_inputs of it), translated as
     evaluation.curves translates a checkpoint (outputs quantised like test.py's PNGs)."""
     was_training = net.training
     net.eval()
-    outputs = curves.translate(net, curves.load_inputs(data_root, size))
+    outputs = curves.translate(net, inputs)
     net.train(was_training)
     rows = []
     for name, output in outputs.items():
@@ -81,6 +82,7 @@ def learning_rate(step, iters, lr):
 def train_copy(net, images, size, iters, lr, seed, data_root, eval_every, progress=True):
     """Train `net` on L1(net(x), x) over `images` for `iters` steps; the copy scores every `eval_every`."""
     optimiser = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999))
+    test_inputs = curves.load_inputs(data_root, size)  # read once, translated at every evaluation
     order = np.random.default_rng(seed)
     curve = []
     net.train()
@@ -95,7 +97,8 @@ def train_copy(net, images, size, iters, lr, seed, data_root, eval_every, progre
         loss.backward()
         optimiser.step()
         if step % eval_every == 0 or step == iters:
-            curve.append({'iterations': step, 'train_l1': float(loss.item()), **copy_scores(net, data_root, size)})
+            curve.append({'iterations': step, 'train_l1': float(loss.item()),
+                          **copy_scores(net, data_root, test_inputs)})
     return curve
 
 

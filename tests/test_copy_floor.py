@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from evaluation import copy_floor
 from evaluation.common import EvaluationError
+from evaluation.curves import load_inputs
 from tests.conftest import load_script
 
 dataset = load_script('datasets/make_synthetic_dataset.py')
@@ -30,9 +31,10 @@ class Offset(nn.Module):
 
 def test_an_exact_copy_scores_zero_and_an_offset_scores_its_size(data_root):
     # the outputs go through uint8 as test.py's PNGs do: a copy is exact up to that rounding
-    assert copy_floor.copy_scores(nn.Identity(), data_root, 16)['bg_l1'] == pytest.approx(0.0, abs=1 / 255)
+    inputs = load_inputs(data_root, 16)
+    assert copy_floor.copy_scores(nn.Identity(), data_root, inputs)['bg_l1'] == pytest.approx(0.0, abs=1 / 255)
     # +0.2 in [-1, 1] is +0.1 in [0, 1]; the testA backgrounds stay below 0.9, so nothing clips
-    scores = copy_floor.copy_scores(Offset(0.2), data_root, 16)
+    scores = copy_floor.copy_scores(Offset(0.2), data_root, inputs)
     assert scores['bg_l1'] == pytest.approx(0.1, abs=0.005)
     assert scores['bg_psnr'] == pytest.approx(20.0, abs=0.5)
 
@@ -63,7 +65,7 @@ def test_training_lowers_the_copy_error_and_writes_the_curve(data_root, tmp_path
     assert result['generator']['ngf'] == 4 and result['generator']['netG'] == 'resnet_4blocks'
     torch.manual_seed(0)
     untrained = copy_floor.copy_scores(
-        copy_floor.define_generator(result['generator'], 16), data_root, 16)['bg_l1']
+        copy_floor.define_generator(result['generator'], 16), data_root, load_inputs(data_root, 16))['bg_l1']
     assert curve[-1]['bg_l1'] < untrained
     assert 'background L1' in capsys.readouterr().out
 

@@ -12,4 +12,5 @@ from .registry import DISCRIMINATORS, GENERATORS
 from . import stylegan2  # noqa: F401  (registers the StyleGAN2 networks)
 
 __all__ = ['define_G', 'generator_from_options', 'missing_generator_options', 'define_D', 'define_F',
-           'get_norm_layer', 'init_weights', 'GENERATORS', 'DISCRIMINATORS', 'SAMPLERS', 'G_OUTPUTS', 'PatchSampleF', 'NORM_TYPES', 'INIT_TYPES']
+           'get_norm_layer', 'init_weights', 'GENERATORS', 'DISCRIMINATORS', 'SAMPLERS', 'G_OUTPUTS',
+           'PatchSampleF', 'NORM_TYPES', 'INIT_TYPES']
