@@ -53,9 +53,17 @@ COMPONENT_PAIRS = (
     ('DCE for InfoNCE', 'infonce', 'dce'), ('DCE for InfoNCE', 'infonce_src', 'dce_src'),
     ('DCE for InfoNCE', 'infonce_src_hneg', 'dce_src_hneg'),
 )
-RECIPE_STUDY = (('cut', 'CUT recipe', 'cut'), ('paper_h2z', 'paper h2z recipe (λ 0.1 / 0.05)', 'horse2zebra'),
-                ('cpu_10x', 'paper recipe at 10x λ (1 / 0.5)', 'cpu_10x'),
-                ('cpu', 'CPU recipe: 5x λ (0.5 / 0.25)', 'cpu_5x'))
+# the recipe study's lines: (name, label, recipes whose flags it concatenates); the first four on the budget's
+# networks, the last two on the demo's (identity-start G, 16 px D, EMA of G: recipes/cpu_demo_networks.txt)
+RECIPE_STUDY = (('cut', 'CUT recipe', ('cut',)),
+                ('paper_h2z', 'paper h2z recipe (λ 0.1 / 0.05)', ('horse2zebra',)),
+                ('cpu_10x', 'paper recipe at 10x λ (1 / 0.5)', ('cpu_10x',)),
+                ('cpu', 'CPU recipe: 5x λ (0.5 / 0.25)', ('cpu_5x',)),
+                ('cut_demo_nets', "CUT recipe, demo's networks", ('cut', 'cpu_demo_networks')),
+                ('demo', "demo recipe (paper λ, demo's networks)", ('cpu_demo',)))
+# recipes that are the last row of the ablation with that recipe: they carry the row's flags, so that a
+# recipe study can reuse the ablation's runs (--reuse) and the other way round
+ABLATION_RECIPES = ('cpu_10x', 'cpu_demo')
 # the columns of the summaries: final scores at the last checkpoint
 COLUMNS = ('stripe_iou', 'bg_l1', 'leakage', 'shape_iou', 'kid', 'psnr_gt')
 HEADLINE = 'stripe_iou'
@@ -81,10 +89,10 @@ def study_configs(args):
         base = read_recipe(args.recipe)
         return [(slug, label, base + flags) for slug, label, flags in select_rows(args.rows)]
     if args.study == 'recipes':
-        # the 10x recipe carries the full model's row flags, so that the ablation's last row can be reused
         full = select_rows(['dce_src_hneg'])[0][2]
-        return [(name, label, read_recipe(recipe) + (full if recipe == 'cpu_10x' else []))
-                for name, label, recipe in RECIPE_STUDY]
+        return [(name, label, [f for r in parts for f in read_recipe(r)]
+                 + (full if parts[-1] in ABLATION_RECIPES else []))
+                for name, label, parts in RECIPE_STUDY]
     if not args.configs:
         raise SystemExit('error: the sweep study needs --configs FILE (a JSON object {name: [flags]})')
     try:

@@ -25,6 +25,12 @@ def test_recipes_parse_as_training_options(name, tmp_path):
     assert opt.n_epochs == int(recipes.read_recipe('cpu_schedule')[1])
 
 
+def test_the_demo_recipe_is_the_paper_recipe_on_the_demo_networks():
+    # cpu_study.py trains CUT on the demo's networks from cpu_demo_networks.txt: the two files must not drift
+    assert recipes.read_recipe('cpu_demo') == recipes.read_recipe('horse2zebra') + recipes.read_recipe(
+        'cpu_demo_networks')
+
+
 def test_the_paper_recipe_is_the_official_one():
     flags = recipes.read_recipe('horse2zebra')
     assert ' '.join(flags) == ('--model src_hdce --CUT_mode CUT --dce_idt --lambda_HDCE 0.1 --lambda_SRC 0.05 '
