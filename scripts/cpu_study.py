@@ -13,8 +13,8 @@ evaluation.curves on every saved epoch):
             starting with _ are comments), each added to --recipe.
 
 Every run uses the same budget (recipes/cpu_budget.txt: networks and patches; cpu_schedule.txt:
-epochs; flags given with --budget_flags override both) and writes <out>/runs/<config>_seed<N>.json with its flags, time,
-final scores and whole curve; a finished run is skipped when the command is rerun. The summary
+epochs; a configuration's own flags override the budget's, --budget_flags override both) and writes
+<out>/runs/<config>_seed<N>.json with its flags, time, final scores and whole curve; a finished run is skipped when the command is rerun. The summary
 (summary.md, curves.png, curves.csv) is rebuilt from those JSONs.
 
     python scripts/cpu_study.py ablation --out docs/studies/ablation --seeds 0 1 2 --jobs 2
@@ -131,12 +131,14 @@ def run_logged(cmd, log_path, threads):
         raise RuntimeError(f'{" ".join(map(str, cmd[:3]))} failed with exit code {done.returncode}; see {log_path}')
 
 
-def budget(args):
-    """Flags every run of the study shares: recipes/cpu_budget.txt and cpu_schedule.txt, then --budget_flags,
-    then the CPU settings."""
-    return (read_recipe('cpu_budget') + read_recipe('cpu_schedule') + list(args.budget_flags)
+def train_flags(args, flags, seed):
+    """The train.py flags of one run: recipes/cpu_budget.txt and cpu_schedule.txt, then the configuration's
+    `flags` (a recipe's own --ndf or --n_epochs beats the budget's), then --budget_flags (they override both),
+    then the CPU settings and the seed."""
+    return (read_recipe('cpu_budget') + read_recipe('cpu_schedule') + list(flags) + list(args.budget_flags)
             + ['--load_size', str(args.size), '--crop_size', str(args.size), '--gpu_ids', '-1', '--num_threads', '0',
-               '--display_id', '0', '--no_html', '--no_tqdm', '--print_freq', '100', '--save_epoch_freq', '1'])
+               '--display_id', '0', '--no_html', '--no_tqdm', '--print_freq', '100', '--save_epoch_freq', '1',
+               '--seed', str(seed)])
 
 
 def train_and_score(args, data, config, seed):
@@ -145,10 +147,10 @@ def train_and_score(args, data, config, seed):
     run = f'{name}_seed{seed}'
     work = Path(args.work)
     (work / 'logs').mkdir(parents=True, exist_ok=True)
-    train_flags = flags + budget(args) + ['--seed', str(seed)]
+    run_flags = train_flags(args, flags, seed)
     where = ['--dataroot', str(data), '--checkpoints_dir', str(work / 'checkpoints'), '--name', run]
     start = time.time()
-    run_logged([sys.executable, 'train.py'] + where + train_flags, work / 'logs' / f'{run}_train.log', args.threads)
+    run_logged([sys.executable, 'train.py'] + where + run_flags, work / 'logs' / f'{run}_train.log', args.threads)
     seconds = time.time() - start
     run_dir = work / 'checkpoints' / run
     curve_dir = work / 'curves' / run
@@ -158,7 +160,7 @@ def train_and_score(args, data, config, seed):
     rows = json.loads((curve_dir / 'curves.json').read_text())['rows']
     curve = [{k: v for k, v in r.items() if k in ('tag', 'iterations') or k not in curves.ROW_FIELDS} for r in rows]
     record = {
-        'config': name, 'label': label, 'seed': seed, 'train_flags': train_flags, 'train_seconds': round(seconds, 1),
+        'config': name, 'label': label, 'seed': seed, 'train_flags': run_flags, 'train_seconds': round(seconds, 1),
         'iterations': int(safe_torch_load(str(run_dir / 'latest_train_state.pth'))['total_iters']),
         'final': {k: v for k, v in curve[-1].items() if k not in ('tag', 'iterations')}, 'curve': curve,
         'data': data_summary(args),
@@ -201,7 +203,7 @@ def reuse_runs(args, configs, runs_dir):
     for name, label, flags in configs:
         for seed in args.seeds:
             target = runs_dir / f'{name}_seed{seed}.json'
-            key = run_key(flags + budget(args) + ['--seed', str(seed)], data_summary(args))
+            key = run_key(train_flags(args, flags, seed), data_summary(args))
             if not target.is_file() and key in found:
                 atomic_write_json(str(target), {**found[key], 'config': name, 'label': label})
                 count += 1
@@ -215,8 +217,8 @@ def check_finished(args, configs, runs_dir):
             path = runs_dir / f'{name}_seed{seed}.json'
             if path.is_file():
                 record = json.loads(path.read_text())
-                if run_key(record['train_flags'], record['data']) != run_key(
-                        flags + budget(args) + ['--seed', str(seed)], data_summary(args)):
+                if run_key(record['train_flags'], record['data']) != run_key(train_flags(args, flags, seed),
+                                                                             data_summary(args)):
                     raise SystemExit(f'error: {path} was trained with other flags or data than this study '
                                      f'would use now (a recipe changed?); move it away or use another --out')
 

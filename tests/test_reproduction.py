@@ -150,8 +150,8 @@ def test_study_reuses_runs_with_identical_flags(tmp_path):
     (tmp_path / 'recipes' / 'runs').mkdir(parents=True)
     cpu_flags = dict((n, f) for n, _, f in study.study_configs(args))['cpu_10x']
     same = {'config': 'dce_src_hneg', 'label': 'DCE + SRC + Hneg', 'seed': 0, 'data': study.data_summary(args),
-            'train_flags': cpu_flags + study.budget(args) + ['--seed', '0']}
-    other_seed = {**same, 'seed': 1, 'train_flags': cpu_flags + study.budget(args) + ['--seed', '7']}
+            'train_flags': study.train_flags(args, cpu_flags, 0)}
+    other_seed = {**same, 'seed': 1, 'train_flags': study.train_flags(args, cpu_flags, 7)}
     (tmp_path / 'ablation' / 'runs' / 'a.json').write_text(json.dumps(same))
     (tmp_path / 'ablation' / 'runs' / 'b.json').write_text(json.dumps(other_seed))
     assert study.reuse_runs(args, study.study_configs(args), tmp_path / 'recipes' / 'runs') == 1
@@ -173,6 +173,16 @@ def test_sweep_configs_come_from_a_json_file(tmp_path):
         study.study_configs(study.parse_args(['sweep']))
 
 
+def test_a_recipes_own_flags_beat_the_budgets_and_budget_flags_beat_both():
+    # cpu_demo.txt sets --ndf 64 over the budget's --ndf 16: the study must train what the demo trains
+    demo = dict((n, f) for n, _, f in study.study_configs(study.parse_args(['recipes'])))['demo']
+    flags = study.effective_flags(study.train_flags(study.parse_args(['recipes']), demo, 3))
+    assert study.effective_flags(study.read_recipe('cpu_budget'))['--ndf'] == '16' and flags['--ndf'] == '64'
+    assert flags['--G_output'] == 'residual' and flags['--seed'] == '3'
+    forced = study.parse_args(['recipes', '--budget_flags', '--ndf', '8'])
+    assert study.effective_flags(study.train_flags(forced, demo, 3))['--ndf'] == '8'
+
+
 def test_runs_compare_by_effective_flags(tmp_path):
     assert study.effective_flags(['--lr', '1', '--dce_idt', '--lr', '2', '--gpu_ids', '-1']) == {
         '--lr': '2', '--dce_idt': True, '--gpu_ids': '-1'}
@@ -180,7 +190,7 @@ def test_runs_compare_by_effective_flags(tmp_path):
     configs = [('half', 'half', study.read_recipe('cpu_5x') + ['--lambda_HDCE', '0.5'])]
     (tmp_path / 'runs').mkdir()
     record = {'config': 'half', 'label': 'half', 'seed': 0, 'data': study.data_summary(args),
-              'train_flags': ['--lambda_HDCE', '9'] + configs[0][2] + study.budget(args) + ['--seed', '0']}
+              'train_flags': study.train_flags(args, ['--lambda_HDCE', '9'] + configs[0][2], 0)}
     (tmp_path / 'runs' / 'half_seed0.json').write_text(json.dumps(record))
     study.check_finished(args, configs, tmp_path / 'runs')  # the extra, overridden flag changes nothing
     record['train_flags'] += ['--lr', '0.1']
