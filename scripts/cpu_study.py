@@ -14,8 +14,8 @@ evaluation.curves on every saved epoch):
 
 Every run uses the same budget (recipes/cpu_budget.txt: networks and patches; cpu_schedule.txt:
 epochs; a configuration's own flags override the budget's, --budget_flags override both) and writes
-<out>/runs/<config>_seed<N>.json with its flags, time, final scores and whole curve; a finished run is skipped when the command is rerun. The summary
-(summary.md, curves.png, curves.csv) is rebuilt from those JSONs.
+<out>/runs/<config>_seed<N>.json with its flags, time, final scores and whole curve; a finished run is
+skipped when the command is rerun. The summary (summary.md, curves.png, curves.csv) is rebuilt from those JSONs.
 
     python scripts/cpu_study.py ablation --out docs/studies/ablation --seeds 0 1 2 --jobs 2
     python scripts/cpu_study.py recipes --out docs/studies/recipes --seeds 0 1 2
