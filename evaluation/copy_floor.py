@@ -53,7 +53,7 @@ def load_folder(folder, size=None):
             raise EvaluationError(f'{path} is {image.shape[1]}x{image.shape[0]}; expected square images of one '
                                   f'size{"" if size is None else f" ({size} px)"}')
         size = image.shape[0]
-        tensors.append(torch.from_numpy(image.transpose(2, 0, 1)).float().unsqueeze(0) * 2.0 - 1.0)
+        tensors.append(curves.image_tensor(image))
     return tensors, size
 
 

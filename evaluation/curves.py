@@ -85,6 +85,11 @@ def build_generator(opts):
     return generator_from_options(opts, init_weights=False).eval()
 
 
+def image_tensor(image):
+    """An (H, W, 3) image in [0, 1] (synthetic.load_rgb) as the (1, 3, H, W) generator input in [-1, 1]."""
+    return torch.from_numpy(image.transpose(2, 0, 1)).float().unsqueeze(0) * 2.0 - 1.0
+
+
 def load_inputs(data_root, crop_size):
     """testA as (name, (1, 3, H, W) tensor in [-1, 1]); the images must already be crop_size square."""
     inputs = []
@@ -93,8 +98,7 @@ def load_inputs(data_root, crop_size):
         if image.shape[:2] != (crop_size, crop_size):
             raise EvaluationError(f'{path} is {image.shape[1]}x{image.shape[0]} but the run was trained at '
                                   f'--crop_size {crop_size}; make the dataset at that size')
-        tensor = torch.from_numpy(image.transpose(2, 0, 1)).float().unsqueeze(0) * 2.0 - 1.0
-        inputs.append((path.stem, tensor))
+        inputs.append((path.stem, image_tensor(image)))
     return inputs
 
 
