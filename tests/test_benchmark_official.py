@@ -1,4 +1,4 @@
-"""scripts/benchmark_official.py without the official code: its error, its arithmetic on fake measurements, the
+"""studies/benchmark_official.py without the official code: its error, its arithmetic on fake measurements, the
 process measurement, and one end-to-end run against a stand-in official checkout."""
 import json
 import sys
@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from scripts import benchmark_official as bo
+from studies import benchmark_official as bo
 from tests.conftest import H2Z
 
 # a stand-in for the official Single-modal/train.py: checks what the benchmark promises to pass, then

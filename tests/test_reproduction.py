@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evaluation import tables
-from scripts import cpu_study as study
+from studies import cpu_study as study
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ['train_horse2zebra.sh', 'train_cityscapes.sh', 'train_monet.sh', 'train_cut_baseline.sh', 'table1.sh',

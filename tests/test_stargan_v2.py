@@ -20,7 +20,7 @@ def official_objective(use_hard, use_curriculum, lambda_src, lambda_dce, total_i
 
 @pytest.mark.parametrize('index', range(3))
 def test_semantic_objective_matches_the_official_multimodal_losses(index):
-    """scripts/make_multimodal_fixture.py ran the official SRC_Loss and PatchDCELoss on these embeddings."""
+    """studies/make_multimodal_fixture.py ran the official SRC_Loss and PatchDCELoss on these embeddings."""
     ref = torch.load(DATA / 'official_multimodal_semantic.pt', weights_only=True)
     result = ref['results'][index]
     use_hard, use_curriculum, step, lambda_src, lambda_dce = result['setting']
@@ -267,7 +267,7 @@ def test_official_multimodal_recipes_parse(name, domains, lambda_hdce, tmp_path)
 def test_cpu_study_driver_trains_scores_and_summarises(tmp_path):
     import json
     from tests.conftest import load_script
-    study = load_script('scripts/multimodal_study.py')
+    study = load_script('studies/multimodal_study.py')
     assert study.main(['--out', str(tmp_path), '--steps', '3', '--seeds', '0', '1', '--n_train', '4', '--n_val', '2',
                        '--num_outs', '2', '--no_tqdm', '--configs', 'stargan_v2', 'stargan_v2+semantic']) == 0
     runs = sorted(p.name for p in (tmp_path / 'runs').iterdir())

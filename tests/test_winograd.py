@@ -210,7 +210,7 @@ def test_training_step_with_winograd_matches_direct(tmp_path, monkeypatch, calls
 
 def test_bench_conv_reports_times_and_errors(tmp_path, capsys):
     import json
-    bench = load_script('scripts/bench_conv.py')
+    bench = load_script('studies/bench_conv.py')
     out = tmp_path / 'conv.json'
     assert bench.main(['--shape', '1,8,8,10,0', '--shape', '2,4,6,9,1', '--repeats', '1', '--out', str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -225,7 +225,7 @@ def test_bench_conv_reports_times_and_errors(tmp_path, capsys):
 @pytest.mark.parametrize('shape', ['1,2,3', '1,2,3,4,2', '1,2,3,x,0', '1,2,3,1,0'])
 def test_bench_conv_refuses_bad_shapes(shape, capsys):
     with pytest.raises(SystemExit):
-        load_script('scripts/bench_conv.py').main(['--shape', shape])
+        load_script('studies/bench_conv.py').main(['--shape', shape])
     assert '--shape' in capsys.readouterr().err
 
 

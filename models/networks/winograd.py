@@ -6,7 +6,7 @@ matrix products with 4x fewer multiplications than the direct convolution. The t
 the Toom-Cook interpolation points 0, +-1, +-1/2 and infinity; halves instead of the usual +-2 keep the
 float32 error lower. The result equals the direct convolution in exact arithmetic; in float32 its
 error is larger than the direct kernel's but far below that of the TF32 convolutions PyTorch runs by
-default on Ampere GPUs (scripts/bench_conv.py measures both; docs/performance.md).
+default on Ampere GPUs (studies/bench_conv.py measures both; docs/performance.md).
 """
 import functools
 import math
@@ -194,7 +194,7 @@ def _overlap_add(g_d, shape, pad, slot):
 
 
 # Below about 128 output tiles the 36 matrix products are too small to run at speed (the measurements at
-# 64 and 128 px and of single layers by scripts/bench_conv.py: docs/performance.md).
+# 64 and 128 px and of single layers by studies/bench_conv.py: docs/performance.md).
 MIN_TILES = 128
 
 

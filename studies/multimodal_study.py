@@ -1,7 +1,7 @@
 """CPU study of the multi-modal model (issue 14): StarGAN v2 with and without L_semantic under one budget,
 on the synthetic seasons (datasets/make_multidomain_dataset.py), several seeds.
 
-    python scripts/multimodal_study.py --out docs/studies/multimodal_cpu --seeds 0 1 2 --steps 1500
+    python studies/multimodal_study.py --out studies/multimodal_cpu --seeds 0 1 2 --steps 1500
 
 Each (config, seed) trains with train.py (a subprocess; the seasons recipe, then the CPU budget below,
 then the config's flags), then translates every validation image of every domain into every other
@@ -257,7 +257,7 @@ def comparison_grid(args, seed, path, tasks=('summer2winter', 'winter2summer', '
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--out', type=Path, default=ROOT / 'docs' / 'studies' / 'multimodal_cpu')
+    p.add_argument('--out', type=Path, default=ROOT / 'studies' / 'multimodal_cpu')
     p.add_argument('--data', type=Path, default=None, help='synthetic seasons root (made when missing)')
     p.add_argument('--size', type=int, default=32)
     p.add_argument('--n_train', type=int, default=200, help='training images per season')

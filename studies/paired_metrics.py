@@ -1,6 +1,6 @@
 """Paired metrics against a known ground-truth translation (the synthetic dataset's testA_gt).
 
-    python scripts/paired_metrics.py --pred results/run/test_latest/images/fake_B \
+    python studies/paired_metrics.py --pred results/run/test_latest/images/fake_B \
         --gt datasets/synthetic/testA_gt [--mask datasets/synthetic/testA_mask] [--out metrics.json]
 
 PSNR (dB), SSIM (Gaussian window 11, σ 1.5, on luminance), L1 in [0, 1] grey levels; with masks also

@@ -17,11 +17,11 @@ epochs; a configuration's own flags override the budget's, --budget_flags overri
 <out>/runs/<config>_seed<N>.json with its flags, time, final scores and whole curve; a finished run is
 skipped when the command is rerun. The summary (summary.md, curves.png, curves.csv) is rebuilt from those JSONs.
 
-    python scripts/cpu_study.py ablation --out docs/studies/ablation --seeds 0 1 2 --jobs 2
-    python scripts/cpu_study.py recipes --out docs/studies/recipes --seeds 0 1 2
-    python scripts/cpu_study.py sweep --configs docs/studies/sweep_configs.json --out docs/studies/sweep
-    python scripts/cpu_study.py ablation --summarize --out docs/studies/ablation
-    python scripts/cpu_study.py ablation --print_rows          # slug<TAB>label<TAB>flags, recipes/table4_rows.tsv
+    python studies/cpu_study.py ablation --out studies/ablation --seeds 0 1 2 --jobs 2
+    python studies/cpu_study.py recipes --out studies/recipes --seeds 0 1 2
+    python studies/cpu_study.py sweep --configs studies/sweep_configs.json --out studies/sweep
+    python studies/cpu_study.py ablation --summarize --out studies/ablation
+    python studies/cpu_study.py ablation --print_rows          # slug<TAB>label<TAB>flags, recipes/table4_rows.tsv
 """
 import argparse
 import json
@@ -387,7 +387,7 @@ def summarize(args):
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('study', choices=['ablation', 'recipes', 'sweep'])
-    ap.add_argument('--out', default=None, help='runs/, summary.md, curves.png (default docs/studies/<study>)')
+    ap.add_argument('--out', default=None, help='runs/, summary.md, curves.png (default studies/<study>)')
     ap.add_argument('--work', default='/tmp/cpu_study', help='datasets, checkpoints and logs')
     ap.add_argument('--summarize', action='store_true', help='only rebuild the summary from --out/runs')
     ap.add_argument('--print_rows', action='store_true', help='print "slug<TAB>label<TAB>flags" per Table 4 row')
@@ -411,7 +411,7 @@ def parse_args(argv):
                     help='backgrounds of the synthetic data (datasets/make_synthetic_dataset.py)')
     ap.add_argument('--title', default=None)
     args = ap.parse_args(argv)
-    args.out = args.out or str(REPO / 'docs' / 'studies' / args.study)
+    args.out = args.out or str(REPO / 'studies' / args.study)
     return args
 
 

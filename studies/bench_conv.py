@@ -1,8 +1,8 @@
 """Forward and backward time of one 3x3 convolution, direct kernel against Winograd F(4x4, 3x3), with each
 one's float32 error against float64; JSON out.
 
-    python scripts/bench_conv.py                                   # the generator's 3x3 layers at 256 px
-    python scripts/bench_conv.py --shape 2,256,256,64,0 --threads 1 --repeats 9
+    python studies/bench_conv.py                                   # the generator's 3x3 layers at 256 px
+    python studies/bench_conv.py --shape 2,256,256,64,0 --threads 1 --repeats 9
 
 A shape is batch,c_in,c_out,size,padding (the input is size x size, already padded when padding is 0,
 as in the ResNet blocks). Times are medians over --repeats after one warm-up; the error is the largest

@@ -1,8 +1,8 @@
 """Our train.py against the official Hneg_SRC code (its Single-modal/train.py), both as whole processes; JSON out.
 
-    python scripts/benchmark_official.py --official ../Hneg_SRC --images 12 24 --size 256 --threads 2 --pairs 3
-    python scripts/benchmark_official.py --official ../Hneg_SRC --amp bf16          # ours in bfloat16
-    python scripts/benchmark_official.py --official ../Hneg_SRC -- --no_malloc_trim  # flags after -- go to ours
+    python studies/benchmark_official.py --official ../Hneg_SRC --images 12 24 --size 256 --threads 2 --pairs 3
+    python studies/benchmark_official.py --official ../Hneg_SRC --amp bf16          # ours in bfloat16
+    python studies/benchmark_official.py --official ../Hneg_SRC -- --no_malloc_trim  # flags after -- go to ours
 
 The official code is not part of this repository and nothing of it is committed: get it with
 `git clone https://github.com/jcy132/Hneg_SRC` outside the repository and pass the clone's path. It runs

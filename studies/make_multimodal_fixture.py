@@ -1,7 +1,7 @@
 """Reference values of the official multi-modal L_semantic (Hneg_SRC `Multimodal/core/contra_loss.py`) on
 random patch embeddings, for tests/test_stargan_v2.py's parity test.
 
-    python scripts/make_multimodal_fixture.py --official /path/to/Hneg_SRC [--out tests/data/...]
+    python studies/make_multimodal_fixture.py --official /path/to/Hneg_SRC [--out tests/data/...]
 
 The official modules are imported from the given checkout (not shipped here); the output holds the inputs,
 the settings, the official SRC and DCE values per setting and their gradients with respect to the query.
