@@ -4,36 +4,20 @@ To add a dataset called 'dummy', add `data/dummy_dataset.py` defining `DummyData
 of `BaseDataset` (the match ignores case and underscores); `--dataset_mode dummy` then selects it.
 `data/template_dataset.py` is a working example to copy.
 """
-import importlib
-import pkgutil
-
 import torch.utils.data
 
 from data.base_dataset import BaseDataset
-
-_SUFFIX = '_dataset'
+from util.registry import find_registered, registered_names
 
 
 def available_datasets():
     """Sorted names of every `data/<name>_dataset.py` (the valid --dataset_mode values)."""
-    return sorted(
-        info.name[:-len(_SUFFIX)]
-        for info in pkgutil.iter_modules(__path__)
-        if info.name.endswith(_SUFFIX) and info.name != 'base' + _SUFFIX)
+    return registered_names(__path__, 'dataset')
 
 
 def find_dataset_using_name(name):
     """The BaseDataset subclass defined in `data/<name>_dataset.py`."""
-    valid = available_datasets()
-    if name not in valid:
-        raise ValueError(f'unknown dataset {name!r}; valid names: {", ".join(valid)}')
-    module = importlib.import_module(f'data.{name}{_SUFFIX}')
-    wanted = name.replace('_', '').lower() + 'dataset'
-    for attr, cls in vars(module).items():
-        if attr.lower() == wanted and isinstance(cls, type) and issubclass(cls, BaseDataset):
-            return cls
-    raise TypeError(f'{module.__file__} must define a subclass of BaseDataset named like '
-                    f'{wanted!r} (case-insensitive)')
+    return find_registered('data', 'dataset', name, BaseDataset, available_datasets())
 
 
 def get_option_setter(name):

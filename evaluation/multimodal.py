@@ -14,6 +14,7 @@ torchvision's ImageNet InceptionV3 (not pytorch-fid's TF port). Outputs land in
         --inception_weights inception_v3_google-0cc3c7bd.pth
 """
 import argparse
+import functools
 import json
 import math
 import shutil
@@ -30,6 +31,8 @@ from torchvision import transforms
 from tqdm import tqdm
 
 from evaluation.common import EvaluationError, cli, default_device, image_files
+from evaluation.fid import feature_statistics, trace_sqrt_product  # noqa: F401  (trace_sqrt_product: part of this API)
+from evaluation.fid import frechet_distance as fid_frechet_distance
 from util.util import atomic_write_json, atomic_write_text, safe_torch_load
 
 MODES = ('latent', 'reference')
@@ -231,31 +234,8 @@ def fid_features(fid_net, files, transform, *, batch_size, desc=None, progress=T
     return torch.cat(chunks).numpy()
 
 
-def feature_statistics(features):
-    """Mean (D,) and covariance (D, D) of (N, D) features; FID needs N >= 2."""
-    if len(features) < 2:
-        raise EvaluationError(f'FID needs at least 2 images, got {len(features)}')
-    return np.mean(features, axis=0), np.cov(features, rowvar=False)
-
-
-def trace_sqrt_product(sigma_a, sigma_b):
-    """Tr((ΣaΣb)^½) of two covariances (symmetric PSD): the square roots of the eigenvalues of
-    Σa^½ Σb Σa^½, which are ΣaΣb's. Two symmetric eigendecompositions: 2048-d in 3.2 s on one core,
-    where scipy's sqrtm of the (non-symmetric) product takes ~11 s; equal to it where it is real."""
-    w, v = np.linalg.eigh(sigma_a)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    product = root_a @ sigma_b @ root_a
-    eig = np.linalg.eigvalsh((product + product.T) * 0.5)
-    return float(np.sum(np.sqrt(np.clip(eig, 0, None))))
-
-
-def frechet_distance(stats_a, stats_b):
-    """FID ‖μa − μb‖² + Tr(Σa) + Tr(Σb) − 2 Tr((ΣaΣb)^½) from (μ, Σ) pairs, StarGAN v2's formula without
-    offset or check. (pytorch-fid's version, in evaluation/fid.py, refuses a sizable imaginary part of the
-    root, which few images or degenerate features give; here negative eigenvalues of round-off are 0.)"""
-    (mu_a, sigma_a), (mu_b, sigma_b) = stats_a, stats_b
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a) + np.trace(sigma_b)
-                 - 2 * trace_sqrt_product(sigma_a, sigma_b))
+# StarGAN v2's FID: the root's trace from two eigendecompositions, no offset or check (see evaluation/fid.py)
+frechet_distance = functools.partial(fid_frechet_distance, pytorch_fid=False)
 
 
 class DomainStatistics:

@@ -8,15 +8,13 @@ import sys
 import data
 import models
 from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
-from models.networks import DISCRIMINATORS, NORM_TYPES
+from models.networks import DISCRIMINATORS, GENERATOR_ARCH_KEYS, NORM_TYPES, PATCH_SAMPLER_KEYS
 from options.generator_options import add_generator_options
 from util import distributed, util
 
 # the options that decide how a run's networks are built: test.py (and scripts/similarity_maps.py) take
 # them from the run's train_opt.json, so a checkpoint is rebuilt as it was trained; the command line wins
-ARCHITECTURE_KEYS = ('model', 'input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
-                     'no_antialias', 'no_antialias_up', 'stylegan2_G_num_downsampling', 'nce_layers', 'netF',
-                     'netF_nc', 'G_output')
+ARCHITECTURE_KEYS = ('model', *GENERATOR_ARCH_KEYS, *PATCH_SAMPLER_KEYS)
 
 
 class BaseOptions:

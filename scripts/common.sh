@@ -41,7 +41,7 @@ read -ra RECIPE_CITYSCAPES <<<"$(bash "$REPO/scripts/recipe.sh" cityscapes)"
 read -ra RECIPE_MONET <<<"$(bash "$REPO/scripts/recipe.sh" monet)"
 read -ra RECIPE_CUT <<<"$(bash "$REPO/scripts/recipe.sh" cut)"
 
-# Table 4's rows (recipes/table4_rows.tsv, also read by scripts/cpu_study.py): ROW_SLUGS (all, in the
+# Table 4's rows (recipes/table4_rows.tsv, also read by studies/cpu_study.py): ROW_SLUGS (all, in the
 # file's order), PAPER_ROW_SLUGS (the paper's 7), ROW_LABEL[slug] and ROW_FLAGS[slug].
 declare -gA ROW_LABEL=() ROW_FLAGS=()
 ROW_SLUGS=()
@@ -265,4 +265,15 @@ make_table() {
     log "table $layout -> $out.md, $out.csv"
     "$PYTHON" scripts/make_table.py --layout "$layout" --choice "$EPOCH_CHOICE" --rows "${unique[@]}" \
         --out "$out" "$@"
+}
+
+# prepare_datasets DATASET...: what a table script does before its first run: the SMOKE fixtures or the
+# visdom server, then the evaluation weights and every dataset folder, so that nothing is missing later
+prepare_datasets() {
+    prepare
+    check_eval_weights "$@"
+    local dataset
+    for dataset in "$@"; do
+        require_dir "$(dataset_dir "$dataset")" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
+    done
 }

@@ -12,18 +12,14 @@
 # RESULTS_DIR/<NAME_PREFIX>table1.{md,csv}. Settings (environment): DATASETS, and scripts/common.sh's.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DATASETS=${DATASETS:-horse2zebra cityscapes}
-prepare
-check_eval_weights $DATASETS
-for dataset in $DATASETS; do  # every dataset is there before the first run starts
-    require_dir "$(dataset_dir "$dataset")" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
-done
+# shellcheck disable=SC2086
+prepare_datasets $DATASETS
 jsons=()
 for dataset in $DATASETS; do
     dataroot=$(dataset_dir "$dataset")
     short=$(short_name "$dataset")
     direction=$(direction_of "$dataset")
-    recipe=("${RECIPE_H2Z[@]}")
-    [[ "$dataset" == cityscapes ]] && recipe=("${RECIPE_CITYSCAPES[@]}")
+    read -ra recipe <<<"$(bash "$REPO/scripts/recipe.sh" "$dataset")"  # recipes/<dataset>.txt: the official one
 
     name="${NAME_PREFIX}${short}_cut"
     train_run "$name" "$dataroot" "${RECIPE_CUT[@]}" --direction "$direction" "${TRAIN_ARGS[@]}"

@@ -7,7 +7,7 @@
 #   ROWS="dce dce_src_hneg" DATASETS=horse2zebra GPU_IDS=2 bash scripts/table4_ablation.sh
 #   SMOKE=1 bash scripts/table4_ablation.sh             # the whole pipeline on generated data, CPU
 #
-# The rows (slugs for ROWS) are recipes/table4_rows.tsv, as for scripts/cpu_study.py ablation: the paper's 7,
+# The rows (slugs for ROWS) are recipes/table4_rows.tsv, as for studies/cpu_study.py ablation: the paper's 7,
 # in its order and with its labels, from CUT (InfoNCE under the paper's weights) to DCE + SRC + Hneg;
 # the eighth combination (infonce_hneg, InfoNCE + Hneg) runs when ROWS names it. SRC off is
 # --lambda_SRC 0, hard negatives off is --no_Hneg. Output: RESULTS_DIR/<NAME_PREFIX>table4.{md,csv}, each
@@ -22,17 +22,13 @@ for slug in $ROWS; do
         exit 2
     fi
 done
-prepare
-check_eval_weights $DATASETS
-for dataset in $DATASETS; do  # every dataset is there before the first run starts
-    require_dir "$(dataset_dir "$dataset")" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
-done
+# shellcheck disable=SC2086
+prepare_datasets $DATASETS
 jsons=()
 for dataset in $DATASETS; do
     dataroot=$(dataset_dir "$dataset")
     short=$(short_name "$dataset")
-    recipe=("${RECIPE_H2Z[@]}")
-    [[ "$dataset" == cityscapes ]] && recipe=("${RECIPE_CITYSCAPES[@]}")
+    read -ra recipe <<<"$(bash "$REPO/scripts/recipe.sh" "$dataset")"  # recipes/<dataset>.txt: the official one
     for slug in $ROWS; do
         name="${NAME_PREFIX}${short}_abl_${slug}"
         # shellcheck disable=SC2086

@@ -4,13 +4,13 @@
 ResNet / U-Net / PatchGAN networks and then the StyleGAN2 ones.
 """
 from .discriminators import define_D
-from .generators import G_OUTPUTS, define_G, generator_from_options, missing_generator_options
+from .generators import GENERATOR_ARCH_KEYS, G_OUTPUTS, define_G, generator_from_options, missing_generator_options
 from .init import INIT_TYPES, init_weights
 from .layers import NORM_TYPES, get_norm_layer
-from .patch_sampler import SAMPLERS, PatchSampleF, define_F
+from .patch_sampler import PATCH_SAMPLER_KEYS, SAMPLERS, PatchSampleF, define_F
 from .registry import DISCRIMINATORS, GENERATORS
 from . import stylegan2  # noqa: F401  (registers the StyleGAN2 networks)
 
 __all__ = ['define_G', 'generator_from_options', 'missing_generator_options', 'define_D', 'define_F',
            'get_norm_layer', 'init_weights', 'GENERATORS', 'DISCRIMINATORS', 'SAMPLERS', 'G_OUTPUTS',
-           'PatchSampleF', 'NORM_TYPES', 'INIT_TYPES']
+           'PatchSampleF', 'NORM_TYPES', 'INIT_TYPES', 'GENERATOR_ARCH_KEYS', 'PATCH_SAMPLER_KEYS']

@@ -209,11 +209,13 @@ def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False,
     return net
 
 
-# the options `generator_from_options` reads (train_opt.json holds them all); runs from before --G_output
-# have CUT's tanh output
-GENERATOR_KEYS = ('input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
-                  'no_antialias', 'no_antialias_up', 'crop_size', 'load_size', 'stylegan2_G_num_downsampling',
-                  'G_output')
+# the options that decide a generator's layers, the image size aside (test.py may translate at another size);
+# options/base_options.py's ARCHITECTURE_KEYS are these, F's and --model
+GENERATOR_ARCH_KEYS = ('input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
+                       'no_antialias', 'no_antialias_up', 'stylegan2_G_num_downsampling', 'G_output')
+# the options `generator_from_options` reads (train_opt.json holds them all): those and the image size, which
+# StyleGAN2's generator is built for; runs from before --G_output have CUT's tanh output
+GENERATOR_KEYS = GENERATOR_ARCH_KEYS + ('crop_size', 'load_size')
 _KEY_DEFAULTS = {'G_output': 'tanh'}
 
 

@@ -89,6 +89,10 @@ class PatchSampleF(nn.Module):
         return samples, ids
 
 
+# the options that decide F: the encoder layers it samples, its kind and its MLPs' width
+PATCH_SAMPLER_KEYS = ('nce_layers', 'netF', 'netF_nc')
+
+
 def define_F(netF, netF_nc=256, init_type='normal', init_gain=0.02):
     """'sample': positions only; 'mlp_sample': positions embedded by per-layer MLPs (call `build`)."""
     if netF not in SAMPLERS:
