@@ -418,3 +418,15 @@ def test_benchmark_reference_step_leaves_the_heap_alone(tmp_path, monkeypatch, c
     assert calls == []
     assert benchmark.main(tiny + flags) == 0
     assert len(calls) == 2
+
+
+def test_benchmark_applies_the_training_process_settings(tmp_path, monkeypatch, capsys):
+    """The benchmark's figures describe the configuration train.py runs: the same process settings."""
+    from models.runtime import Runtime
+    calls = []
+    monkeypatch.setattr(Runtime, 'configure_process', lambda self, preprocess='resize_and_crop': calls.append(
+        (str(self.device), preprocess)))
+    assert benchmark.main(['--crop_size', '32', '--warmup', '0', '--repeats', '1', '--', '--ngf', '4', '--ndf', '4',
+                           '--netG', 'resnet_6blocks', '--num_patches', '16']) == 0
+    assert calls == [('cpu', 'resize_and_crop')]
+    assert json.loads(capsys.readouterr().out)['cudnn_benchmark'] is torch.backends.cudnn.benchmark
