@@ -166,7 +166,7 @@ class StarGANV2Model(BaseModel):
     # ---- data --------------------------------------------------------------------------------
     def set_input(self, input):
         """A multidomain batch: source images and domains, two reference images of one domain each (the
-        target domains), and two latent codes per image drawn here (torch's RNG, saved for resume)."""
+        target domains), and two latent codes per image drawn here (the device's generator, saved for resume)."""
         self.real_A = self.to_input(input['A'])
         for labels in (input['A_domain'], input['ref_domain']):  # on the host, before they reach the device
             stargan.check_domains(labels.cpu(), self.opt.num_domains, labels.shape[0])
@@ -175,8 +175,8 @@ class StarGANV2Model(BaseModel):
         self.ref2 = self.to_input(input['ref2'])
         self.y_trg = input['ref_domain'].to(self.device, non_blocking=True)
         n = self.real_A.size(0)
-        self.z = torch.randn(n, self.opt.latent_dim).to(self.device)
-        self.z2 = torch.randn(n, self.opt.latent_dim).to(self.device)
+        self.z = torch.randn(n, self.opt.latent_dim, device=self.device)  # on the device: no copy waits for it
+        self.z2 = torch.randn(n, self.opt.latent_dim, device=self.device)
         # <domain>_<file>: the domains' folders reuse file names, and test.py names its outputs by file
         self.image_paths = [f'{os.path.basename(os.path.dirname(p))}_{os.path.basename(p)}' for p in input['A_paths']]
 
