@@ -27,7 +27,8 @@ from tqdm import tqdm  # noqa: E402
 
 from data import create_dataset  # noqa: E402
 from models import create_model  # noqa: E402
-from models.runtime import Runtime, flag_device  # noqa: E402
+from models.base_model import rng_state, set_rng_state  # noqa: E402
+from models.runtime import Runtime, flag_device, require_cuda_for_gpu_ids  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from util import distributed  # noqa: E402
 from util.visualizer import Visualizer  # noqa: E402
@@ -78,6 +79,43 @@ def non_finite(losses):
     return {k: v for k, v in losses.items() if not math.isfinite(v)}
 
 
+class LossWatch:
+    """The training steps' losses without a host read per step: each step folds, on the device, which losses
+    were non-finite and when that first happened; `read` fetches it all (one host sync) when the losses are
+    printed or a checkpoint is about to be saved."""
+    NONE = 2 ** 62  # the 'first bad step' key while there is none
+
+    def __init__(self, model):
+        self.model = model
+        self.bad = self.first = None
+
+    def step(self, epoch, epoch_iter):
+        values = self.model.current_loss_tensors()
+        if not values:
+            return
+        self.names = list(values)
+        bad = ~torch.isfinite(torch.stack([v.float().reshape(()) for v in values.values()]))  # (L,)
+        first = torch.where(bad.any(), epoch * 1_000_000_000 + epoch_iter, self.NONE)  # keys grow with time
+        self.bad = bad if self.bad is None else self.bad | bad
+        self.first = first if self.first is None else torch.minimum(self.first, first)
+
+    def read(self):
+        """(losses averaged over processes; {name: value} of the losses non-finite at any step since the last
+        read, on any process; (epoch, iteration) of the first such step, or None), and start over."""
+        losses = self.model.get_current_losses()
+        means = distributed.reduce(list(losses.values()), self.model.device, 'mean')
+        losses = OrderedDict(zip(losses, means))
+        bad, where = non_finite(losses), None
+        if self.bad is not None:
+            flags = distributed.reduce(self.bad.tolist(), self.model.device, 'max')
+            first = int(distributed.reduce([self.first.item()], self.model.device, 'min')[0])
+            bad.update({name: losses[name] for name, flag in zip(self.names, flags) if flag})
+            if first != self.NONE:
+                where = divmod(first, 1_000_000_000)
+        self.bad = self.first = None
+        return losses, bad, where
+
+
 def non_finite_message(bad, epoch, epoch_iter):
     names = ', '.join(f'{k}={v}' for k, v in bad.items())
     return f'non-finite loss {names} at epoch {epoch}, iteration {epoch_iter}'
@@ -95,9 +133,14 @@ def check_writable(folder):
 
 
 def save_checkpoint(model, tags, run, epoch, epoch_iter, total_iters, epoch_done):
-    """Rank 0 writes weights and training state under each tag; the other processes wait for it."""
+    """Rank 0 writes weights and training state under each tag; the other processes wait for it. The state
+    also holds the patch-position stream and, under torchrun, every process's own RNG states."""
+    per_rank = distributed.gather(rng_state(model.device)) if run.world_size > 1 else None
     if distributed.is_main():
         state = model.training_state(epoch, epoch_iter, total_iters, epoch_done, epoch_count=run.epoch_count)
+        state['rng_patches'] = model.patch_generator.get_state()
+        if per_rank is not None:
+            state['rng_ranks'] = per_rank
         for tag in tags:
             model.save_networks(tag, state)
     distributed.barrier()
@@ -108,10 +151,10 @@ class Run:
     its device and seed, and the epoch the learning-rate rule counts from."""
 
     def __init__(self, opt):
-        self.rank, self.world_size, local_rank = distributed.init_from_env(use_cuda=bool(opt.gpu_ids))
+        self.rank, self.world_size, gpu = distributed.init_from_env(use_cuda=bool(opt.gpu_ids), gpu_ids=opt.gpu_ids)
         self.seed = opt.seed
         if self.world_size > 1:
-            self.device = f'cuda:{local_rank}' if opt.gpu_ids else 'cpu'
+            self.device = f'cuda:{gpu}' if opt.gpu_ids else 'cpu'
             self.seed = distributed.broadcast(opt.seed)  # a seed drawn at parse time differs per process
         elif len(opt.gpu_ids) > 1:
             raise SystemExit(f'error: --gpu_ids {",".join(map(str, opt.gpu_ids))} asks for {len(opt.gpu_ids)} GPUs, '
@@ -119,7 +162,37 @@ class Run:
                              f'torchrun --nproc_per_node {len(opt.gpu_ids)} train.py ... (DistributedDataParallel)')
         else:
             self.device = flag_device(opt)
+            if opt.gpu_ids:  # the current device: where kernels launch and unqualified CUDA calls act
+                torch.cuda.set_device(self.device)
         self.epoch_count = opt.epoch_count
+
+
+def own_randomness(run, model, state):
+    """Random streams of the training loop. Patch positions come from one generator seeded by the run's seed,
+    shared by all processes under torchrun (so N processes of batch b compute what one process of batch N*b
+    computes). Every other draw (B partners, crops, flips, noise, latent codes) is each process's own: all
+    processes built the model from one seed; from here rank r > 0 draws from `distributed.rank_seed(seed, r)`
+    while rank 0 continues the one-process stream. A resumed run restores each process's saved states, so
+    it continues exactly (load_training_state has restored rank 0's)."""
+    model.patch_generator = torch.Generator(model.device).manual_seed(run.seed)
+    if state is None:
+        if run.rank > 0:
+            seed_everything(distributed.rank_seed(run.seed, run.rank))
+        return
+    if 'rng_patches' in state:
+        model.patch_generator.set_state(state['rng_patches'])
+    else:  # a state saved before the patch stream had its own generator
+        model.patch_generator.manual_seed(run.seed + state['total_iters'])
+    saved = state.get('rng_ranks') or [state['rng']]
+    if len(saved) == run.world_size:
+        set_rng_state(saved[run.rank], model.device)
+        return
+    # saved by another number of processes: fresh streams for all but rank 0, not an exact continuation
+    distributed.print0(f'the training state holds the random state of {len(saved)} process(es), this run has '
+                       f'{run.world_size}: processes other than rank 0 draw fresh streams (the run does not repeat '
+                       f'the draws of an uninterrupted run)')
+    if run.rank > 0:
+        seed_everything(distributed.rank_seed(run.seed + state['total_iters'], run.rank))
 
 
 def train(opt):
@@ -164,9 +237,22 @@ def train(opt):
             total_iters = counters['total_iters']
             distributed.print0(f'resuming at epoch {start_epoch}, iteration {skip} of the epoch, '
                                f'{total_iters} in total')
+    own_randomness(run, model, state)
 
     visualizer = Visualizer(opt, rank=rank)
-    optimize_time = 0.1
+    watch = LossWatch(model)
+
+    def checked_losses(epoch, epoch_iter):
+        """The losses, read now; a non-finite one since the last read stops the run (before a save), unless
+        --skip_nonfinite, which checks (and undoes) every step itself."""
+        losses, bad, where = watch.read()
+        runtime.check_loss_scale()
+        if bad and not opt.skip_nonfinite:
+            at_epoch, at_iter = where or (epoch, epoch_iter)
+            raise NonFiniteLossError(non_finite_message(bad, at_epoch, at_iter) + '; training stopped, '
+                                     'the last saved checkpoint is kept unchanged')
+        return losses
+
     skipped = 0
     stopping = False  # agreed by every process, which must leave the loop at the same iteration
     with StopRequest() as stop:
@@ -180,36 +266,36 @@ def train(opt):
                        unit='img', disable=opt.no_tqdm or rank != 0, dynamic_ncols=True, file=sys.stdout)
             iter_data_time = time.time()
             t_data = 0.0
+            # timing without a per-step device sync: the wall time of the steps since the last print, less
+            # their data loading, read once the printed losses have synchronised the device
+            window_start, window_data, window_images = time.time(), 0.0, 0
             for data in dataset.iterate(start_sample=epoch_iter):
                 iter_start = time.time()
+                window_data += iter_start - iter_data_time
                 if total_iters % opt.print_freq == 0:
                     t_data = iter_start - iter_data_time
                 batch_size = data['A'].size(0)
                 total_iters += batch_size * world_size  # samples of all processes, as CUT counts a batch
                 epoch_iter += batch_size  # this process's samples (what a resumed run skips)
-                if opt.gpu_ids:
-                    torch.cuda.synchronize()
-                optimize_start = time.time()
+                window_images += batch_size
                 model.set_input(data)
                 if opt.skip_nonfinite:
                     snapshot = model.snapshot()
                 model.optimize_parameters()
-                if opt.gpu_ids:
-                    torch.cuda.synchronize()
-                optimize_time = (time.time() - optimize_start) / batch_size * 0.005 + 0.995 * optimize_time
-                losses = model.get_current_losses()
-                means, stopping = distributed.agree(losses.values(), stop.signum is not None, model.device)
-                losses = OrderedDict(zip(losses, means))  # averaged over processes
-                bad = non_finite(losses)
-                if bad and not opt.skip_nonfinite:
-                    raise NonFiniteLossError(non_finite_message(bad, epoch, epoch_iter) + '; training stopped, '
-                                             'the last saved checkpoint is kept unchanged')
-                if bad:
-                    model.restore(snapshot)
-                    skipped += 1
-                    if rank == 0:
-                        bar.write(f'warning: {non_finite_message(bad, epoch, epoch_iter)}: step undone '
-                                  f'(--skip_nonfinite, {skipped} so far)')
+                if opt.skip_nonfinite:  # a host read per step: the step is undone at once
+                    current = model.get_current_losses()
+                    bad = non_finite(OrderedDict(zip(current, distributed.reduce(list(current.values()),
+                                                                                 model.device, 'mean'))))
+                    if bad:
+                        model.restore(snapshot)
+                        skipped += 1
+                        if rank == 0:
+                            bar.write(f'warning: {non_finite_message(bad, epoch, epoch_iter)}: step undone '
+                                      f'(--skip_nonfinite, {skipped} so far)')
+                else:
+                    watch.step(epoch, epoch_iter)
+                # every process must leave the loop at the same iteration (a host-side collective under torchrun)
+                stopping = distributed.any_process(stop.signum is not None)
                 bar.update(batch_size * world_size)
 
                 if total_iters % opt.display_freq == 0:
@@ -217,6 +303,11 @@ def train(opt):
                     visualizer.display_current_results(model.get_current_visuals(), epoch,
                                                        total_iters % opt.update_html_freq == 0)
                 if total_iters % opt.print_freq == 0:
+                    losses = checked_losses(epoch, epoch_iter)
+                    runtime.synchronize()
+                    now = time.time()
+                    optimize_time = (now - window_start - window_data) / window_images
+                    window_start, window_data, window_images = now, 0.0, 0
                     bar.set_postfix({k: f'{v:.3f}' for k, v in losses.items()}, refresh=False)
                     visualizer.print_current_losses(epoch, epoch_iter * world_size, losses, optimize_time, t_data,
                                                     total_iters=total_iters)
@@ -224,6 +315,7 @@ def train(opt):
                         visualizer.plot_current_losses(epoch, float(epoch_iter * world_size) / dataset_size, losses)
                 if total_iters % opt.save_latest_freq == 0:
                     tag = f'iter_{total_iters}' if opt.save_by_iter else 'latest'
+                    checked_losses(epoch, epoch_iter)
                     if rank == 0:
                         bar.write(f'saving the {tag} model (epoch {epoch}, total_iters {total_iters})')
                     save_checkpoint(model, [tag], run, epoch, epoch_iter, total_iters, False)
@@ -239,9 +331,11 @@ def train(opt):
             if epoch_done:
                 model.update_learning_rate()
             if epoch_done and (epoch % opt.save_epoch_freq == 0 or epoch == total_epochs):
+                checked_losses(epoch, epoch_iter)
                 distributed.print0(f'saving the model at the end of epoch {epoch}, iters {total_iters}')
                 save_checkpoint(model, ['latest', epoch], run, epoch, epoch_iter, total_iters, True)
             elif interrupted:
+                checked_losses(epoch, epoch_iter)
                 distributed.print0(f'saving the latest model (epoch {epoch}, iteration {epoch_iter}, '
                                    f'total_iters {total_iters})')
                 save_checkpoint(model, ['latest'], run, epoch, epoch_iter, total_iters, epoch_done)
@@ -257,6 +351,7 @@ def train(opt):
 
 
 def main(argv=None):
+    require_cuda_for_gpu_ids(sys.argv[1:] if argv is None else argv)
     opt = TrainOptions(argv).parse()
     try:
         return train(opt)

@@ -7,6 +7,7 @@ of `BaseDataset` (the match ignores case and underscores); `--dataset_mode dummy
 import torch.utils.data
 
 from data.base_dataset import BaseDataset
+from util import distributed
 from util.registry import find_registered, registered_names
 
 
@@ -66,7 +67,8 @@ class DatasetLoader:
     With world_size > 1 each process reads its own shard and `opt.batch_size` is per process.
     Iteration stops once `opt.max_dataset_size` samples have been read across all processes, so
     every process runs the same number of steps. The shuffling order is a function of
-    (`opt.seed`, epoch) only, which makes mid-epoch resumption exact (see `iterate`).
+    (`opt.seed`, epoch) only, which makes mid-epoch resumption exact (see `iterate`); the workers'
+    random draws are seeded from (`opt.seed`, epoch, rank).
     """
 
     def __init__(self, opt, rank=0, world_size=1):
@@ -76,8 +78,9 @@ class DatasetLoader:
         seed = getattr(opt, 'seed', None) or 0
         self.sampler = EpochSampler(len(self.dataset), not opt.serial_batches, seed, rank, world_size)
         # the loader's own generator seeds its workers, so building an iterator never draws from
-        # the global torch RNG (a resumed run would otherwise drift by one draw)
-        self.generator = torch.Generator().manual_seed(seed)
+        # the global torch RNG (a resumed run would otherwise drift by one draw); each process seeds its
+        # workers differently, as their draws (B partners, crops, flips) must differ between processes
+        self.generator = torch.Generator().manual_seed(distributed.rank_seed(seed, rank))
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,
             batch_size=opt.batch_size,
@@ -85,6 +88,7 @@ class DatasetLoader:
             num_workers=int(opt.num_threads),
             drop_last=bool(opt.isTrain),
             generator=self.generator,
+            pin_memory=bool(getattr(opt, 'gpu_ids', None)),  # the copies to the GPU then run asynchronously
         )
 
     def load_data(self):
@@ -94,7 +98,8 @@ class DatasetLoader:
         """Tell the dataset (epoch-dependent augmentation) and the sampler (shuffling) the epoch."""
         self.dataset.current_epoch = epoch
         self.sampler.set_epoch(epoch)
-        self.generator.manual_seed((getattr(self.opt, 'seed', None) or 0) * 1_000_003 + epoch)
+        seed = (getattr(self.opt, 'seed', None) or 0) * 1_000_003 + epoch
+        self.generator.manual_seed(distributed.rank_seed(seed, self.sampler.rank))
 
     def __len__(self):
         return int(min(len(self.dataset), self.opt.max_dataset_size))

@@ -220,7 +220,9 @@ def main(argv=None):
     parser.add_argument('--fake-dir', default=None, help='translated photos (default: RESULTS/images/fake_B)')
     parser.add_argument('--label-dir', default=None, help='colour label maps (default: RESULTS/images/real_A)')
     add_drn_args(parser)
-    parser.add_argument('--device', default=None, help='cuda, cuda:0 or cpu (default: cuda when available)')
+    parser.add_argument('--device', default=None,
+                        help='cuda, cuda:0 or cpu (default: the first GPU of $GPU_IDS, else cuda:0 when '
+                             'available)')
     parser.add_argument('--expect-count', type=int, default=None, help='fail unless there are this many pairs')
     parser.add_argument('--json', default=None,
                         help='write the result here (default: RESULTS/metrics_cityscapes.json)')

@@ -1,5 +1,6 @@
 """Helpers shared by the evaluation commands: result folders, run labels, JSON output, errors."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -63,8 +64,17 @@ def default_epoch_choice(epoch):
     return {'latest': 'last', 'best': 'best'}.get(epoch, 'fixed')
 
 
-def default_device():
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
+def default_device(gpu_ids=None):
+    """The evaluation networks' device when --device is not given: the first GPU of `gpu_ids` (train.py's
+    --gpu_ids syntax, '-1' for the CPU), else of the GPU_IDS variable the scripts set, else cuda:0 when
+    CUDA is available; the CPU without CUDA."""
+    spec = gpu_ids if gpu_ids is not None else os.environ.get('GPU_IDS')
+    if not torch.cuda.is_available():
+        return 'cpu'
+    if spec is None:
+        return 'cuda:0'
+    ids = [int(tok) for tok in str(spec).split(',') if tok.strip()]
+    return f'cuda:{ids[0]}' if ids and ids[0] >= 0 else 'cpu'
 
 
 def emit(result, json_path=None):

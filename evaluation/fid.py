@@ -231,7 +231,9 @@ def add_feature_args(parser):
     parser.add_argument('--dims', type=int, default=2048, choices=FEATURE_DIMS,
                         help='Inception feature size (2048 = pool3, the paper protocol)')
     parser.add_argument('--batch-size', type=int, default=50, help="pytorch-fid's default batch size")
-    parser.add_argument('--device', default=None, help='cuda, cuda:0 or cpu (default: cuda when available)')
+    parser.add_argument('--device', default=None,
+                        help='cuda, cuda:0 or cpu (default: the first GPU of $GPU_IDS, else cuda:0 when '
+                             'available)')
     parser.add_argument('--num-workers', type=int, default=min(8, os.cpu_count() or 1),
                         help='data loading processes (the score does not depend on it)')
     parser.add_argument('--fid-weights', default=None,

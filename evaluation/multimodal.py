@@ -543,7 +543,9 @@ def build_parser():
                         help='PIPELINE TESTS ONLY: random LPIPS/FID networks; the numbers are meaningless')
     parser.add_argument('--fid_input_size', type=int, default=FID_INPUT_SIZE,
                         help='TESTS ONLY: Inception input side (the protocol uses 299)')
-    parser.add_argument('--device', default=None, help='cuda, cuda:0 or cpu (default: cuda when available)')
+    parser.add_argument('--device', default=None,
+                        help='cuda, cuda:0 or cpu (default: the first GPU of $GPU_IDS, else cuda:0 when '
+                             'available)')
     parser.add_argument('--method', default=None, help='Table 2 row label (default: --name)')
     parser.add_argument('--dataset', default=None, help='Table 2 dataset label (default: the --dataroot folder name)')
     parser.add_argument('--no_tqdm', action='store_true', help='no progress bars')

@@ -216,6 +216,17 @@ def build_parser():
     return parser
 
 
+def test_flag(test_args, flag):
+    """The value of `flag` among the flags passed on to test.py (the last one given), or None."""
+    value = None
+    for i, arg in enumerate(test_args):
+        if arg == flag and i + 1 < len(test_args):
+            value = test_args[i + 1]
+        elif arg.startswith(flag + '='):
+            value = arg.split('=', 1)[1]
+    return value
+
+
 def main(argv=None):
     parser = build_parser()
     args, test_args = parser.parse_known_args(argv)
@@ -229,7 +240,7 @@ def main(argv=None):
     source_dir, target_dir = domain_dirs(args.dataroot, args.phase, args.direction)
     epochs = choose_epochs(saved_epochs(args.checkpoints_dir, args.name), args.epochs,
                            include_latest=args.include_latest)
-    device = args.device or default_device()
+    device = args.device or default_device(test_flag(test_args, '--gpu_ids'))
     evaluators = {}
     if 'fid' in args.metrics:
         features, _ = fid.features_from_args(args)

@@ -34,8 +34,10 @@ def get_scheduler(optimizer, opt, epoch_count=1):
     raise ValueError(f'unknown --lr_policy {opt.lr_policy!r}; valid: {", ".join(LR_POLICIES)}')
 
 
-def rng_state():
-    """Every RNG the training loop touches, as plain tensors and tuples (loadable with weights_only)."""
+def rng_state(device=None):
+    """Every RNG the training loop touches, as plain tensors and tuples (loadable with weights_only): Python's,
+    NumPy's, torch's CPU generator and, for a run on a CUDA `device`, that device's generator (not every
+    visible GPU's: the run draws from its own device alone)."""
     np_state = np.random.get_state()
     state = {
         'python': random.getstate(),
@@ -43,18 +45,26 @@ def rng_state():
                   float(np_state[4])),
         'torch': torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state, device=None):
+    """Restore `rng_state(device)`'s result. A state saved by earlier versions holds the generators of every
+    visible GPU (a list): this run's device takes its own entry, the first when it has none."""
     random.setstate(state['python'])
     name, keys, pos, has_gauss, cached = state['numpy']
     np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
     torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+    device = torch.device(device) if device is not None else None
+    if 'cuda' in state and device is not None and device.type == 'cuda':
+        cuda = state['cuda']
+        if isinstance(cuda, (list, tuple)):
+            index = device.index or 0
+            cuda = cuda[index] if index < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def _sha256(path):
@@ -74,6 +84,9 @@ class BaseModel(ABC):
 
     Train and test loops talk to models only through this interface.
     """
+    # patch positions are drawn from this generator when set (train.py: one stream, shared by every process
+    # under torchrun as one process shares a draw between the images of its batch), else from torch's own
+    patch_generator = None
 
     def __init__(self, opt, runtime=None):
         self.opt = opt
@@ -187,8 +200,15 @@ class BaseModel(ABC):
                            if isinstance(getattr(self, name, None), torch.Tensor))
 
     def get_current_losses(self):
-        """The last step's losses as floats, in the order of loss_names (the same keys every step)."""
+        """The last step's losses as floats, in the order of loss_names (the same keys every step). Reading a
+        loss on a GPU waits for the step to finish: train.py asks only when it prints or saves."""
         return OrderedDict((name, _scalar(self.losses[name])) for name in self.loss_names)
+
+    def current_loss_tensors(self):
+        """The last step's losses that are tensors on the model's device, detached, read by nobody (no host sync):
+        what train.py checks for NaN / Inf at every step."""
+        return OrderedDict((name, self.losses[name].detach()) for name in self.loss_names
+                           if isinstance(self.losses[name], torch.Tensor) and self.losses[name].device == self.device)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def network_path(self, epoch, name, load_dir=None):
@@ -314,7 +334,7 @@ class BaseModel(ABC):
             'epoch_count': epoch_count,
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
-            'rng': rng_state(),
+            'rng': rng_state(self.device),
             'options': util.options_to_dict(self.opt),
             'grad_scaler': self.runtime.grad_scaler.state_dict(),
         }
@@ -351,7 +371,7 @@ class BaseModel(ABC):
             opt_.load_state_dict(s)
         for sch, s in zip(self.schedulers, state['schedulers']):
             sch.load_state_dict(s)
-        set_rng_state(state['rng'])
+        set_rng_state(state['rng'], self.device)
         self.runtime.load_state_dict(state)
         return {k: state[k] for k in ('epoch', 'epoch_iter', 'epoch_done', 'total_iters', 'epoch_count')}
 

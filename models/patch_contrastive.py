@@ -178,7 +178,7 @@ class PatchContrastiveModel(BaseModel):
         float16 flushes to 0. F is tiny next to G and D; it casts the sampled patches, not the maps.
         """
         with torch.autocast(self.device.type, enabled=False):
-            q_pool, ids = self.netF(feat_q, self.opt.num_patches, sample_ids)
+            q_pool, ids = self.netF(feat_q, self.opt.num_patches, sample_ids, generator=self.patch_generator)
             with torch.no_grad():
                 k_pool, _ = self.netF(feat_k, self.opt.num_patches, ids)
         shape = (1, -1) if self.opt.nce_includes_all_negatives_from_minibatch else (batch_size, -1)

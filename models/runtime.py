@@ -22,6 +22,24 @@ PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MIN_GRAD_SCALE = 2.0 ** -24
 
 
+def require_cuda_for_gpu_ids(argv):
+    """Training with --gpu_ids N (N >= 0; CUT's default is 0) on a machine without CUDA is an error that says
+    how to train on the CPU, as CUT users expect a GPU flag to mean a GPU. Read from train.py's command line
+    before the options are parsed."""
+    import argparse
+    if {'-h', '--help'} & set(argv):
+        return
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--gpu_ids', type=str, default='0')
+    spec = parser.parse_known_args(list(argv))[0].gpu_ids
+    wanted = [tok.strip() for tok in str(spec).split(',') if tok.strip()]
+    if any(tok.lstrip('-').isdigit() and int(tok) >= 0 for tok in wanted) and not torch.cuda.is_available():
+        why = 'this PyTorch has no CUDA support' if torch.version.cuda is None else 'no CUDA device is visible'
+        given = any(a == '--gpu_ids' or str(a).startswith('--gpu_ids=') for a in argv)
+        raise SystemExit(f'error: --gpu_ids {spec}{"" if given else " (the default)"} asks for a GPU, but {why}: '
+                         f'to train on the CPU, pass --gpu_ids -1')
+
+
 def flag_device(opt):
     """The device --gpu_ids names for one process: its first GPU, or the CPU."""
     return f'cuda:{opt.gpu_ids[0]}' if opt.gpu_ids else 'cpu'
@@ -60,8 +78,11 @@ class Runtime:
                    training=opt.isTrain, fast_kernels=fast_kernels, trim_heap=not getattr(opt, 'no_malloc_trim', False))
 
     def configure_process(self, preprocess='resize_and_crop'):
-        """Process-wide: cuDNN's autotuner when every input has one size (all but --preprocess scale_width)."""
-        if self.device.type == 'cuda' and preprocess != 'scale_width':
+        """Process-wide: cuDNN's autotuner when every input has one size (a --preprocess mode that crops, cuts
+        patches or resizes to a square); modes whose size varies with the image (none, zoom, scale_width,
+        scale_shortside) would autotune every new size again."""
+        from data.base_dataset import preprocess_steps
+        if self.device.type == 'cuda' and preprocess_steps(preprocess) & {'crop', 'patch', 'resize'}:
             torch.backends.cudnn.benchmark = True
 
     def prepare(self, net):
@@ -74,11 +95,10 @@ class Runtime:
         elif self.amp_dtype == torch.float16:
             fast.fp16_safe(net)
         if self.compile:
-            import torch._inductor.config as inductor_config
-            # process-wide: inductor's own channels-last choice breaks replication_pad2d_backward (a stride
-            # assertion in torch 2.14); --channels_last picks the layout explicitly instead
-            inductor_config.layout_optimization = False
-            net.compile()
+            # on the CPU, inductor's own channels-last choice breaks replication_pad2d_backward (a stride
+            # assertion in torch 2.14; --channels_last picks the layout explicitly instead). The option is
+            # this compilation's, not the process's: GPU code keeps inductor's defaults (not measured there)
+            net.compile(options={'layout_optimization': False} if self.device.type == 'cpu' else None)
         return net
 
     def describe(self):
@@ -89,8 +109,8 @@ class Runtime:
                 f'allocator {self.allocator}{heap}; training kernels: {swaps}')
 
     def to_input(self, tensor):
-        """An image batch on the device, in the networks' memory layout."""
-        return tensor.to(self.device, memory_format=self.memory_format)
+        """An image batch on the device, in the networks' memory layout (asynchronous from pinned memory)."""
+        return tensor.to(self.device, memory_format=self.memory_format, non_blocking=True)
 
     def autocast(self):
         """The region network forwards run in: autocast to --amp's dtype, a no-op when it is off."""
@@ -107,17 +127,26 @@ class Runtime:
     def step(self, *optimizers):
         """Optimizer steps; under --amp fp16 the gradients are unscaled first and a step whose gradients
         overflowed is skipped. Call `update()` once after the last step of an iteration."""
-        if self.grad_scaler.is_enabled() and self.grad_scaler.get_scale() < MIN_GRAD_SCALE:
-            raise FloatingPointError(
-                f'--amp fp16: the loss scale fell to {self.grad_scaler.get_scale():.3g}: the gradients kept '
-                f'overflowing float16 whatever the scale, and every such step was skipped; train with --amp bf16 '
-                f'or --amp off')
         for optimizer in optimizers:
             if optimizer is not None:
                 self.grad_scaler.step(optimizer)
 
     def update(self):
         self.grad_scaler.update()
+
+    def check_loss_scale(self):
+        """Under --amp fp16, stop once the loss scale has collapsed (reads it from the device: train.py calls it
+        when it reads the losses, not at every step)."""
+        if self.grad_scaler.is_enabled() and self.grad_scaler.get_scale() < MIN_GRAD_SCALE:
+            raise FloatingPointError(
+                f'--amp fp16: the loss scale fell to {self.grad_scaler.get_scale():.3g}: the gradients kept '
+                f'overflowing float16 whatever the scale, and every such step was skipped; train with --amp bf16 '
+                f'or --amp off')
+
+    def synchronize(self):
+        """Wait for the device's queued work (CUDA); for timings taken where the host reads values anyway."""
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
 
     def state_dict(self):
         return {'grad_scaler': self.grad_scaler.state_dict()}

@@ -166,15 +166,17 @@ class StarGANV2Model(BaseModel):
     # ---- data --------------------------------------------------------------------------------
     def set_input(self, input):
         """A multidomain batch: source images and domains, two reference images of one domain each (the
-        target domains), and two latent codes per image drawn here (torch's RNG, saved for resume)."""
+        target domains), and two latent codes per image drawn here (the device's generator, saved for resume)."""
         self.real_A = self.to_input(input['A'])
-        self.y_src = input['A_domain'].to(self.device)
+        for labels in (input['A_domain'], input['ref_domain']):  # on the host, before they reach the device
+            stargan.check_domains(labels.cpu(), self.opt.num_domains, labels.shape[0])
+        self.y_src = input['A_domain'].to(self.device, non_blocking=True)
         self.ref = self.to_input(input['ref'])
         self.ref2 = self.to_input(input['ref2'])
-        self.y_trg = input['ref_domain'].to(self.device)
+        self.y_trg = input['ref_domain'].to(self.device, non_blocking=True)
         n = self.real_A.size(0)
-        self.z = torch.randn(n, self.opt.latent_dim).to(self.device)
-        self.z2 = torch.randn(n, self.opt.latent_dim).to(self.device)
+        self.z = torch.randn(n, self.opt.latent_dim, device=self.device)  # on the device: no copy waits for it
+        self.z2 = torch.randn(n, self.opt.latent_dim, device=self.device)
         # <domain>_<file>: the domains' folders reuse file names, and test.py names its outputs by file
         self.image_paths = [f'{os.path.basename(os.path.dirname(p))}_{os.path.basename(p)}' for p in input['A_paths']]
 
@@ -215,7 +217,7 @@ class StarGANV2Model(BaseModel):
             self.losses[f'D_{prefix}_reg'] = losses.r1_penalty(pred_real, real).mean() * 0.5
             loss = loss + self.opt.lambda_reg * self.losses[f'D_{prefix}_reg']
         else:
-            self.losses[f'D_{prefix}_reg'] = torch.zeros(())
+            self.losses[f'D_{prefix}_reg'] = torch.zeros((), device=self.device)
         return loss
 
     def semantic_sample(self, fake):
@@ -234,7 +236,7 @@ class StarGANV2Model(BaseModel):
                     target = G.encode(fake if not query_is_source else fake.detach(), self.nce_layers)
             query, key = (source, target) if query_is_source else (target, source)
             with torch.autocast(self.device.type, enabled=False):  # F in float32, as models/patch_contrastive.py
-                q, ids = self.net('F')(query, self.opt.num_patches, ids)
+                q, ids = self.net('F')(query, self.opt.num_patches, ids, generator=self.patch_generator)
                 with torch.no_grad():
                     k, _ = self.net('F')(key, self.opt.num_patches, ids)
             n = fake.size(0)

@@ -9,7 +9,7 @@ The step runs `--warmup` times untimed, then `--repeats` times timed one by one;
 time, the median, min and max. Peak memory is torch.cuda.max_memory_allocated over the timed steps on a
 GPU, and the process's peak resident set size on CPU (so measure one configuration per process).
 `--reference` computes the same losses and gradients the way the official Hneg_SRC / CUT code does (the
-test oracle, tests/oracle.py): encoder features recomputed branch by branch, autograd graphs built for the
+test oracle, models/official_step.py): encoder features recomputed branch by branch, autograd graphs built for the
 detached k side, CUT's plain layers (no training kernels) and no heap trimming. `--alternate` builds
 both models from the same seed and times their steps in turn.
 Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra recipe
@@ -35,9 +35,9 @@ if __name__ == '__main__':
 import torch  # noqa: E402
 
 from models import create_model  # noqa: E402
+from models.official_step import official_runtime, official_step  # noqa: E402
 from models.patch_contrastive import PatchContrastiveModel  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
-from tests.oracle import official_runtime, official_step  # noqa: E402
 from util.recipes import read_recipe  # noqa: E402
 from util.util import cpu_name, report_json  # noqa: E402
 
@@ -107,8 +107,11 @@ def build(args, extra, checkpoints_dir, official=False):
     printouts go to stderr."""
     with contextlib.redirect_stdout(sys.stderr):
         opt = TrainOptions(train_argv(args, extra, checkpoints_dir)).parse()
+        if opt.gpu_ids:  # as train.py: the run's GPU is the current device
+            torch.cuda.set_device(opt.gpu_ids[0])
         torch.manual_seed(args.seed)
         model = create_model(opt, official_runtime(opt) if official else None)
+        model.runtime.configure_process(opt.preprocess)  # train.py's process settings (cuDNN autotuning)
         if official and not isinstance(model, PatchContrastiveModel):
             raise SystemExit(f'error: --model {args.model} has no reference step (only the patch-contrastive '
                              f'models cut, src_hdce and sin_src_hdce have one)')
@@ -150,7 +153,7 @@ def run(args, extra):
     finally:
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
     cuda = model.device.type == 'cuda'
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = model.runtime.synchronize
     rss_setup = current_rss_mb()
 
     def timed(net, official):
@@ -183,7 +186,7 @@ def run(args, extra):
                                                                               else 'optimised'),
         'device': torch.cuda.get_device_name(model.device) if cuda else cpu_name(),
         'torch': torch.__version__, 'threads': torch.get_num_threads(), 'allocator': model.runtime.allocator,
-        'heap_trimmed': model.runtime.trim_heap,
+        'heap_trimmed': model.runtime.trim_heap, 'cudnn_benchmark': torch.backends.cudnn.benchmark,
         'warmup': args.warmup, 'repeats': args.repeats,
         'losses': {k: round(v, 6) for k, v in model.get_current_losses().items()},
     }

@@ -1,7 +1,7 @@
 # Shared settings and helpers of the reproduction scripts (sourced, not run).
 #
 # Settings, from the environment:
-#   GPU_IDS=0            train.py/test.py --gpu_ids (SMOKE: -1)
+#   GPU_IDS=0            train.py/test.py --gpu_ids and the evaluation networks' device (SMOKE: -1)
 #   DATASETS_DIR=./datasets  where horse2zebra/, cityscapes/ and single_image_monet_etretat/ live;
 #                        H2Z_DIR, CITYSCAPES_DIR, MONET_DIR point at one of them directly
 #   EPOCHS=200 EPOCHS_DECAY=200   --n_epochs / --n_epochs_decay (Monet: the model's own, 8 + 8)
@@ -96,6 +96,8 @@ else
     if [[ -n "$FID_WEIGHTS" ]]; then EVAL_ARGS=(--fid-weights "$FID_WEIGHTS"); fi
 fi
 DISPLAY_ARGS=(--display_id 0)
+# the evaluation modules (evaluation/*: FID's Inception, the DRN) take their default device from it
+export GPU_IDS
 
 log() {
     echo "== $*" >&2

@@ -93,9 +93,9 @@ def fixtures_dir():
 
 def build_model(tmp_path, model, *extra, batch_size=1, seed=0, official=False, official_kernels=False):
     """A model set up as train.py sets it up, on tiny settings, at epoch 3 of the curriculum; `official`:
-    run by the oracle's runtime (CUT's plain layers unless `official_kernels`, tests/oracle.py)."""
+    run by the oracle's runtime (CUT's plain layers unless `official_kernels`, models/official_step.py)."""
     import models
-    from tests.oracle import official_runtime
+    from models.official_step import official_runtime
     opt = train_opt(model, tmp_path, '--seed', str(seed), '--batch_size', str(batch_size), *extra)
     torch.manual_seed(seed)
     net = models.create_model(opt, official_runtime(opt, official_kernels) if official else None)
@@ -107,9 +107,9 @@ def build_model(tmp_path, model, *extra, batch_size=1, seed=0, official=False, o
 
 
 def train_step(model, batch, reference=False, seed=123):
-    """One training step (`reference`: the oracle's, tests/oracle.py); the same seeds give every variant
+    """One training step (`reference`: the oracle's, models/official_step.py); the same seeds give every variant
     the same patches and flips. Returns (losses, gradients per network)."""
-    from tests.oracle import official_step
+    from models.official_step import official_step
     model.set_input(batch)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -160,3 +160,14 @@ def saved_bytes(fn, x):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn(x)
     return out, sum(storages.values())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked cuda need a GPU: deselected (not skipped) unless the -m expression names cuda, so that a
+    CPU run shows no skips and `-m "not slow"` keeps working; scripts/gpu_check.sh runs `pytest -m cuda`."""
+    if 'cuda' in (config.getoption('markexpr') or ''):
+        return
+    gpu = [item for item in items if item.get_closest_marker('cuda') is not None]
+    if gpu:
+        config.hook.pytest_deselected(items=gpu)
+        items[:] = [item for item in items if item.get_closest_marker('cuda') is None]

@@ -1,5 +1,7 @@
 """DistributedDataParallel on CPU (gloo, 2 processes): weights stay in sync, a 2-process run with batch 1
-each computes what one process computes with batch 2, only rank 0 writes, and a run saves and resumes."""
+each computes what one process computes with batch 2, only rank 0 writes, a run saves and resumes, each
+process draws its own B partners and continues its own draws exactly after a resume, and the device each
+process takes from --gpu_ids."""
 import json
 import os
 import socket
@@ -8,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+import data
 import models
 import train as train_script
 from datasets.make_synthetic_dataset import make_synthetic_dataset
@@ -154,3 +157,95 @@ def test_stargan_v2_under_two_processes_trains_in_sync_and_resumes(tmp_path):
     state = torch.load(run / 'latest_train_state.pth', weights_only=True)
     assert (state['epoch'], state['epoch_done'], state['model_steps']) == (2, True, 4)
     assert all((run / f'latest_net_{n}.pth').is_file() for n in ['G', 'M', 'E', 'D', 'F', 'G_ema', 'M_ema', 'E_ema'])
+
+
+# the horse2zebra recipe at 32 px without --serial_batches or --no_flip: random B partners, crops and flips
+RANDOM = [a for a in SMALL if a not in ('--serial_batches', '--no_flip')] + ['--load_size', '36']
+
+
+def record_draws(draws):
+    """Patch the loader so that every batch train.py reads appends its B file names to draws[draws['now']]."""
+    iterate = data.DatasetLoader.iterate
+
+    def recording(self, start_sample=0):
+        for batch in iterate(self, start_sample):
+            draws[draws['now']].extend(batch['B_paths'])
+            yield batch
+    data.DatasetLoader.iterate = recording
+
+
+def draws_worker(rank, ports, dataset, ckpt):
+    """Two epochs straight through, then the same run stopped after its first step and resumed."""
+    join(rank, ports[0])
+    base = ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), *RANDOM, '--n_epochs', '1',
+            '--n_epochs_decay', '1']
+    draws = {'now': 'straight', 'straight': [], 'resumed': []}
+    record_draws(draws)
+    assert train_script.main(base + ['--name', 'straight']) == 0
+    draws['now'] = 'resumed'
+    os.environ['MASTER_PORT'] = str(ports[1])
+    assert train_script.main(base + ['--name', 'resumed', '--max_iters', '2']) == 0
+    os.environ['MASTER_PORT'] = str(ports[2])
+    assert train_script.main(base + ['--name', 'resumed', '--continue_train']) == 0
+    (ckpt / f'draws{rank}.json').write_text(json.dumps(draws))
+
+
+@pytest.mark.slow
+def test_each_process_draws_its_own_b_partners_and_a_resumed_run_continues_them(tmp_path):
+    dataset = tmp_path / 'data'
+    make_synthetic_dataset(dataset, n_train=8, n_test=1, size=32, seed=1)
+    ckpt = tmp_path / 'ckpt'
+    mp.spawn(draws_worker, args=((free_port(), free_port(), free_port()), dataset, ckpt), nprocs=WORLD)
+    draws = [json.loads((ckpt / f'draws{r}.json').read_text()) for r in range(WORLD)]
+    straight = [d['straight'] for d in draws]
+    assert len(straight[0]) == len(straight[1]) == 8  # 8 images, 2 epochs, 2 processes of batch 1
+    # the B partner is drawn at random from 8 images: the two processes drew their own sequences
+    assert straight[0] != straight[1], straight
+    for rank in range(WORLD):  # stopped after one step and resumed: the same draws, per process
+        assert draws[rank]['resumed'] == straight[rank], rank
+    state = torch.load(ckpt / 'resumed' / 'latest_train_state.pth', weights_only=True)
+    assert len(state['rng_ranks']) == WORLD
+    assert not torch.equal(state['rng_ranks'][0]['torch'], state['rng_ranks'][1]['torch'])
+    straight_losses, resumed_losses = losses_by_iteration(ckpt / 'straight'), losses_by_iteration(ckpt / 'resumed')
+    assert sorted(straight_losses) == sorted(resumed_losses) == [2, 4, 6, 8, 10, 12, 14, 16]
+    for it, losses in straight_losses.items():
+        assert resumed_losses[it] == pytest.approx(losses, rel=1e-5, abs=1e-7), it
+
+
+def stylegan_worker(rank, port, dataset, ckpt):
+    join(rank, port)
+    argv = ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', 'small', *RANDOM,
+            '--netG', 'smallstylegan2', '--nce_layers', '0,1,2,3', '--n_epochs', '1', '--n_epochs_decay', '0']
+    assert train_script.main(argv) == 0
+
+
+@pytest.mark.slow
+def test_smallstylegan2_trains_under_two_processes(tmp_path):
+    """Its unused noise weights are frozen: DDP no longer waits in vain for their gradients at step 2."""
+    dataset = tmp_path / 'data'
+    make_synthetic_dataset(dataset, n_train=6, n_test=1, size=32, seed=1)
+    mp.spawn(stylegan_worker, args=(free_port(), dataset, tmp_path / 'ckpt'), nprocs=WORLD)
+    state = torch.load(tmp_path / 'ckpt' / 'small' / 'latest_train_state.pth', weights_only=True)
+    assert (state['epoch'], state['epoch_done'], state['total_iters']) == (1, True, 6)
+
+
+@pytest.mark.parametrize('gpu_ids, local_rank, local_world, index', [
+    ([0], 1, 2, 1),  # the default: process i on GPU i
+    ([2, 3], 0, 2, 2), ([2, 3], 1, 2, 3),  # one id per process
+    ([5], 0, 1, 5),  # one process per node
+])
+def test_torchrun_processes_take_their_gpu_from_gpu_ids(gpu_ids, local_rank, local_world, index):
+    assert distributed.local_gpu(gpu_ids, local_rank, local_world) == index
+
+
+@pytest.mark.parametrize('gpu_ids', [[1], [0, 1, 2]])
+def test_gpu_ids_that_do_not_fit_the_torchrun_processes_are_refused(gpu_ids):
+    with pytest.raises(SystemExit, match='CUDA_VISIBLE_DEVICES'):
+        distributed.local_gpu(gpu_ids, 0, 2)
+
+
+def test_rank_seeds_are_distinct_and_rank_zero_keeps_the_seed():
+    seeds = [distributed.rank_seed(7, r) for r in range(8)]
+    assert seeds[0] == 7 and len(set(seeds)) == 8
+    assert all(0 <= s < 2 ** 63 for s in seeds)
+    assert distributed.rank_seed(7, 3) == distributed.rank_seed(7, 3) != distributed.rank_seed(8, 3)

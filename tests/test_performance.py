@@ -28,7 +28,7 @@ CASES = {
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_optimised_step_equals_the_official_way(case, kernels, tmp_path):
     """The training kernels, reused encoder features, one encoder pass for both branches and no graphs on
-    the detached side give the losses and gradients of the official computation (tests/oracle.py) on CUT's
+    the detached side give the losses and gradients of the official computation (models/official_step.py) on CUT's
     plain layers. Over two steps the oracle runs the training kernels too: Adam turns the layers' float32
     differences in near-zero gradients (the discriminator once D(G(X)) ~ 0) into full-size steps."""
     name, extra, batch_size = CASES[case]
@@ -152,16 +152,80 @@ def test_benchmark_refuses_a_reference_for_models_without_one():
                                              '--', '--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks']))
 
 
-def test_compile_compiles_every_network_in_place(tmp_path, monkeypatch):
-    """--compile (slow to build on CPU, so not run here) compiles each module in place: checkpoint keys
-    stay CUT's. The step it compiles is measured in docs/performance.md."""
+def test_compile_compiles_every_network_in_place_without_process_wide_options(tmp_path, monkeypatch):
+    """--compile compiles each module in place (checkpoint keys stay CUT's); inductor's layout choice is
+    switched off for these compilations on the CPU only, never for the whole process."""
     import torch._inductor.config
     compiled = []
-    monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: compiled.append(type(self).__name__))
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: compiled.append((type(self).__name__, k)))
     monkeypatch.setattr(torch._inductor.config, 'layout_optimization', True)
     build(tmp_path, 'src_hdce', *H2Z, '--compile')
-    assert compiled == ['ResnetGenerator', 'PatchSampleF', 'NLayerDiscriminator']
-    assert torch._inductor.config.layout_optimization is False
+    assert [name for name, _ in compiled] == ['ResnetGenerator', 'PatchSampleF', 'NLayerDiscriminator']
+    assert all(k == {'options': {'layout_optimization': False}} for _, k in compiled)
+    assert torch._inductor.config.layout_optimization is True
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager(tmp_path):
+    """torch.compile for real (no patch): three steps of the paper's model at 32 px, losses as in eager mode."""
+    batch = fake_batch(1, 32, seed=5)
+    runs = {}
+    for mode in ('eager', 'compiled'):
+        model = build(tmp_path / mode, 'src_hdce', *H2Z, *(['--compile'] if mode == 'compiled' else []))
+        runs[mode] = [train_step(model, batch, seed=10 + i)[0] for i in range(3)]
+    for eager, compiled in zip(runs['eager'], runs['compiled']):
+        assert compiled.keys() == eager.keys()
+        for k in eager:
+            assert np.isfinite(compiled[k]) and compiled[k] == pytest.approx(eager[k], rel=2e-3, abs=1e-4), k
+
+
+def sync_counter(monkeypatch):
+    """Count the calls of this repository's code (data loading aside) that read a tensor to the host or wait
+    for a device: on a GPU each drains the queue. Returns the list of (step, caller) the calls append to."""
+    import os
+    import sys as sys_
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    calls, step = [], {'n': 0}
+
+    def counted(original):
+        def wrapper(*args, **kwargs):
+            caller = sys_._getframe(1).f_code.co_filename
+            if caller.startswith(root) and f'{os.sep}data{os.sep}' not in caller[len(root):] \
+                    and f'{os.sep}.venv{os.sep}' not in caller:
+                calls.append((step['n'], f'{os.path.relpath(caller, root)}: {original.__name__}'))
+            return original(*args, **kwargs)
+        return wrapper
+    for name in ('item', 'tolist', '__float__', '__int__', '__bool__', 'cpu', 'numpy'):
+        monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch.cuda, 'synchronize', counted(torch.cuda.synchronize))
+    return calls, step
+
+
+def test_default_training_step_reads_nothing_back_from_the_device(tmp_path, monkeypatch):
+    """train.py's loop between prints and saves: no loss read to the host, no sync (issue 23, part 3)."""
+    import train as train_script
+    from datasets.make_synthetic_dataset import make_synthetic_dataset
+    from models.src_hdce_model import SRCHDCEModel
+    make_synthetic_dataset(tmp_path / 'data', n_train=6, n_test=1, size=32, seed=0)
+    calls, step = sync_counter(monkeypatch)
+    real_step = SRCHDCEModel.optimize_parameters
+
+    def counting_step(self):
+        step['n'] += 1
+        return real_step(self)
+    monkeypatch.setattr(SRCHDCEModel, 'optimize_parameters', counting_step)
+    argv = ['--dataroot', str(tmp_path / 'data'), '--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'run',
+            *H2Z, '--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks', '--load_size', '32', '--crop_size', '32',
+            '--num_patches', '16', '--gpu_ids', '-1', '--num_threads', '0', '--display_id', '0', '--no_tqdm',
+            '--seed', '0', '--n_epochs', '1', '--n_epochs_decay', '0', '--print_freq', '4', '--save_latest_freq',
+            '100', '--display_freq', '100']
+    assert train_script.main(argv) == 0
+    assert step['n'] == 6
+    by_step = {n: [c for s, c in calls if s == n] for n in range(1, 7)}
+    # step 1 answers one-time questions (the blur filters); step 4 prints, step 6 ends the epoch and saves
+    for n in (2, 3, 5):
+        assert by_step[n] == [], (n, by_step[n])
+    assert by_step[4] and by_step[6], by_step  # the counter does see the reads at print and save time
 
 
 def test_fp16_patch_embeddings_run_in_float32_and_no_step_is_skipped(tmp_path):
@@ -182,8 +246,9 @@ def test_fp16_patch_embeddings_run_in_float32_and_no_step_is_skipped(tmp_path):
     assert model.runtime.grad_scaler.get_scale() == 1.0  # not backed off
     assert any(not torch.equal(a, b) for a, b in zip(before, model.netF.parameters()))
     model.runtime.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** -30)
+    train_step(model, fake_batch(1, 32, seed=3))  # the step reads nothing back; train.py checks when it reads losses
     with pytest.raises(FloatingPointError, match='loss scale'):
-        train_step(model, fake_batch(1, 32, seed=3))
+        model.runtime.check_loss_scale()
 
 
 # ---- layers that keep fewer activations for backward -------------------------------------------------
@@ -353,3 +418,15 @@ def test_benchmark_reference_step_leaves_the_heap_alone(tmp_path, monkeypatch, c
     assert calls == []
     assert benchmark.main(tiny + flags) == 0
     assert len(calls) == 2
+
+
+def test_benchmark_applies_the_training_process_settings(tmp_path, monkeypatch, capsys):
+    """The benchmark's figures describe the configuration train.py runs: the same process settings."""
+    from models.runtime import Runtime
+    calls = []
+    monkeypatch.setattr(Runtime, 'configure_process', lambda self, preprocess='resize_and_crop': calls.append(
+        (str(self.device), preprocess)))
+    assert benchmark.main(['--crop_size', '32', '--warmup', '0', '--repeats', '1', '--', '--ngf', '4', '--ndf', '4',
+                           '--netG', 'resnet_6blocks', '--num_patches', '16']) == 0
+    assert calls == [('cpu', 'resize_and_crop')]
+    assert json.loads(capsys.readouterr().out)['cudnn_benchmark'] is torch.backends.cudnn.benchmark

@@ -144,8 +144,11 @@ class _ReflectBlurHalf(torch.autograd.Function):
 
 def _is_binomial(module, scale=1):
     """Whether every channel of `module.filt` is CUT's binomial filter times `scale` (the fast paths assume
-    it); checked once per content of the buffer (a checkpoint load bumps its version)."""
-    key = (module.filt.data_ptr(), module.filt._version, module.filt.device)
+    it); checked once per content of the buffer (a checkpoint load bumps its version, a new buffer is another
+    object). Under torch.compile the answer found eagerly (by `accelerate`) stands: no graph break."""
+    if torch.compiler.is_compiling():
+        return module._binomial_value
+    key = (id(module.filt), module.filt._version, module.filt.device)
     if getattr(module, '_binomial_key', None) != key:
         kernel = binomial_filter(module.filt_size) * scale
         module._binomial_value = bool(torch.equal(module.filt.detach().to('cpu', torch.float32),
@@ -256,10 +259,12 @@ def winograd_eligible(conv):
             and conv.padding in ((0, 0), (1, 1)) and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_CHANNELS)
 
 
-# plain class -> its training kernel, swapped whatever the settings
-_ALWAYS = {nn.ReflectionPad2d: ShapeOnlyReflectionPad2d, nn.ReplicationPad2d: ShapeOnlyReplicationPad2d,
-           ResnetBlock: FusedResnetBlock, Downsample: FastDownsample, Upsample: FastUpsample,
-           nn.InstanceNorm2d: GroupInstanceNorm2d}
+# plain class -> its training kernel: those that keep less for backward on every device; those designed and
+# measured for the CPU (faster there; not measured on a GPU, where group_norm runs in float32 under autocast
+# and keeps a float32 copy of its input) on the CPU only
+_ANY_DEVICE = {nn.ReflectionPad2d: ShapeOnlyReflectionPad2d, nn.ReplicationPad2d: ShapeOnlyReplicationPad2d,
+               ResnetBlock: FusedResnetBlock}
+_CPU_ONLY = {Downsample: FastDownsample, Upsample: FastUpsample, nn.InstanceNorm2d: GroupInstanceNorm2d}
 
 
 def _swap(module, cls):
@@ -268,14 +273,17 @@ def _swap(module, cls):
 
 def accelerate(net, *, conv_algo='auto', device=torch.device('cpu'), amp=None, compile=False):
     """Swap `net`'s plain layers for the training kernels of this module, in place; returns a Counter of
-    'Plain -> Fast' swaps (what train.py prints). Winograd convolutions only with `conv_algo` 'auto',
-    on the CPU, in float32 (`amp` None) and without torch.compile."""
+    'Plain -> Fast' swaps (what train.py prints). The CPU kernels (blurs, instance norm) on the CPU only;
+    Winograd convolutions only with `conv_algo` 'auto', on the CPU, in float32 (`amp` None) and without
+    torch.compile."""
     if conv_algo not in ('auto', 'direct'):
         raise ValueError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
-    winograd_ok = conv_algo == 'auto' and torch.device(device).type == 'cpu' and amp is None and not compile
+    on_cpu = torch.device(device).type == 'cpu'
+    winograd_ok = conv_algo == 'auto' and on_cpu and amp is None and not compile
+    kernels = {**_ANY_DEVICE, **_CPU_ONLY} if on_cpu else _ANY_DEVICE
     swapped = Counter()
     for module in net.modules():
-        cls = _ALWAYS.get(type(module))
+        cls = kernels.get(type(module))
         if cls is GroupInstanceNorm2d and module.track_running_stats:
             cls = None  # group norm has no running statistics
         if cls is None and winograd_ok and winograd_eligible(module):
@@ -283,6 +291,8 @@ def accelerate(net, *, conv_algo='auto', device=torch.device('cpu'), amp=None, c
         if cls is not None:
             swapped[f'{type(module).__name__} -> {cls.__name__}'] += 1
             _swap(module, cls)
+            if cls in (FastDownsample, FastUpsample):  # answered now, so that compiled code reads the answer
+                _is_binomial(module, module.stride ** 2 if cls is FastUpsample else 1)
     return swapped
 
 

@@ -192,12 +192,14 @@ class NoiseInjection(nn.Module):
 
 class StyledUpConv(nn.Module):
     """Decoder upsampling block: demodulated up-conv, optional noise, bias + scaled leaky ReLU.
-    The noise weight exists even when unused ('smallstylegan2'), as in CUT's checkpoints."""
+    The noise weight exists even when unused ('smallstylegan2'), as in CUT's checkpoints; it is then frozen,
+    since DistributedDataParallel waits for a gradient of every trainable parameter."""
 
     def __init__(self, in_channels, out_channels, inject_noise=True):
         super().__init__()
         self.conv = DemodulatedUpConv2d(in_channels, out_channels)
         self.noise = NoiseInjection()
+        self.noise.weight.requires_grad_(inject_noise)
         self.activate = FusedLeakyReLU(out_channels)
         self.inject_noise = inject_noise
 
