@@ -1,0 +1,103 @@
+"""Faults of issue 24, each reproduced from outside: `python train.py` processes killed with a real
+SIGKILL in an epoch save, two runs in one checkpoint folder, a really full (tmpfs) disk, bad numbers on
+the command line, and the one-line `error: ...` of deliberate errors. docs/reliability.md lists them."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from datasets.make_synthetic_dataset import make_synthetic_dataset
+from tests.conftest import H2Z, ROOT, SMALL_TRAIN
+
+WAIT_S = 240  # a train.py process on a loaded 2-core machine
+N_TRAIN = 4
+SMALL = SMALL_TRAIN + ['--print_freq', '1', '--seed', '5', '--n_epochs', '1', '--n_epochs_decay', '2',
+                       '--cpu_allocator', 'glibc']
+NETS = 'GFD'
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp('runfaults') / 'synthetic'
+    make_synthetic_dataset(root, n_train=N_TRAIN, n_test=2, size=32, seed=2)
+    return root
+
+
+def train_argv(dataset, ckpt, name, *extra):
+    return ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name, *H2Z, *SMALL, *extra]
+
+
+def child_env():
+    threads = str(torch.get_num_threads())
+    return dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED='1')
+
+
+def run(args, timeout=WAIT_S, env=None):
+    """A finished `python <args>` in the repository: (return code, stdout + stderr)."""
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env or child_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return done.returncode, done.stdout
+
+
+def temp_files(folder):
+    return sorted(p.name for p in Path(folder).rglob('*') if '.tmp' in p.name)
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)
+
+
+# ---------------------------------------------------------------- 1. an epoch checkpoint killed mid-save
+
+@pytest.mark.slow
+@pytest.mark.parametrize('point', ['partial:2_train_state.pth', 'rename:2_net_F.pth', 'stage:2_net_G.pth'],
+                         ids=['while-staging-the-state', 'between-renames', 'before-staging'])
+def test_epoch_checkpoint_killed_mid_save_is_completed_at_resume(point, dataset, tmp_path):
+    """SIGKILL in the save of epoch 2 (right after 'latest' of the same state was saved): the resumed run
+    writes the epoch-2 files (finished from the staged files, or copied from 'latest') and leaves no
+    temporary file."""
+    run_dir = tmp_path / 'run'
+    argv = train_argv(dataset, tmp_path, 'run', '--save_epoch_freq', '1', '--save_latest_freq', '1')
+    code, out = run(['tests/kill_during_save.py', point, *argv])
+    assert code == -signal.SIGKILL, out[-3000:]
+    assert not (run_dir / '2_train_state.pth').exists()
+    if point.startswith('partial'):
+        assert any(f.startswith('2_train_state.pth.tmp') for f in temp_files(run_dir))
+    latest = {n: weights(run_dir / f'latest_net_{n}.pth') for n in NETS}
+    if point.startswith('partial'):  # the best-epoch sweep names the lost epoch before doing anything
+        (tmp_path / 'eval' / 'testA').mkdir(parents=True)
+        (tmp_path / 'eval' / 'testB').mkdir()
+        done = subprocess.run(['bash', 'scripts/sweep_epochs.sh', '--dataroot', str(tmp_path / 'eval'),
+                               '--name', 'run', '--checkpoints_dir', str(tmp_path), '--epochs', '1', '2'],
+                              cwd=ROOT, env=dict(child_env(), PYTHON=sys.executable), capture_output=True, text=True)
+        assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr
+        assert f'error: {run_dir} has no complete checkpoint for epoch(s) 2 (only 2_net_D.pth.tmp' in done.stderr
+    assert weights(run_dir / 'latest_train_state.pth')['epoch'] == 2
+
+    code, out = run(['train.py', *argv, '--continue_train'])
+    assert code == 0, out[-3000:]
+    assert 'resuming at epoch 3' in out
+    for n in NETS:
+        saved = weights(run_dir / f'2_net_{n}.pth')
+        assert saved.keys() == latest[n].keys() and all(torch.equal(saved[k], latest[n][k]) for k in saved)
+    state = weights(run_dir / '2_train_state.pth')
+    assert (state['epoch'], state['epoch_done'], state['total_iters']) == (2, True, 2 * N_TRAIN)
+    assert (run_dir / '3_net_G.pth').is_file()
+    assert temp_files(run_dir) == []
+
+
+def test_sweep_names_the_epochs_a_run_should_have_saved(tmp_path):
+    from evaluation.sweep import missing_epochs
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    for name in ['1_net_G.pth', '2_net_D.pth', '2_net_G.pth.tmp8x', '3_net_G.pth', '5_net_G.pth']:
+        (run_dir / name).write_bytes(b'')
+    assert missing_epochs(tmp_path, 'run') == {'2': 'only 2_net_D.pth, 2_net_G.pth.tmp8x'}
+    (run_dir / 'train_opt.json').write_text('{"save_epoch_freq": 2, "n_epochs": 3, "n_epochs_decay": 3}')
+    torch.save({'epoch': 6, 'epoch_done': True}, run_dir / 'latest_train_state.pth')
+    assert missing_epochs(tmp_path, 'run') == {'2': 'only 2_net_D.pth, 2_net_G.pth.tmp8x',
+                                               '4': 'due by --save_epoch_freq 2', '6': 'the last epoch'}
