@@ -149,8 +149,9 @@ class BaseOptions:
         except OSError as exc:
             raise SystemExit(f'error: cannot write to --checkpoints_dir {expr_dir!r}: {exc}') from exc
 
-    def parse(self):
-        """Parse, fill what depends on other flags, validate, print and save: the options are final here."""
+    def parse(self, save=True):
+        """Parse, fill what depends on other flags, validate, print and save (unless `save` is False: then
+        the caller calls `save_options`, e.g. train.py once it holds the run folder's lock)."""
         opt = self.gather_options()
         opt.isTrain = self.isTrain
         if opt.suffix:
@@ -166,7 +167,8 @@ class BaseOptions:
                 if getattr(opt, key, value) != value:
                     print(f'note: --{key} {getattr(opt, key)} from the command line; the run was trained with '
                           f'--{key} {value}')
-            self.save_options(opt)
+            if save:
+                self.save_options(opt)
         self.opt = opt
         return opt
 

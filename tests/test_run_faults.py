@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,51 @@ def test_sweep_names_the_epochs_a_run_should_have_saved(tmp_path):
     torch.save({'epoch': 6, 'epoch_done': True}, run_dir / 'latest_train_state.pth')
     assert missing_epochs(tmp_path, 'run') == {'2': 'only 2_net_D.pth, 2_net_G.pth.tmp8x',
                                                '4': 'due by --save_epoch_freq 2', '6': 'the last epoch'}
+
+
+# ---------------------------------------------------------------- 2. two runs in one checkpoint folder
+
+def spawn(args, log):
+    with open(log, 'w') as out:
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=child_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_until(condition, proc, log, what):
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f'ended with {proc.returncode} before {what}:\n{Path(log).read_text()[-3000:]}')
+        if time.monotonic() > deadline:
+            pytest.fail(f'no {what} within {WAIT_S} s')
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_second_run_in_a_folder_is_refused_and_a_killed_runs_lock_is_taken_over(dataset, tmp_path):
+    run_dir = tmp_path / 'run'
+    first = spawn(['train.py', *train_argv(dataset, tmp_path, 'run', '--seed', '1', '--n_epochs', '500',
+                                           '--save_latest_freq', '1')], tmp_path / 'first.out')
+    try:
+        wait_until(lambda: (run_dir / 'latest_net_G.pth').is_file(), first, tmp_path / 'first.out', 'a first save')
+        options = (run_dir / 'train_opt.json').read_bytes()
+        code, out = run(['train.py', *train_argv(dataset, tmp_path, 'run', '--seed', '2')])
+        assert code == 1, out[-3000:]
+        assert f'error: checkpoint folder {run_dir} is in use by another training run (PID {first.pid} on' in out
+        assert 'Traceback' not in out and out.count('error:') == 1
+        assert (run_dir / 'train_opt.json').read_bytes() == options  # still the first run's seed
+        # reading is not writing: test.py runs beside the training
+        code, out = run(['test.py', '--dataroot', str(dataset), '--checkpoints_dir', str(tmp_path), '--name', 'run',
+                         '--results_dir', str(tmp_path / 'results'), '--gpu_ids', '-1', '--num_test', '1',
+                         '--epoch', 'latest'])
+        assert code == 0, out[-3000:]
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+
+    code, out = run(['train.py', *train_argv(dataset, tmp_path, 'run', '--seed', '1', '--n_epochs', '500',
+                                             '--continue_train', '--max_iters', '1')])
+    assert code == 0, out[-3000:]
+    assert f'taking over the lock of a run that ended without releasing it (PID {first.pid} on' in out
+    assert (run_dir / 'train.lock').read_text() == ''  # released at the end
