@@ -1,7 +1,10 @@
 """Faults of issue 24, each reproduced from outside: `python train.py` processes killed with a real
 SIGKILL in an epoch save, two runs in one checkpoint folder, a really full (tmpfs) disk, bad numbers on
 the command line, and the one-line `error: ...` of deliberate errors. docs/reliability.md lists them."""
+import collections
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,7 +66,7 @@ def test_epoch_checkpoint_killed_mid_save_is_completed_at_resume(point, dataset,
     temporary file."""
     run_dir = tmp_path / 'run'
     argv = train_argv(dataset, tmp_path, 'run', '--save_epoch_freq', '1', '--save_latest_freq', '1')
-    code, out = run(['tests/kill_during_save.py', point, *argv])
+    code, out = run(['tests/train_with_fault.py', point, *argv])
     assert code == -signal.SIGKILL, out[-3000:]
     assert not (run_dir / '2_train_state.pth').exists()
     if point.startswith('partial'):
@@ -150,3 +153,61 @@ def test_second_run_in_a_folder_is_refused_and_a_killed_runs_lock_is_taken_over(
     assert code == 0, out[-3000:]
     assert f'taking over the lock of a run that ended without releasing it (PID {first.pid} on' in out
     assert (run_dir / 'train.lock').read_text() == ''  # released at the end
+
+
+# ---------------------------------------------------------------- 3. a full disk
+
+@contextlib.contextmanager
+def small_filesystem(folder, size):
+    """A tmpfs of `size` bytes mounted on `folder` (root, Linux); yields False where mounting is refused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(folder)],
+                             capture_output=True).returncode == 0 if shutil.which('mount') else False
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(['umount', '-l', str(folder)], check=True)
+
+
+def checkpoint_bytes(run_dir, tag='latest'):
+    return sum(p.stat().st_size for p in run_dir.glob(f'{tag}_*.pth'))
+
+
+@pytest.mark.slow
+def test_full_disk_ends_with_the_disk_full_message_and_exit_code_4(dataset, tmp_path):
+    """A tmpfs with room for one checkpoint and a half: the second save of 'latest' fills it. Where the
+    machine refuses to mount, the same save gets an injected ENOSPC instead."""
+    probe = tmp_path / 'probe'
+    code, out = run(['train.py', *train_argv(dataset, probe, 'run', '--max_iters', '1')])
+    assert code == 0, out[-3000:]
+    size = checkpoint_bytes(probe / 'run')
+    disk = tmp_path / 'disk'
+    with small_filesystem(disk, size * 3 // 2 + (256 << 10)) as mounted:
+        run_dir = disk / 'run'
+        argv = train_argv(dataset, disk, 'run', '--save_latest_freq', '1')
+        code, out = run(['train.py', *argv] if mounted else
+                        ['tests/train_with_fault.py', 'enospc:latest_net_F.pth:2', *argv])
+        assert code == 4, out[-3000:]
+        assert 'Traceback' not in out
+        line = [x for x in out.splitlines() if x.startswith('error: ')]
+        assert len(line) == 1 and line[0].startswith(f'error: disk full while writing to {run_dir} (')
+        assert ' MiB free on its file system' in line[0] and 'resume with --continue_train' in line[0]
+        assert temp_files(run_dir) == []
+        state = weights(run_dir / 'latest_train_state.pth')  # the previous save, whole
+        assert state['total_iters'] == 1
+        for n in NETS:
+            assert weights(run_dir / f'latest_net_{n}.pth').keys() == weights(probe / 'run' / f'latest_net_{n}.pth').keys()
+
+
+def test_torch_short_write_counts_as_a_full_disk_only_when_space_is_short(tmp_path, monkeypatch):
+    from util import errors
+    short = RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534')
+    Usage = collections.namedtuple('Usage', 'total used free')
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: Usage(1 << 30, (1 << 30) - (3 << 19), 3 << 19))
+    full = errors.disk_full(short, str(tmp_path / 'run'))
+    assert full.exit_code == 4 and f'disk full while writing to {tmp_path}/run (1.5 MiB free' in str(full)
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: Usage(1 << 40, 1 << 30, (1 << 40) - (1 << 30)))
+    assert errors.disk_full(short, str(tmp_path)) is None  # plenty of room: some other write failure
+    assert errors.disk_full(RuntimeError('shape mismatch'), str(tmp_path)) is None
+    assert errors.disk_full(OSError(28, 'No space left on device'), str(tmp_path)) is not None
