@@ -9,6 +9,7 @@ import data
 import models
 from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
 from models.networks import DISCRIMINATORS, NORM_TYPES
+from options import checks
 from options.generator_options import add_generator_options
 from util import distributed, util
 
@@ -159,6 +160,7 @@ class BaseOptions:
         if opt.seed is None:
             opt.seed = random.SystemRandom().randrange(2 ** 31)
         opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+        checks.check_numbers(opt, checks.numeric_flags(self.parser))
         self.finalize(opt)
         self.validate(opt)
         if distributed.env_rank() == 0:  # torchrun starts one process per GPU; rank 0 reports and writes
@@ -176,12 +178,9 @@ class BaseOptions:
         """Values fixed by the command (e.g. test.py's one image at a time); nothing here."""
 
     def validate(self, opt):
-        """Loud, early errors for values argparse cannot check by itself."""
-        for flag in ('batch_size', 'crop_size', 'load_size', 'ngf', 'ndf'):
-            if getattr(opt, flag) <= 0:
-                raise SystemExit(f'error: --{flag} must be positive, got {getattr(opt, flag)}')
-        if opt.num_threads < 0:
-            raise SystemExit(f'error: --num_threads must be >= 0, got {opt.num_threads}')
+        """Loud, early errors for values argparse cannot check by itself (the numeric flags' ranges are
+        checked before `finalize`, as given): the image side against the networks (options/checks.py)."""
+        checks.check_image_size(opt, self.isTrain)
         if getattr(opt, 'lr_policy', None) == 'plateau':
             raise SystemExit('error: --lr_policy plateau needs a validation metric, which training does not compute '
                              '(CUT steps it on a constant); use linear, step or cosine')

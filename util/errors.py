@@ -21,6 +21,12 @@ class ProjectError(Exception):
     exit_code = 1
 
 
+class OptionError(SystemExit, ProjectError, ValueError):
+    """A flag's value refused while the options are parsed: it ends the command like argparse's own errors
+    (SystemExit, status 1, the message on stderr) and is the ValueError the models raise for the flags they
+    check themselves."""
+
+
 class FolderInUseError(ProjectError):
     """Another live process holds the lock of a run's checkpoint folder."""
 
