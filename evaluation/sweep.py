@@ -28,6 +28,7 @@ from data.image_folder import make_dataset
 from evaluation import cityscapes, fid
 from evaluation.common import EvaluationError, cli, default_device, default_epoch_choice, emit, image_files
 from evaluation.drn import pretrained_drn
+from util import errors
 from util.util import atomic_write_json, atomic_write_text, safe_torch_load
 
 # Whether a lower value is better, for every metric --select accepts, and which --metrics measures it.
@@ -309,4 +310,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(cli(main))
+    sys.exit(errors.guard(lambda argv: cli(main, argv)))

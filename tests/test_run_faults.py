@@ -211,3 +211,52 @@ def test_torch_short_write_counts_as_a_full_disk_only_when_space_is_short(tmp_pa
     assert errors.disk_full(short, str(tmp_path)) is None  # plenty of room: some other write failure
     assert errors.disk_full(RuntimeError('shape mismatch'), str(tmp_path)) is None
     assert errors.disk_full(OSError(28, 'No space left on device'), str(tmp_path)) is not None
+
+
+# ---------------------------------------------------------------- 5. deliberate errors are one line
+
+def error_lines(out):
+    return [line for line in out.splitlines() if line.startswith('error: ')]
+
+
+@pytest.fixture
+def bad_image_dataset(tmp_path):
+    root = tmp_path / 'bad_data'
+    make_synthetic_dataset(root, n_train=2, n_test=1, size=32, seed=2)
+    (root / 'trainA' / 'notes.jpg').write_text('not an image')
+    return root
+
+
+@pytest.mark.slow
+def test_deliberate_errors_are_one_line_without_a_traceback(dataset, bad_image_dataset, tmp_path):
+    cases = {
+        'bad image': (['train.py', *train_argv(bad_image_dataset, tmp_path, 'img', '--serial_batches')],
+                      "error: cannot read image '"),
+        'missing folder': (['train.py', *train_argv(tmp_path / 'nowhere', tmp_path, 'missing')],
+                           'error: '),
+        'bad flag': (['train.py', *train_argv(dataset, tmp_path, 'flag', '--lambda_SRC', '-1')],
+                     'error: --lambda_SRC must be in [0, 1e+30]'),
+    }
+    (tmp_path / 'damaged').mkdir()
+    (tmp_path / 'damaged' / 'latest_net_G.pth').write_bytes(b'PK\x03\x04 cut short')
+    cases['damaged checkpoint'] = (['test.py', '--dataroot', str(dataset), '--checkpoints_dir', str(tmp_path),
+                                    '--name', 'damaged', '--results_dir', str(tmp_path / 'results'), '--gpu_ids', '-1',
+                                    '--model', 'src_hdce', '--load_size', '32', '--crop_size', '32'],
+                                   f"error: could not load {tmp_path / 'damaged' / 'latest_net_G.pth'}: the file is "
+                                   'damaged')
+    for case, (args, start) in cases.items():
+        code, out = run(args)
+        assert code == 1, (case, out[-3000:])
+        lines = error_lines(out)
+        assert 'Traceback' not in out and len(lines) == 1 and lines[0].startswith(start), (case, out[-3000:])
+        if case == 'missing folder':
+            assert str(tmp_path / 'nowhere') in lines[0]
+    code, out = run(cases['bad image'][0], env=dict(child_env(), SRC_DEBUG='1'))  # the traceback, for debugging
+    assert code == 1 and 'Traceback (most recent call last)' in out and 'ImageLoadError: cannot read image' in out
+
+
+def test_unexpected_errors_keep_their_traceback():
+    code, out = run(['-c', 'import sys; from util import errors; '
+                           "sys.exit(errors.guard(lambda argv: {}['a key nobody set']))"])
+    assert code == 1 and 'Traceback (most recent call last)' in out and "KeyError: 'a key nobody set'" in out
+    assert error_lines(out) == []

@@ -91,11 +91,18 @@ def disk_full(exc, folder, advice='Free space and run the command again.'):
     return DiskFullError(f'disk full while writing to {folder} ({room} on its file system; {detail}). {advice}')
 
 
+def _data_errors():
+    from data.base_dataset import PreprocessError
+    from data.image_folder import ImageLoadError
+    return ImageLoadError, PreprocessError
+
+
 def raised_on_purpose(exc):
-    """Whether `exc` is a ProjectError, or was raised by a `raise` statement of this repository's own code
-    (the loud errors of data/, models/, options/ and util/, which name the file or flag); an exception
-    from inside a library or a failed built-in operation is unexpected."""
-    if isinstance(exc, ProjectError):
+    """Whether `exc` is a ProjectError or an image error of data/ (also when a DataLoader worker raised it),
+    or was raised by a `raise` statement of this repository's own code (the loud errors of data/, models/,
+    options/ and util/, which name the file or flag); an exception from inside a library or a failed
+    built-in operation is unexpected."""
+    if isinstance(exc, (ProjectError,) + _data_errors()):
         return True
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
@@ -112,6 +119,8 @@ def debugging():
 
 def one_line(exc):
     message = str(exc).strip() or type(exc).__name__
+    if 'Original Traceback' in message:  # re-raised by a DataLoader worker: its last line is the message
+        message = message.splitlines()[-1].split(': ', 1)[-1]
     return message[len('error: '):] if message.startswith('error: ') else message
 
 
