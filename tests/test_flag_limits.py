@@ -76,8 +76,10 @@ def test_bad_numbers_fail_at_parse_time_naming_the_flag(mode, model, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('model', MODELS)
 def test_accepted_bad_looking_numbers_take_a_training_step(model, tmp_path):
-    """Each accepted value of a flag a training step reads (zero weights, 0 or huge iteration counts, ...)."""
-    accepted = [(f, v) for (f, v), e in verdicts('train', model, tmp_path).items() if e is None and f in STEP_FLAGS]
+    """Each accepted value of a flag a training step reads: zero loss weights (every lambda_*), zero momenta
+    and gains, 0 or huge iteration counts, ..."""
+    accepted = [(f, v) for (f, v), e in verdicts('train', model, tmp_path).items()
+                if e is None and (f in STEP_FLAGS or f.startswith('lambda_'))]
     # stargan_v2's R1 penalty differentiates twice through the CPU Winograd kernels, which fail on it
     # (models/networks/winograd.py: matmul(out=...) under create_graph): its steps run on torch's kernels
     algo = ['--conv_algo', 'direct'] if model == 'stargan_v2' else []
