@@ -21,7 +21,7 @@ from data import create_dataset
 from models import create_model
 from models.runtime import Runtime
 from options.test_options import TestOptions
-from util import similarity, util
+from util import errors, similarity, util
 from util.html import HTML
 from util.visualizer import save_images
 
@@ -105,10 +105,18 @@ def run_test(opt):
 
 
 def main(argv=None):
+    """Returns the exit status (4: disk full); deliberate errors propagate (one line at the command line)."""
     opt = TestOptions(argv).parse()
-    run_test(opt)
+    try:
+        run_test(opt)
+    except (OSError, RuntimeError) as exc:
+        full = errors.disk_full(exc, os.path.join(opt.results_dir, opt.name))
+        if full is None:
+            raise
+        print(f'error: {full}', file=sys.stderr)
+        return full.exit_code
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(errors.guard(main))

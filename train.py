@@ -7,7 +7,6 @@ Checkpoints go to <checkpoints_dir>/<name>/<epoch>_net_<G|D|F>.pth (CUT's files)
 <epoch>_train_state.pth (optimizers, schedulers, counters, RNG states) so --continue_train resumes
 exactly. Losses are logged to loss_log.txt and loss_log.jsonl, plotted in visdom when a server runs.
 """
-import errno
 import math
 from collections import OrderedDict
 import os
@@ -30,7 +29,8 @@ from models import create_model  # noqa: E402
 from models.base_model import rng_state, set_rng_state  # noqa: E402
 from models.runtime import Runtime, flag_device, require_cuda_for_gpu_ids  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
-from util import distributed  # noqa: E402
+from util import distributed, errors  # noqa: E402
+from util.run_lock import RunLock  # noqa: E402
 from util.visualizer import Visualizer  # noqa: E402
 
 
@@ -351,23 +351,39 @@ def train(opt):
 
 
 def main(argv=None):
+    """Parse, lock the run's checkpoint folder (the process of rank 0), save the options, train.
+
+    Returns the exit status: 0, 3 (non-finite loss), 4 (disk full), 128 + signal; deliberate errors
+    propagate (as one line at the command line, util/errors.py)."""
     require_cuda_for_gpu_ids(sys.argv[1:] if argv is None else argv)
-    opt = TrainOptions(argv).parse()
+    options = TrainOptions(argv)
+    opt = options.parse(save=False)
+    save_dir = os.path.join(opt.checkpoints_dir, opt.name)
+    # one run per folder: a second one would interleave checkpoints, options and logs with this one's
+    lock = RunLock(save_dir) if distributed.env_rank() == 0 else None
     try:
+        if lock is not None:
+            try:
+                lock.acquire()
+            except OSError as exc:
+                raise SystemExit(f'error: cannot write to --checkpoints_dir {save_dir!r}: {exc}') from exc
+            options.save_options(opt)
         return train(opt)
     except NonFiniteLossError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 3
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, RuntimeError) as exc:
+        full = errors.disk_full(exc, save_dir, advice='The previous checkpoint files are intact; free space and '
+                                'resume with --continue_train.')
+        if full is None:
             raise
-        print(f'error: disk full while writing {exc.filename or opt.checkpoints_dir}: {exc.strerror}. '
-              'The previous checkpoint files are intact; free space and resume with --continue_train.',
-              file=sys.stderr)
-        return 4
+        print(f'error: {full}', file=sys.stderr)
+        return full.exit_code
     finally:
         distributed.cleanup()
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(errors.guard(main))

@@ -15,6 +15,8 @@ the Cityscapes DRN-D-22 scores), writes each epoch's metrics JSON next to its im
 import argparse
 import csv
 import io
+import json
+import re
 import shlex
 import subprocess
 import sys
@@ -26,7 +28,8 @@ from data.image_folder import make_dataset
 from evaluation import cityscapes, fid
 from evaluation.common import EvaluationError, cli, default_device, default_epoch_choice, emit, image_files
 from evaluation.drn import pretrained_drn
-from util.util import atomic_write_json, atomic_write_text
+from util import errors
+from util.util import atomic_write_json, atomic_write_text, safe_torch_load
 
 # Whether a lower value is better, for every metric --select accepts, and which --metrics measures it.
 LOWER_IS_BETTER = {'fid': True, 'kid_mean': True, 'mAP': False, 'pixAcc': False, 'classAcc': False}
@@ -45,6 +48,47 @@ def saved_epochs(checkpoints_dir, name):
     if not epochs:
         raise EvaluationError(f'{folder} holds no <epoch>_net_G.pth checkpoint')
     return epochs
+
+
+# any file of a checkpoint, published or staged: <tag>_net_<G|D|F>.pth[.tmp<random>], <tag>_train_state.pth...
+_CHECKPOINT_FILE = re.compile(r'^(\d+)_(?:net_[^.]+|train_state)\.pth(\.tmp.*)?$')
+
+
+def missing_epochs(checkpoints_dir, name):
+    """{epoch: why} for every numbered epoch the run should have saved but holds no <epoch>_net_G.pth for.
+
+    An epoch is expected when some of its files are there (a save that was killed leaves its temporary
+    files) or when train_opt.json's --save_epoch_freq (and the last epoch) asks for it up to the last
+    epoch the run finished (latest_train_state.pth, else the highest saved epoch)."""
+    folder = Path(checkpoints_dir) / name
+    found = {}
+    for p in folder.iterdir():
+        m = _CHECKPOINT_FILE.match(p.name)
+        if m:
+            found.setdefault(int(m.group(1)), []).append(p.name)
+    have = {e for e, files in found.items() if f'{e}_net_G.pth' in files}
+    missing = {e: f'only {", ".join(sorted(files))}' for e, files in found.items() if e not in have}
+    finished = max(have, default=0)
+    try:
+        state = safe_torch_load(str(folder / 'latest_train_state.pth'))
+        finished = max(finished, state['epoch'] - (0 if state['epoch_done'] else 1))
+    except (OSError, RuntimeError, KeyError, TypeError):
+        pass  # no training state (e.g. an official checkpoint): the saved epochs tell how far it went
+    try:
+        opt = json.loads((folder / 'train_opt.json').read_text())
+        freq, last = int(opt['save_epoch_freq']), int(opt['n_epochs']) + int(opt['n_epochs_decay'])
+    except (OSError, ValueError, KeyError, TypeError):
+        freq, last = 0, 0
+    for e in range(1, finished + 1):
+        if e not in have and e not in missing and ((freq > 0 and e % freq == 0) or e == last):
+            missing[e] = f'due by --save_epoch_freq {freq}' if e != last else 'the last epoch'
+    return {str(e): missing[e] for e in sorted(missing)}
+
+
+def missing_message(folder, missing):
+    listed = '; '.join(f'{e} ({why})' for e, why in missing.items())
+    return (f'{folder} has no complete checkpoint for epoch(s) {listed}: its save was interrupted '
+            '(train.py --continue_train writes the epoch again when the run stopped during that save)')
 
 
 def choose_epochs(saved, requested=None, *, include_latest=False):
@@ -238,8 +282,15 @@ def main(argv=None):
     if select == 'kid_mean' and args.no_kid:
         parser.error('--select kid_mean needs KID; drop --no-kid')
     source_dir, target_dir = domain_dirs(args.dataroot, args.phase, args.direction)
-    epochs = choose_epochs(saved_epochs(args.checkpoints_dir, args.name), args.epochs,
-                           include_latest=args.include_latest)
+    folder = Path(args.checkpoints_dir) / args.name
+    saved = saved_epochs(args.checkpoints_dir, args.name)
+    missing = missing_epochs(args.checkpoints_dir, args.name)
+    wanted_missing = {e: why for e, why in missing.items() if e in (args.epochs or ())}
+    if wanted_missing:
+        raise EvaluationError(missing_message(folder, wanted_missing))
+    if missing:
+        print(f'warning: {missing_message(folder, missing)}; sweeping the saved ones', file=sys.stderr)
+    epochs = choose_epochs(saved, args.epochs, include_latest=args.include_latest)
     device = args.device or default_device(test_flag(test_args, '--gpu_ids'))
     evaluators = {}
     if 'fid' in args.metrics:
@@ -260,7 +311,7 @@ def main(argv=None):
     summary = sweep(epochs, run_test=run_test, results_root=results_root, phase=args.phase,
                     source_dir=source_dir, evaluators=evaluators, select=select, num_test=args.num_test,
                     reuse_results=args.reuse_results, labels=labels)
-    summary.update(labels, kind='sweep', phase=args.phase, direction=args.direction, source_dir=str(source_dir),
+    summary.update(labels, kind='sweep', missing_epochs=missing, phase=args.phase, direction=args.direction, source_dir=str(source_dir),
                    target_dir=str(target_dir), metrics_measured=list(evaluators), test_args=test_args)
     out = Path(args.out) if args.out else results_root / f'sweep_{args.phase}.json'
     atomic_write_text(str(out.with_suffix('.csv')), rows_to_csv(summary['epochs']))
@@ -270,4 +321,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(cli(main))
+    sys.exit(errors.guard(lambda argv: cli(main, argv)))

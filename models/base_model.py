@@ -3,6 +3,7 @@ import copy
 import hashlib
 import os
 import random
+import re
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 
@@ -15,6 +16,8 @@ from util import distributed, util
 from .runtime import Runtime
 
 STATE_FORMAT = 1
+# <tag>_net_<name>.pth.tmp<random> or <tag>_train_state.pth.tmp<random>: a file util.stage_write is writing
+_STAGED_CHECKPOINT = re.compile(r'^(.+?)_(?:net_[^.]+|train_state)\.pth\.tmp')
 LR_POLICIES = ('linear', 'step', 'cosine')
 
 
@@ -73,6 +76,13 @@ def _sha256(path):
         for block in iter(lambda: f.read(1 << 20), b''):
             h.update(block)
     return h.hexdigest()
+
+
+def _discard(staged):
+    """Remove the temporary files of (temporary, target) pairs staged by a save that failed."""
+    for tmp, _ in staged:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _scalar(value):
@@ -245,9 +255,7 @@ class BaseModel(ABC):
             if training_state is not None:
                 stage(dict(training_state, net_sha256=digests), self.state_path(epoch))
         except BaseException:
-            for tmp, _ in staged:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            _discard(staged)
             raise
         for tmp, path in staged:  # weights first, the state that vouches for them last
             os.replace(tmp, path)
@@ -340,13 +348,18 @@ class BaseModel(ABC):
         }
 
     def read_training_state(self, epoch):
-        """The training state saved beside the <epoch> weights (format checked); None when there is none."""
+        """The training state saved beside the <epoch> weights (format checked); None when there is none.
+
+        The main process first repairs what a killed save left (`repair_checkpoints`)."""
         path = self.state_path(epoch)
         if distributed.is_main():
-            self._finish_interrupted_save(epoch)
+            self.repair_checkpoints(epoch)
         distributed.barrier()
         if not os.path.isfile(path):
             return None
+        return self._read_state_file(path, epoch)
+
+    def _read_state_file(self, path, epoch):
         state = util.safe_torch_load(path)
         if state.get('format') != STATE_FORMAT:
             raise RuntimeError(f'{path}: unknown training-state format {state.get("format")!r}')
@@ -354,6 +367,80 @@ class BaseModel(ABC):
         state.setdefault('epoch_count', state['options'].get('epoch_count', 1))
         state['epoch_tag'] = epoch
         return state
+
+    def _staged_tags(self):
+        """Checkpoint tags ('latest', '3', 'iter_40') with temporary files of an unfinished save in the folder."""
+        tags = set()
+        for f in os.listdir(self.save_dir):
+            found = _STAGED_CHECKPOINT.match(f)
+            if found:
+                tags.add(found.group(1))
+        return sorted(tags)
+
+    def repair_checkpoints(self, epoch):
+        """What a killed save left, before resuming from tag `epoch` (the run holds the folder's lock).
+
+        1. Every save killed between its renames (any tag) is finished from its staged files.
+        2. A resume from 'latest' that stands at the end of epoch E whose own files are incomplete (the
+           process died while saving 'E' right after 'latest', from the same state) gets E's files
+           copied from 'latest', byte for byte: they are what that save was writing.
+        3. The temporary files left over are removed.
+        Returns the tags written by 1 and 2."""
+        if not os.path.isdir(self.save_dir):
+            return []
+        staged = self._staged_tags()
+        done = [tag for tag in dict.fromkeys([str(epoch)] + staged) if self._finish_interrupted_save(tag)]
+        if str(epoch) == 'latest' and os.path.isfile(self.state_path('latest')):
+            lost = self._lost_epoch(self._read_state_file(self.state_path('latest'), 'latest'), staged)
+            if lost is not None:
+                self._copy_checkpoint('latest', lost)
+                done.append(lost)
+        left = [f for f in sorted(os.listdir(self.save_dir)) if _STAGED_CHECKPOINT.match(f)]
+        for f in left:
+            os.remove(os.path.join(self.save_dir, f))
+        if left:
+            print(f'{self.save_dir}: removed {len(left)} temporary file(s) of saves that never finished '
+                  f'({", ".join(left)})')
+        return done
+
+    def _checkpoint_files(self, tag):
+        return [self.network_path(tag, n) for n in self.model_names] + [self.state_path(tag)]
+
+    def _lost_epoch(self, state, staged):
+        """The epoch tag whose end-of-epoch save `state` (read from 'latest') belongs with, when that epoch's
+        files are incomplete: its save had begun (temporary files) or was due (--save_epoch_freq, last epoch)."""
+        if not state.get('epoch_done'):
+            return None
+        tag = str(state['epoch'])
+        if all(os.path.isfile(p) for p in self._checkpoint_files(tag)):
+            return None
+        opt = self.opt
+        last = getattr(opt, 'n_epochs', 0) + getattr(opt, 'n_epochs_decay', 0)
+        freq = getattr(opt, 'save_epoch_freq', 0)
+        due = (freq > 0 and state['epoch'] % freq == 0) or state['epoch'] == last
+        return tag if tag in staged or due else None
+
+    def _copy_checkpoint(self, source, tag):
+        """Write tag's files as byte copies of source's, staged then renamed like `save_networks`."""
+        self._remove_stale_temporaries(tag)
+        staged = []
+
+        def copy_of(path):
+            def write(f):
+                with open(path, 'rb') as src:
+                    for block in iter(lambda: src.read(1 << 20), b''):
+                        f.write(block)
+            return write
+        try:
+            for src, dst in zip(self._checkpoint_files(source), self._checkpoint_files(tag)):
+                staged.append((util.stage_write(dst, copy_of(src), binary=True), dst))
+        except BaseException:
+            _discard(staged)
+            raise
+        for tmp, path in staged:  # in save_networks' order: the state last
+            os.replace(tmp, path)
+        print(f'{self.state_path(tag)}: the epoch {tag} checkpoint was lost by a killed save; '
+              f'written again from {self.state_path(source)} (the same state)')
 
     def load_training_state(self, state):
         """Restore optimizers, schedulers, RNGs and the loss scaler from `read_training_state`'s result, after

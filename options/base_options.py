@@ -9,6 +9,7 @@ import data
 import models
 from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
 from models.networks import DISCRIMINATORS, GENERATOR_ARCH_KEYS, NORM_TYPES, PATCH_SAMPLER_KEYS
+from options import checks
 from options.generator_options import add_generator_options
 from util import distributed, util
 
@@ -147,8 +148,9 @@ class BaseOptions:
         except OSError as exc:
             raise SystemExit(f'error: cannot write to --checkpoints_dir {expr_dir!r}: {exc}') from exc
 
-    def parse(self):
-        """Parse, fill what depends on other flags, validate, print and save: the options are final here."""
+    def parse(self, save=True):
+        """Parse, fill what depends on other flags, validate, print and save (unless `save` is False: then
+        the caller calls `save_options`, e.g. train.py once it holds the run folder's lock)."""
         opt = self.gather_options()
         opt.isTrain = self.isTrain
         if opt.suffix:
@@ -156,6 +158,7 @@ class BaseOptions:
         if opt.seed is None:
             opt.seed = random.SystemRandom().randrange(2 ** 31)
         opt.gpu_ids = parse_gpu_ids(opt.gpu_ids)
+        checks.check_numbers(opt, checks.numeric_flags(self.parser))
         self.finalize(opt)
         self.validate(opt)
         if distributed.env_rank() == 0:  # torchrun starts one process per GPU; rank 0 reports and writes
@@ -164,7 +167,8 @@ class BaseOptions:
                 if getattr(opt, key, value) != value:
                     print(f'note: --{key} {getattr(opt, key)} from the command line; the run was trained with '
                           f'--{key} {value}')
-            self.save_options(opt)
+            if save:
+                self.save_options(opt)
         self.opt = opt
         return opt
 
@@ -172,12 +176,9 @@ class BaseOptions:
         """Values fixed by the command (e.g. test.py's one image at a time); nothing here."""
 
     def validate(self, opt):
-        """Loud, early errors for values argparse cannot check by itself."""
-        for flag in ('batch_size', 'crop_size', 'load_size', 'ngf', 'ndf'):
-            if getattr(opt, flag) <= 0:
-                raise SystemExit(f'error: --{flag} must be positive, got {getattr(opt, flag)}')
-        if opt.num_threads < 0:
-            raise SystemExit(f'error: --num_threads must be >= 0, got {opt.num_threads}')
+        """Loud, early errors for values argparse cannot check by itself (the numeric flags' ranges are
+        checked before `finalize`, as given): the image side against the networks (options/checks.py)."""
+        checks.check_image_size(opt, self.isTrain)
         if getattr(opt, 'lr_policy', None) == 'plateau':
             raise SystemExit('error: --lr_policy plateau needs a validation metric, which training does not compute '
                              '(CUT steps it on a constant); use linear, step or cosine')

@@ -3,6 +3,7 @@ import argparse
 
 from .base_options import BaseOptions
 from util import cpu_allocator, util
+from util.errors import OptionError
 
 
 class TrainOptions(BaseOptions):
@@ -77,9 +78,10 @@ class TrainOptions(BaseOptions):
         if opt.n_epochs < 0 or opt.n_epochs_decay < 0 or opt.n_epochs + opt.n_epochs_decay < 1:
             raise SystemExit('error: --n_epochs + --n_epochs_decay must be at least 1 '
                              f'(got {opt.n_epochs} + {opt.n_epochs_decay})')
-        for flag in ('print_freq', 'display_freq', 'save_latest_freq', 'save_epoch_freq', 'update_html_freq'):
-            if getattr(opt, flag) <= 0:
-                raise SystemExit(f'error: --{flag} must be positive, got {getattr(opt, flag)}')
+        if opt.epoch_count > opt.n_epochs + opt.n_epochs_decay and not opt.continue_train:
+            raise OptionError(f'error: --epoch_count {opt.epoch_count} is past the last epoch, --n_epochs + '
+                             f'--n_epochs_decay = {opt.n_epochs + opt.n_epochs_decay}: nothing would be trained '
+                             f'(and the linear rule would give a negative learning rate)')
         if opt.cpu_allocator not in cpu_allocator.CHOICES:
             cpu_allocator.resolve(opt.cpu_allocator)  # a path: fails unless it is a file
         if opt.display_env is None:
