@@ -80,12 +80,9 @@ def test_accepted_bad_looking_numbers_take_a_training_step(model, tmp_path):
     and gains, 0 or huge iteration counts, ..."""
     accepted = [(f, v) for (f, v), e in verdicts('train', model, tmp_path).items()
                 if e is None and (f in STEP_FLAGS or f.startswith('lambda_'))]
-    # stargan_v2's R1 penalty differentiates twice through the CPU Winograd kernels, which fail on it
-    # (models/networks/winograd.py: matmul(out=...) under create_graph): its steps run on torch's kernels
-    algo = ['--conv_algo', 'direct'] if model == 'stargan_v2' else []
     batch_size = parse('train', model, tmp_path).batch_size
     for flag, value in accepted:
-        net = build_model(tmp_path / f'{flag}{value}', model, f'--{flag}', value, *algo, batch_size=batch_size)
+        net = build_model(tmp_path / f'{flag}{value}', model, f'--{flag}', value, batch_size=batch_size)
         losses, _ = train_step(net, model_batch(model, batch_size, 32))
         assert losses.keys() == dict.fromkeys(net.loss_names).keys(), (flag, value)
 

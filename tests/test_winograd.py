@@ -74,6 +74,24 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: winograd_conv3x3(*a, padding=1), (x, weight, bias))
 
 
+def test_double_backward_as_an_r1_penalty_takes_it():
+    """create_graph=True (StarGAN v2's R1 penalty on D) differentiates the backward itself: same second
+    derivatives as the direct convolution, and gradgradcheck passes."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda *a: winograd_conv3x3(*a, padding=1), (x, weight, bias))
+
+    def r1_grad(conv):
+        (g_x,) = torch.autograd.grad(conv(x, weight, bias, 1).square().sum(), x, create_graph=True)
+        return torch.autograd.grad(g_x.square().sum(), (x, weight, bias))
+
+    direct = r1_grad(lambda *a: F.conv2d(*a[:3], padding=a[3]))
+    for a, b in zip(r1_grad(winograd_conv3x3), direct):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
 def test_only_the_needed_gradients_are_computed():
     x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)

@@ -148,6 +148,10 @@ class _Winograd3x3(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True (e.g. StarGAN v2's R1 penalty): the scratch buffers and out= products below
+            # are not differentiable, so the gradient is taken by the direct kernel's differentiable ops
+            return _direct_backward(ctx, grad, x, weight)
         k_b, k_g, k_a = _transforms(x.dtype, x.device)
         n, c, out_h, out_w, tiles_h, tiles_w = _geometry(x, ctx.pad)
         c_out = weight.shape[0]
@@ -176,6 +180,18 @@ class _Winograd3x3(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None
+
+
+def _direct_backward(ctx, grad, x, weight):
+    """The same gradients as the Winograd backward, by differentiable convolutions (double backward)."""
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad, padding=ctx.pad)
+    if ctx.needs_input_grad[1]:
+        grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, grad, padding=ctx.pad)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_b = grad.sum((0, 2, 3))
+    return grad_x, grad_w, grad_b, None
 
 
 def _overlap_add(g_d, shape, pad, slot):
