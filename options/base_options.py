@@ -16,7 +16,7 @@ from util import distributed, util
 # them from the run's train_opt.json, so a checkpoint is rebuilt as it was trained; the command line wins
 ARCHITECTURE_KEYS = ('model', 'input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
                      'no_antialias', 'no_antialias_up', 'stylegan2_G_num_downsampling', 'nce_layers', 'netF',
-                     'netF_nc', 'G_output')
+                     'netF_nc', 'G_output', 'config_str')
 
 
 class BaseOptions:
