@@ -177,3 +177,63 @@ def test_weighted_mutation_and_crossover():
     for _ in range(20):
         child = space.crossover(base, other)
         assert all(c in (p, q) for c, p, q in zip(child, base, other))
+
+
+# ---- teacher import (scripts/import_teacher.py) --------------------------------------------------------------
+
+def _official_teacher_file(path, ngf=4, seed=0):
+    """A file in the official layout: gan-compression's ResnetGenerator keys (blocks with Dropout, so the second
+    convolution is conv_block.6), saved from DataParallel ('module.'), with an old PyTorch's instance-norm
+    statistics; built here as this project's ResNet with dropout, whose layout is the same."""
+    torch.manual_seed(seed)
+    official = define_G(3, 3, ngf, 'resnet_9blocks', use_dropout=True, no_antialias=True, no_antialias_up=True,
+                        init_type='normal', init_gain=0.3)
+    state = {f'module.{k}': v for k, v in official.state_dict().items()}
+    assert 'module.model.10.conv_block.6.weight' in state and 'module.model.19.weight' in state
+    state['module.model.2.running_mean'] = torch.zeros(ngf)
+    state['module.model.2.running_var'] = torch.ones(ngf)
+    torch.save(state, path)
+    return official.eval()
+
+
+def test_import_official_teacher(tmp_path):
+    from tests.conftest import load_script
+    script = load_script('scripts/import_teacher.py')
+    source = tmp_path / 'latest_net_G.pth'
+    official = _official_teacher_file(source)
+    target = script.main(['--source', str(source), '--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'teacher',
+                          '--ngf', '4'])
+    assert target == str(tmp_path / 'ckpt' / 'teacher' / 'latest_net_G.pth')
+    state = torch.load(target, weights_only=True)
+    assert 'model.10.conv_block.5.weight' in state and 'model.10.conv_block.6.weight' not in state
+    assert torch.equal(state['model.18.conv_block.5.bias'], official.state_dict()['model.18.conv_block.6.bias'])
+    options = json.loads((tmp_path / 'ckpt' / 'teacher' / 'train_opt.json').read_text())
+    teacher = generator_from_options({**options, 'init_type': 'normal', 'init_gain': 0.02, 'crop_size': 32,
+                                      'load_size': 32, 'stylegan2_G_num_downsampling': 1}).eval()
+    teacher.load_state_dict(state, strict=True)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in teacher.modules())
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(teacher(x), official(x))
+    # the distilled layers are those of gan-compression's teacher: 9 = encoder ReLU, 12/15/18 = blocks 3/6/9
+    assert type(teacher.model[9]).__name__ == 'ReLU' and type(teacher.model[18]).__name__ == 'ResnetBlock'
+    # --use_dropout keeps the official names
+    kept = script.main(['--source', str(source), '--output', str(tmp_path / 'drop.pth'), '--ngf', '4',
+                        '--use_dropout'])
+    assert 'model.10.conv_block.6.weight' in torch.load(kept, weights_only=True)
+
+
+def test_import_teacher_mismatch_names_file_and_keys(tmp_path):
+    from tests.conftest import load_script
+    script = load_script('scripts/import_teacher.py')
+    source = tmp_path / 'latest_net_G.pth'
+    _official_teacher_file(source, ngf=4)
+    with pytest.raises(ValueError, match=r'latest_net_G\.pth does not fit.*other shapes \[.model\.1\.weight'):
+        script.main(['--source', str(source), '--output', str(tmp_path / 'x.pth'), '--ngf', '8'])
+    with pytest.raises(ValueError, match=r'missing keys \[.model\.16\.weight.*unexpected keys \[.model\.16\.conv_block'):
+        script.main(['--source', str(source), '--output', str(tmp_path / 'x.pth'), '--ngf', '4',
+                     '--netG', 'resnet_6blocks'])
+    torch.save({'model.1.weight': torch.zeros(1), 'note': 'x'}, tmp_path / 'odd.pth')
+    with pytest.raises(ValueError, match='odd.pth is not a state dict of tensors'):
+        script.main(['--source', str(tmp_path / 'odd.pth'), '--output', str(tmp_path / 'x.pth')])
+    assert not (tmp_path / 'x.pth').exists()
