@@ -208,3 +208,22 @@ class EvolutionSearch:
         if generation is not None:
             out['generation'] = generation
         return out
+
+
+def load_run_generator(run_dir, epoch='latest', device='cpu'):
+    """The generator of a train.py run folder (<run_dir>/<epoch>_net_G.pth, built from its train_opt.json)
+    and the run's options."""
+    from evaluation.curves import load_run_options
+    from models.networks import generator_from_options
+    from util.util import safe_torch_load, strip_module_prefix
+    opts = load_run_options(run_dir)
+    path = os.path.join(run_dir, f'{epoch}_net_G.pth')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path} not found (expected <checkpoints_dir>/<name>/<epoch>_net_G.pth)')
+    net = generator_from_options(opts, init_weights=False)
+    try:
+        net.load_state_dict(strip_module_prefix(safe_torch_load(path)), strict=True)
+    except RuntimeError as exc:
+        raise RuntimeError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
+                           f'{exc}') from exc
+    return net.to(device).eval(), opts

@@ -119,3 +119,117 @@ def test_bad_settings():
         run(parent_ratio=0)
     with pytest.raises(ValueError, match='weight strategy'):
         run(weight_strategy='harmonic')
+
+
+# ---- scripts/evolution_search.py on a step-1 run folder -------------------------------------------------------
+
+def _supernet_run(tmp_path, size=32):
+    """A synthetic dataset and a run folder holding a (random) super-net and its train_opt.json."""
+    import torch
+    from datasets.make_synthetic_dataset import make_synthetic_dataset
+    from models.networks import define_G
+    from tests.conftest import load_script  # noqa: F401  (puts the repository on sys.path)
+    data = tmp_path / 'data'
+    make_synthetic_dataset(data, n_train=2, n_test=5, size=size, seed=0)
+    run = tmp_path / 'ckpt' / 'supernet'
+    run.mkdir(parents=True)
+    opts = {'model': 'compression', 'input_nc': 3, 'output_nc': 3, 'ngf': 8, 'netG': 'super_mobile_resnet_9blocks',
+            'normG': 'instance', 'no_dropout': True, 'init_type': 'normal', 'init_gain': 0.02, 'no_antialias': True,
+            'no_antialias_up': True, 'crop_size': size, 'load_size': size, 'stylegan2_G_num_downsampling': 1,
+            'G_output': 'residual', 'config_str': None, 'config_set': 'channels-8', 'dataroot': str(data),
+            'direction': 'AtoB'}
+    (run / 'train_opt.json').write_text(json.dumps(opts))
+    torch.manual_seed(0)
+    net = define_G(3, 3, 8, 'super_mobile_resnet_9blocks', init_type='normal', init_gain=0.3, G_output='residual')
+    torch.save(net.state_dict(), run / 'latest_net_G.pth')
+    return data, run, net
+
+
+def _save_translations(net, data, out):
+    """testA translated image by image and saved as test.py saves them; returns the folder."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from util.util import tensor2im
+    out.mkdir()
+    for path in sorted((data / 'testA').glob('*.png')):
+        x = torch.from_numpy(np.asarray(Image.open(path).convert('RGB'), dtype=np.float32).transpose(2, 0, 1))
+        with torch.no_grad():
+            Image.fromarray(tensor2im(net(x[None] / 255 * 2 - 1))).save(out / path.name)
+    return out
+
+
+@pytest.mark.slow
+def test_search_cli_on_the_synthetic_task(tmp_path):
+    from evaluation import synthetic
+    from models.networks.compression import export_subnet
+    from tests.conftest import load_script
+    script = load_script('scripts/evolution_search.py')
+    data, run, net = _supernet_run(tmp_path)
+    budget = mobile_macs((8, 4, 8, 4, 8, 4, 4, 8), 32)
+    args = ['--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'supernet', '--phase', 'test',
+            '--criterion', 'synthetic', '--budget', str(budget), '--population_size', '4', '--generations', '2',
+            '--mutate_prob', '0.4', '--output_dir', str(tmp_path / 'search'), '--no_tqdm', '--device', 'cpu']
+    result = script.main(args)
+    best = result['best']
+    assert best['macs'] <= budget and result['config_set'] == 'channels-8' and result['num_images'] == 5
+    lines = (tmp_path / 'search' / 'candidates.jsonl').read_text().splitlines()
+    assert len(lines) == 1 + 4 * 3
+    assert json.loads((tmp_path / 'search' / 'result.json').read_text())['best'] == best
+    # the best score is evaluation.synthetic's stripe IoU of the exported sub-net's saved translations
+    out = _save_translations(export_subnet(net, best['config']).eval(), data, tmp_path / 'fake_B')
+    expected = synthetic.score_translations(out, data, progress=False, kid=False)['mean']['stripe_iou']
+    assert best['score'] == pytest.approx(expected, abs=1e-12)
+    # started again on its log, the search replays it and ends the same
+    assert script.main(args)['best'] == best
+    assert (tmp_path / 'search' / 'candidates.jsonl').read_text().splitlines() == lines
+
+
+@pytest.mark.slow
+def test_search_cli_fid_criterion(tmp_path):
+    """FID against a folder and against its mu/sigma .npz: the same score as evaluation.fid on saved images."""
+    import numpy as np
+    import torch
+    import torchvision
+
+    from evaluation import fid
+    from tests.conftest import load_script
+    script = load_script('scripts/evolution_search.py')
+    data, run, net = _supernet_run(tmp_path)
+    torch.manual_seed(0)
+    inception = torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None, init_weights=False)
+    weights = tmp_path / fid.FID_WEIGHTS_FILE
+    torch.save(inception.state_dict(), weights)
+    features = fid.InceptionFeatures(fid.build_inception(torch.load(weights, weights_only=True), dims=64), dims=64)
+    real = features(data / 'testB')[0]
+    np.savez(tmp_path / 'real.npz', mu=real.mean(axis=0), sigma=np.cov(real, rowvar=False))
+    budget = mobile_macs((8,) * 8, 32)
+    common = ['--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'supernet', '--phase', 'test', '--criterion',
+              'fid', '--fid_weights', str(weights), '--dims', '64', '--budget', str(budget), '--population_size',
+              '2', '--generations', '1', '--no_tqdm', '--device', 'cpu']
+    by_folder = script.main(common + ['--real_stats', str(data / 'testB'), '--output_dir', str(tmp_path / 's1')])
+    by_npz = script.main(common + ['--real_stats', str(tmp_path / 'real.npz'), '--output_dir', str(tmp_path / 's2')])
+    assert by_folder['higher_is_better'] is False
+    assert by_npz['best']['config'] == by_folder['best']['config']
+    assert by_npz['best']['score'] == pytest.approx(by_folder['best']['score'], rel=1e-6)
+    # the score is evaluation.fid's FID of the exported sub-net's saved translations (translated one by one here,
+    # in batches there: a pixel may round to the next grey level)
+    from models.networks.compression import export_subnet
+    out = _save_translations(export_subnet(net, by_npz['best']['config']).eval(), data, tmp_path / 'fake_B')
+    assert by_npz['best']['score'] == pytest.approx(fid.frechet_distance(features(out)[0], real), rel=1e-4)
+    with pytest.raises(SystemExit, match='needs --real_stats'):
+        script.main(common + ['--output_dir', str(tmp_path / 's3')])
+
+
+def test_search_cli_refuses_a_plain_generator(tmp_path):
+    from tests.conftest import load_script
+    script = load_script('scripts/evolution_search.py')
+    data, run, _ = _supernet_run(tmp_path)
+    opts = json.loads((run / 'train_opt.json').read_text())
+    (run / 'train_opt.json').write_text(json.dumps({**opts, 'netG': 'sub_mobile_resnet_9blocks',
+                                                    'config_str': '8_8_8_8_8_8_8_8'}))
+    with pytest.raises(SystemExit, match='needs a super-net'):
+        script.main(['--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'supernet', '--phase', 'test',
+                     '--criterion', 'synthetic', '--budget', '1e9', '--output_dir', str(tmp_path / 's'),
+                     '--device', 'cpu'])
