@@ -233,3 +233,70 @@ def test_search_cli_refuses_a_plain_generator(tmp_path):
         script.main(['--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'supernet', '--phase', 'test',
                      '--criterion', 'synthetic', '--budget', '1e9', '--output_dir', str(tmp_path / 's'),
                      '--device', 'cpu'])
+
+
+# ---- scripts/export_subnet.py, then test.py on the exported folder ---------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize('model', ['compression', 'cut'])
+def test_export_then_test_py(tmp_path, model):
+    import numpy as np
+    from PIL import Image
+
+    import test as test_script
+    from models.networks.compression import SubMobileResnetGenerator
+    from tests.conftest import load_script
+    script = load_script('scripts/export_subnet.py')
+    data, run, net = _supernet_run(tmp_path)
+    opts = json.loads((run / 'train_opt.json').read_text())
+    (run / 'train_opt.json').write_text(json.dumps({**opts, 'model': model}))
+    config = '4_8_8_4_8_4_8_4'
+    (tmp_path / 'result.json').write_text(json.dumps({'best': {'config': config}}))
+    out = tmp_path / 'ckpt' / 'exported' / 'latest_net_G.pth'
+    summary = script.main(['--checkpoint', str(run), '--search_result', str(tmp_path / 'result.json'),
+                           '--output', str(out)])
+    assert summary['max_abs_difference'] == 0 and summary['macs'] == mobile_macs(config, 32)
+    state = json.loads((out.parent / 'train_opt.json').read_text())
+    assert (state['netG'], state['config_str'], state['model']) == ('sub_mobile_resnet_9blocks', config, model)
+    sub = SubMobileResnetGenerator(3, 3, config, output='residual')
+    sub.load_state_dict(torch_load(out), strict=True)
+    assert summary['params'] == sum(p.numel() for p in sub.parameters())
+    # test.py rebuilds the sub-net from the folder's options alone and translates as the super-net does
+    test_script.main(['--dataroot', str(data), '--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'exported',
+                      '--results_dir', str(tmp_path / 'results'), '--gpu_ids', '-1', '--crop_size', '32',
+                      '--load_size', '32', '--num_test', '5'])
+    produced = tmp_path / 'results' / 'exported' / 'test_latest' / 'images' / 'fake_B'
+    expected = _save_translations(net.set_config(config).eval(), data, tmp_path / 'expected')
+    names = sorted(p.name for p in expected.iterdir())
+    assert sorted(p.name for p in produced.iterdir()) == names
+    for name in names:
+        assert np.array_equal(np.asarray(Image.open(produced / name)), np.asarray(Image.open(expected / name)))
+    # the same export again is fine; a folder holding another network is not overwritten
+    script.main(['--checkpoint', str(run / 'latest_net_G.pth'), '--config_str', config, '--output', str(out)])
+    with pytest.raises(SystemExit, match='describes another network'):
+        script.main(['--checkpoint', str(run), '--config_str', '8_8_8_8_8_8_8_8', '--output', str(out)])
+
+
+def torch_load(path):
+    import torch
+    return torch.load(path, weights_only=True)
+
+
+def test_export_needs_options_or_ngf(tmp_path):
+    import torch
+
+    from models.networks import define_G
+    from tests.conftest import load_script
+    script = load_script('scripts/export_subnet.py')
+    net = define_G(3, 3, 8, 'super_mobile_resnet_9blocks', init_type='normal', init_gain=0.3)
+    torch.save({f'module.{k}': v for k, v in net.state_dict().items()}, tmp_path / 'net_G.pth')
+    args = ['--checkpoint', str(tmp_path / 'net_G.pth'), '--config_str', '4_4_8_4_4_8_4_8',
+            '--output', str(tmp_path / 'out' / 'latest_net_G.pth')]
+    with pytest.raises(SystemExit, match='give --ngf'):
+        script.main(args)
+    with pytest.raises(SystemExit, match='not a super_mobile_resnet_9blocks of --ngf 16'):
+        script.main(args + ['--ngf', '16'])
+    summary = script.main(args + ['--ngf', '8', '--crop_size', '64'])
+    assert summary['macs'] == mobile_macs('4_4_8_4_4_8_4_8', 64) and summary['max_abs_difference'] == 0
+    with pytest.raises(SystemExit, match='--config_str or --search_result'):
+        script.main(args[:2] + args[4:])
