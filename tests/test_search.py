@@ -300,3 +300,44 @@ def test_export_needs_options_or_ngf(tmp_path):
     assert summary['macs'] == mobile_macs('4_4_8_4_4_8_4_8', 64) and summary['max_abs_difference'] == 0
     with pytest.raises(SystemExit, match='--config_str or --search_result'):
         script.main(args[:2] + args[4:])
+
+
+@pytest.mark.slow
+def test_search_cli_killed_and_resumed(tmp_path):
+    """SIGKILL of a running `scripts/evolution_search.py` after some candidates; run again, it ends as a search
+    that was never interrupted (same log, same result)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, load_script
+    script = load_script('scripts/evolution_search.py')
+    _supernet_run(tmp_path)
+    budget = mobile_macs((8, 8, 8, 4, 8, 4, 8, 8), 32)
+
+    def argv(out):
+        return ['--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'supernet', '--phase', 'test', '--criterion',
+                'synthetic', '--budget', str(budget), '--population_size', '6', '--generations', '12',
+                '--mutate_prob', '0.4', '--output_dir', str(tmp_path / out), '--no_tqdm', '--device', 'cpu']
+    whole = script.main(argv('whole'))
+    log = tmp_path / 'killed' / 'candidates.jsonl'
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    proc = subprocess.Popen([sys.executable, 'scripts/evolution_search.py', *argv('killed')], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if log.is_file() and len(log.read_text().splitlines()) >= 8:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, 'the search ended before it was killed'
+    done = len(log.read_text().splitlines())
+    assert 8 <= done < 1 + 6 * 13
+    resumed = script.main(argv('killed'))
+    assert resumed['best'] == whole['best'] and resumed['history'] == whole['history']
+    assert log.read_text() == (tmp_path / 'whole' / 'candidates.jsonl').read_text()
