@@ -269,15 +269,15 @@ class CompressionModel(BaseModel):
         with self.runtime.autocast():
             pred_fake = self.netD(self.discriminator_input(self.fake_B.detach())).float()
             pred_real = self.netD(self.discriminator_input(self.real_B)).float()
-        self.losses['D_fake'] = losses.gan_loss(pred_fake, False, self.opt.gan_mode).mean()
-        self.losses['D_real'] = losses.gan_loss(pred_real, True, self.opt.gan_mode).mean()
+        self.losses['D_fake'] = losses.gan_loss(pred_fake, False, self.opt.gan_mode, for_discriminator=True).mean()
+        self.losses['D_real'] = losses.gan_loss(pred_real, True, self.opt.gan_mode, for_discriminator=True).mean()
         return (self.losses['D_fake'] + self.losses['D_real']) * 0.5
 
     def compute_G_loss(self):
         opt, l = self.opt, self.losses
         with self.runtime.autocast():  # D is frozen here: unwrapped, as DDP would wait for its gradients
             pred_fake = self._unwrapped('D')(self.discriminator_input(self.fake_B)).float()
-        l['G_gan'] = losses.gan_loss(pred_fake, True, opt.gan_mode).mean() * opt.lambda_gan
+        l['G_gan'] = losses.gan_loss(pred_fake, True, opt.gan_mode, for_discriminator=False).mean() * opt.lambda_gan
         target = self.real_B if self.aligned else self.teacher_B
         l['G_recon'] = RECON_LOSSES[opt.recon_loss_type](self.fake_B, target) * opt.lambda_recon
         l['G_distill'] = self.distill_loss() * opt.lambda_distill if opt.lambda_distill > 0 else torch.zeros(())

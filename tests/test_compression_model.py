@@ -50,6 +50,7 @@ SETTINGS = {
     'mean_over_layers': ('--layer_reduction', 'mean', '--no_hard'),
     'official_aliases': ('--lambda_dce', '0.5', '--gamma_start', '20', '--gamma_min', '5', '--n_patch', '8'),
     'no_distill': ('--lambda_distill', '0',),
+    'aligned_hinge': ('--dataset_mode', 'aligned', '--gan_mode', 'hinge'),  # the pix2pix tasks' setting
 }
 
 
