@@ -149,6 +149,7 @@ def weights(run_dir):
     return {n: torch.load(run_dir / f'latest_net_{n}.pth', weights_only=True) for n in 'GD'}
 
 
+@pytest.mark.slow
 def test_train_resume_and_test(aligned, tmp_path):
     ckpt = tmp_path / 'ckpt'
     assert run_train(aligned, ckpt, 'straight') == 0
