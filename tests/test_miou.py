@@ -185,3 +185,60 @@ def test_table_matching_and_label_errors_are_named(tmp_path):
         miou.read_train_ids(tmp_path / 'x_gtFine_color.png')
     with pytest.raises(EvaluationError, match='--trainIds'):
         miou.read_train_ids(tmp_path / 'absent.png')
+
+
+# ---- datasets/prepare_cityscapes_dataset.py --aligned --tables --trainIds, then the mIoU ---------------------
+
+def cityscapes_release(root):
+    """gtFine/val and leftImg8bit/val as the release unpacks (8x4 images, *_labelIds only), 3 images in 2 cities;
+    label ids: road (7); sidewalk (8) over static (4, ignored); car (26) beside person (24)."""
+    road, sidewalk, static, car, person = 7, 8, 4, 26, 24
+    ids = [np.full((4, 8), road), np.array([[sidewalk] * 8] * 2 + [[static] * 8] * 2),
+           np.array([[car] * 4 + [person] * 4] * 4)]
+    keys = ['aachen_000000_000019', 'aachen_000001_000019', 'bonn_000000_000019']
+    for key, label in zip(keys, ids):
+        city = key.split('_')[0]
+        for kind, suffix, image in (('gtFine', '_gtFine_labelIds.png', Image.fromarray(label.astype(np.uint8))),
+                                    ('gtFine', '_gtFine_color.png', Image.new('RGB', (8, 4), (128, 64, 128))),
+                                    ('leftImg8bit', '_leftImg8bit.png', Image.new('RGB', (8, 4), (90, 90, 90)))):
+            folder = root / kind / 'val' / city
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f'{key}{suffix}')
+    return root, keys
+
+
+def test_prepared_tables_and_train_ids_give_the_hand_computed_miou(tmp_path, capsys):
+    from tests.conftest import load_script
+    prepare = load_script('datasets/prepare_cityscapes_dataset.py')
+    root, keys = cityscapes_release(tmp_path / 'cityscapes-origin')
+    out = tmp_path / 'database' / 'cityscapes'
+    assert prepare.main(['--gtFine_dir', str(root / 'gtFine'), '--leftImg8bit_dir', str(root / 'leftImg8bit'),
+                         '--output_dir', str(out), '--splits', 'val', '--size', '8x8', '--aligned', '--tables',
+                         '--trainIds']) == 0
+    assert sorted(p.name for p in (out / 'val').iterdir()) == ['0.jpg', '1.jpg', '2.jpg']
+    with Image.open(out / 'val' / '0.jpg') as pair:
+        assert pair.size == (16, 8)
+        left, right = np.asarray(pair)[:, :8].astype(int), np.asarray(pair)[:, 8:].astype(int)
+    assert np.abs(left - 90).max() <= 2 and np.abs(right - [128, 64, 128]).max() <= 2  # photo (A) | label map (B)
+    city = [k.split('_')[0] for k in keys]
+    assert (out / 'val_table.txt').read_text().splitlines() == [
+        f'{i} gtFine/val/{c}/{k}_gtFine_trainIds.png leftImg8bit/val/{c}/{k}_leftImg8bit.png'
+        for i, (c, k) in enumerate(zip(city, keys))]
+    train_ids = np.asarray(Image.open(root / 'gtFine' / 'val' / 'aachen' / f'{keys[1]}_gtFine_trainIds.png'))
+    assert train_ids[0, 0] == 1 and train_ids[3, 0] == 255  # sidewalk, static ignored
+    assert prepare.label_ids_to_train_ids(np.array([[7, 26, 24, 33, 0, 9]])).tolist() == [[0, 13, 11, 18, 255, 255]]
+
+    # predictions road, sidewalk, car (RedToClass): C[0,0] = 32, C[1,1] = 16, C[13,13] = 16, C[11,13] = 16
+    fakes = tmp_path / 'results' / 'fake_B'
+    fakes.mkdir(parents=True)
+    for name, cls in (('0', 0), ('1', 1), ('2', 13)):
+        Image.fromarray(uniform_photo(cls)).save(fakes / f'{name}.png')
+    result = miou.evaluate_miou(fakes, out / 'val_table.txt', root, RedToClass())
+    assert result['metrics']['mIoU'] == pytest.approx(100 * (1 + 1 + 0.5 + 0) / 4)  # 62.5
+    assert result['label_sizes'] == [[4, 8]]
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        prepare.main(['--gtFine_dir', str(root / 'gtFine'), '--leftImg8bit_dir', str(root / 'leftImg8bit'),
+                      '--output_dir', str(tmp_path / 'other'), '--splits', 'val', '--tables'])
+    assert '--aligned' in capsys.readouterr().err
