@@ -11,6 +11,10 @@ a Dropout module, so their second convolution `conv_block.6` becomes this projec
 loaded strictly into the generator the flags describe: a mismatch names the file and the missing and
 unexpected keys. Into a run folder it writes `<epoch>_net_G.pth` and, when the folder has none, a
 train_opt.json with the generator's options (so test.py and the compression model rebuild it).
+
+gan-compression's pix2pix teachers (`pretrained/pix2pix/{map2sat,cityscapes}/full/latest_net_G.pth`) have the same
+generator: `--model pix2pix --direction BtoA` records that the run is one, so test.py translates labels or maps
+(the right half of the aligned pairs) with it.
 """
 import argparse
 import os
@@ -90,6 +94,10 @@ def parse_args(argv=None):
     p.add_argument('--output_nc', type=int, default=3)
     p.add_argument('--normG', default='instance', choices=['instance', 'batch', 'none'])
     p.add_argument('--use_dropout', action='store_true', help='build blocks with dropout (keys conv_block.6)')
+    p.add_argument('--model', default='cut', choices=['cut', 'pix2pix'],
+                   help="the model test.py rebuilds the run as: pix2pix for gan-compression's pix2pix teachers")
+    p.add_argument('--direction', default='AtoB', choices=['AtoB', 'BtoA'],
+                   help="with --model pix2pix: the teacher's direction (BtoA for map->satellite and Cityscapes)")
     args = p.parse_args(argv)
     if (args.output is None) == (args.checkpoints_dir is None or args.name is None):
         p.error('give either --output or both --checkpoints_dir and --name')
@@ -101,10 +109,12 @@ def main(argv=None):
     net = define_G(args.input_nc, args.output_nc, args.ngf, args.netG, norm=args.normG, use_dropout=args.use_dropout,
                    no_antialias=True, no_antialias_up=True, init_weights=False)
     load_official_teacher(args.source, net)
-    options = {'model': 'cut', 'netG': args.netG, 'ngf': args.ngf, 'input_nc': args.input_nc,
+    options = {'model': args.model, 'netG': args.netG, 'ngf': args.ngf, 'input_nc': args.input_nc,
                'output_nc': args.output_nc, 'normG': args.normG, 'no_dropout': not args.use_dropout,
                'no_antialias': True, 'no_antialias_up': True, 'G_output': 'tanh',
                'imported_from': os.path.abspath(args.source)}
+    if args.model == 'pix2pix':
+        options['direction'] = args.direction
     if args.output:
         target = args.output
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)

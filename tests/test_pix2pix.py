@@ -178,3 +178,29 @@ def test_train_resume_and_test(aligned, tmp_path):
     source = np.asarray(Image.open(aligned / 'val' / '0.png'))[:, 32:]
     shown = np.asarray(Image.open(images / 'real_A' / '0.png')).astype(int)
     assert np.abs(shown - source).max() <= 1  # tensor2im's rounding
+
+
+@pytest.mark.slow
+def test_an_imported_official_pix2pix_teacher_translates_in_its_direction(aligned, tmp_path):
+    """A file in gan-compression's layout (blocks with Dropout: conv_block.6; 'module.' keys), imported with
+    scripts/import_teacher.py --model pix2pix --direction BtoA: test.py gives the official generator's images."""
+    from models.networks import define_G
+    from tests.conftest import load_script
+    from util import util
+    torch.manual_seed(7)
+    official = define_G(3, 3, 4, 'resnet_9blocks', use_dropout=True, no_antialias=True, no_antialias_up=True,
+                        init_type='normal', init_gain=0.3).eval()
+    torch.save({f'module.{k}': v for k, v in official.state_dict().items()}, tmp_path / 'latest_net_G.pth')
+    load_script('scripts/import_teacher.py').main([
+        '--source', str(tmp_path / 'latest_net_G.pth'), '--checkpoints_dir', str(tmp_path / 'ckpt'),
+        '--name', 'map2sat_teacher', '--ngf', '4', '--model', 'pix2pix', '--direction', 'BtoA'])
+    results = tmp_path / 'results'
+    test_script.main(['--dataroot', str(aligned), '--checkpoints_dir', str(tmp_path / 'ckpt'), '--name',
+                      'map2sat_teacher', '--results_dir', str(results), '--phase', 'val', '--load_size', '32',
+                      '--crop_size', '32', '--gpu_ids', '-1', '--conv_algo', 'direct'])
+    source = np.asarray(Image.open(aligned / 'val' / '1.png'))[:, 32:]  # B, the input of BtoA
+    x = torch.from_numpy(source.copy()).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+    with torch.no_grad():
+        expected = util.tensor2im(official(x))
+    ours = np.asarray(Image.open(results / 'map2sat_teacher' / 'val_latest' / 'images' / 'fake_B' / '1.png'))
+    np.testing.assert_array_equal(ours, expected)
