@@ -236,7 +236,8 @@ def summarize(records, teacher, out, seeds):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--work', type=Path, required=True, help='data, checkpoints, logs, searches')
-    p.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='run records and summary')
+    p.add_argument('--out', type=Path, default=REPO / 'docs' / 'studies' / 'compression_cpu',
+                   help='run records and summary')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--jobs', type=int, default=2, help='trainings and searches at once (1 thread each)')
     args = p.parse_args(argv)
