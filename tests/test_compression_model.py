@@ -224,3 +224,17 @@ def test_test_py_translates_with_the_super_net_at_a_configuration(synthetic, tmp
         assert len(outputs[config]) == 2
     a, b = (torch.tensor(list(Image.open(outputs[c][0]).getdata())) for c in outputs)
     assert not torch.equal(a, b)  # the configuration reaches the super-net
+
+
+def test_the_gpu_check_runs_on_the_cpu(tmp_path):
+    """studies/compression/gpu_check.py, prepared for a GPU machine, on CPU at 32 px: both arms time their steps,
+    the exported sub-net equals the super-net, MACs are counted."""
+    from tests.conftest import load_script
+    check = load_script('studies/compression/gpu_check.py')
+    result = check.main(['--device', 'cpu', '--size', '32', '--ngf', '8', '--steps', '2', '--warmup', '1',
+                         '--json', str(tmp_path / 'check.json')])
+    assert set(result['arms']) == {'baseline', 'ours'}
+    assert result['arms']['baseline']['losses']['SRC'] == 0 and result['arms']['ours']['losses']['SRC'] > 0
+    assert all(arm['iterations_per_second'] > 0 for arm in result['arms'].values())
+    assert result['subnets']['4_4_4_4_4_4_4_4']['max_abs_difference'] == 0
+    assert result['subnets']['teacher']['params'] > result['subnets']['4_4_4_4_4_4_4_4']['params']
