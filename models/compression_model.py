@@ -59,6 +59,17 @@ class FixedConfig:
         pass
 
 
+class MappingLayers(nn.ModuleList):
+    """gan-compression's netA: one 1×1 super convolution per distilled layer (student width, sliced, -> teacher
+    width); called on the list of student features (a module with a forward, so DDP can wrap it)."""
+
+    def __init__(self, layers, student_channels, teacher_channels):
+        super().__init__(SuperConv2d(student_channels, teacher_channels, kernel_size=1) for _ in range(layers))
+
+    def forward(self, feats):
+        return [conv(f) for conv, f in zip(self, feats)]
+
+
 def default_config_set(ngf):
     if ngf not in DEFAULT_CONFIG_SETS:
         raise ValueError(f'--config_set: no default for a super-net of --ngf {ngf} (defaults: '
@@ -144,7 +155,7 @@ class CompressionModel(BaseModel):
                              init_gain=opt.init_gain, no_antialias=opt.no_antialias, crop_size=opt.crop_size,
                              load_size=opt.load_size).to(self.device)
         student_c, teacher_c = 4 * opt.ngf, 4 * self.teacher_ngf
-        self.netA = nn.ModuleList(SuperConv2d(student_c, teacher_c, kernel_size=1) for _ in DISTILL_LAYERS)
+        self.netA = MappingLayers(len(DISTILL_LAYERS), student_c, teacher_c)
         init_weights(self.netA, opt.init_type, opt.init_gain)
         self.netA.to(self.device)
         self.netF = define_F('mlp_sample', netF_nc=teacher_c, init_type=opt.init_type, init_gain=opt.init_gain,
@@ -165,8 +176,11 @@ class CompressionModel(BaseModel):
             return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, opt.beta2))
         self.optimizer_G = adam(list(G.parameters()) + list(self.netA.parameters()))  # A with G, as upstream
         self.optimizer_D = adam(self.netD.parameters())
-        self.optimizer_F = adam(self.netF.parameters())
-        self.optimizers = [self.optimizer_G, self.optimizer_D, self.optimizer_F]
+        self.optimizers = [self.optimizer_G, self.optimizer_D]
+        self.optimizer_F = None  # F has no gradient without L_semantic (and DDP would wait for one)
+        if self.objective.uses_features:
+            self.optimizer_F = adam(self.netF.parameters())
+            self.optimizers.append(self.optimizer_F)
 
     def build_teacher(self, opt):
         """The frozen teacher: --teacher_netG at --teacher_ngf without anti-aliasing, --normG and --G_output as the
@@ -261,8 +275,9 @@ class CompressionModel(BaseModel):
         """Σ_l MSE(A_l(S_l), T_l) over the four layers (gan-compression's calc_distill_loss)."""
         total = 0.0
         with self.runtime.autocast():
-            for netA, s, t in zip(self.netA, self.student_feats, self.teacher_feats):
-                total = total + F.mse_loss(netA(s).float(), t.float())
+            mapped = self.netA(self.student_feats)
+        for s, t in zip(mapped, self.teacher_feats):
+            total = total + F.mse_loss(s.float(), t.float())
         return total
 
     def compute_D_loss(self):

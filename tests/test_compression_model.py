@@ -238,3 +238,30 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path):
     assert all(arm['iterations_per_second'] > 0 for arm in result['arms'].values())
     assert result['subnets']['4_4_4_4_4_4_4_4']['max_abs_difference'] == 0
     assert result['subnets']['teacher']['params'] > result['subnets']['4_4_4_4_4_4_4_4']['params']
+
+
+def ddp_worker(rank, ports, dataset, ckpt):
+    """One torchrun worker of train.py --model compression (gloo, CPU): 4 steps, then a resumed run."""
+    import os
+
+    import train as train_script
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(ports[0]))
+    torch.set_num_threads(1)
+    argv = ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', 'ddp', *PIPELINE]
+    assert train_script.main(argv + ['--max_iters', '4']) == 0
+    os.environ['MASTER_PORT'] = str(ports[1])
+    assert train_script.main(argv + ['--continue_train']) == 0
+
+
+@pytest.mark.slow
+def test_train_py_under_two_processes(synthetic, tmp_path):
+    """DistributedDataParallel (gloo, 2 processes): the super-net's sliced weights, A (a module with a forward, as
+    DDP needs) and F train, the run saves and resumes to the end of its 2 epochs."""
+    import torch.multiprocessing as mp
+
+    from tests.test_distributed import free_port
+    mp.spawn(ddp_worker, args=((free_port(), free_port()), synthetic, tmp_path), nprocs=2)
+    state = torch.load(tmp_path / 'ddp' / 'latest_train_state.pth', weights_only=True)
+    assert (state['epoch'], state['epoch_done'], state['total_iters']) == (2, True, 8)
+    assert all((tmp_path / 'ddp' / f'latest_net_{n}.pth').is_file() for n in 'GDAF')
