@@ -6,6 +6,10 @@ only the weights come from a local file instead of a download. KID (Bińkowski e
 unbiased MMD² with the cubic polynomial kernel, averaged over random subsets of the same features.
 
     python -m evaluation.fid results/h2z/test_latest datasets/horse2zebra/testB --json fid.json
+    python -m evaluation.fid results/h2z/test_latest real_stat/horse2zebra_B.npz --no-kid   # mu/sigma file
+
+REAL may be a `.npz` of pre-computed statistics (keys `mu`, `sigma`: gan-compression's `real_stat/` files,
+or what --save-real-stats writes); FID alone then, as KID needs the real images' features.
 """
 import argparse
 import contextlib
@@ -162,6 +166,31 @@ def frechet_distance(stats_a, stats_b, *, pytorch_fid=True):
                  - 2 * trace_sqrt_product(sigma_a, sigma_b))
 
 
+def is_stats_file(path):
+    return Path(path).suffix == '.npz'
+
+
+def load_real_stats(path, dims):
+    """(μ, Σ) of a statistics file (keys mu, sigma), checked against the feature size."""
+    if not os.path.isfile(path):
+        raise EvaluationError(f'real statistics {path} not found')
+    with np.load(path) as data:
+        if 'mu' not in data or 'sigma' not in data:
+            raise EvaluationError(f'{path} holds {sorted(data.files)}; real statistics need mu and sigma')
+        mu, sigma = data['mu'], data['sigma']
+    if mu.shape != (dims,) or sigma.shape != (dims, dims):
+        raise EvaluationError(f'{path}: mu {mu.shape} and sigma {sigma.shape} are not statistics of {dims}-d '
+                              f'features (--dims {dims})')
+    return mu, sigma
+
+
+def save_real_stats(path, features):
+    """Write μ and Σ of `features` (N, dims) as a statistics file that `load_real_stats` reads."""
+    mu, sigma = feature_statistics(features)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, mu=mu, sigma=sigma, count=len(features))
+
+
 def polynomial_kernel(x, y):
     """k(x, y) = (xᵀy / d + 1)³ for rows of x (m, d) and y (n, d): an (m, n) matrix."""
     return (x @ y.T / x.shape[1] + 1.0) ** 3
@@ -197,9 +226,14 @@ def fid_kid(fake_dir, real_dir, features, *, real=None, kid=True, kid_subset_siz
     """FID (and KID) of the images in `fake_dir` against `real_dir`, as a JSON-ready dict.
 
     `real` may hold the `features(real_dir)` result computed earlier (a sweep reads the target
-    set once). `expect_count` makes a fake folder of any other size an error: a folder written
-    with too small a --num_test would otherwise give a partial score.
+    set once). `real_dir` may be a statistics file (is_stats_file: FID only). `expect_count` makes a fake
+    folder of any other size an error: a folder written with too small a --num_test would otherwise give a
+    partial score.
     """
+    if is_stats_file(real_dir):
+        if kid:
+            raise EvaluationError(f'KID needs the real images, not the statistics {real_dir}: pass --no-kid')
+        return fid_against_stats(fake_dir, real_dir, features, expect_count)
     count = len(fid_image_files(fake_dir))
     if real is None:
         fid_image_files(real_dir)
@@ -224,6 +258,24 @@ def fid_kid(fake_dir, real_dir, features, *, real=None, kid=True, kid_subset_siz
         result.update(kid_subset_size=min(kid_subset_size, len(fake_files), len(real_files)),
                       kid_subsets=kid_subsets_n, kid_seed=kid_seed)
     return result
+
+
+def fid_against_stats(fake_dir, stats_path, features, expect_count=None):
+    """FID of the images in `fake_dir` against a statistics file, as a JSON-ready dict."""
+    stats = load_real_stats(stats_path, features.dims)
+    fake_feats, fake_files, fake_size = features(fake_dir)
+    if expect_count is not None and len(fake_files) != expect_count:
+        raise EvaluationError(f'{fake_dir} holds {len(fake_files)} images, expected {expect_count}')
+    return {
+        'kind': 'fid',
+        'fake_dir': str(fake_dir), 'real_dir': None, 'real_stats': str(stats_path),
+        'num_fake': len(fake_files), 'num_real': None,
+        'fake_size': list(fake_size), 'real_size': None,
+        'dims': features.dims, 'batch_size': features.batch_size,
+        'protocol': f'pytorch-fid {PYTORCH_FID_VERSION} InceptionV3 (FID weights), bilinear resize to 299x299, '
+                    f'against pre-computed real statistics',
+        'metrics': {'fid': frechet_distance(feature_statistics(fake_feats), stats)},
+    }
 
 
 def add_feature_args(parser):
@@ -258,8 +310,12 @@ def features_from_args(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('fake', help='translated images: a fake_B folder or a test.py result folder')
-    parser.add_argument('real', help='target-domain test images, e.g. datasets/horse2zebra/testB')
+    parser.add_argument('real', help='target-domain test images, e.g. datasets/horse2zebra/testB, or their '
+                                     'statistics (.npz with mu and sigma; FID only)')
     add_feature_args(parser)
+    parser.add_argument('--save-real-stats', default=None,
+                        help="also write mu and sigma of REAL's features to this .npz (e.g. all zebra images, "
+                             "train + test, as gan-compression's horse2zebra_B.npz)")
     parser.add_argument('--expect-count', type=int, default=None,
                         help='fail unless the fake folder holds exactly this many images')
     parser.add_argument('--json', default=None,
@@ -275,11 +331,15 @@ def main(argv=None):
     result = fid_kid(fake_dir, Path(args.real), features, kid=not args.no_kid,
                      kid_subset_size=args.kid_subset_size, kid_subsets_n=args.kid_subsets,
                      kid_seed=args.kid_seed, expect_count=args.expect_count)
+    if args.save_real_stats:
+        if is_stats_file(args.real):
+            raise EvaluationError(f'--save-real-stats needs a folder of real images, got {args.real}')
+        save_real_stats(args.save_real_stats, features(Path(args.real))[0])
     result.update(run_metadata(fake_dir, run=args.run, method=args.method,
                                dataset=args.dataset or Path(args.real).resolve().parent.name,
                                epoch_choice=args.epoch_choice))
     result['weights'] = str(weights_path)
-    if result['num_fake'] != result['num_real']:
+    if result['num_real'] is not None and result['num_fake'] != result['num_real']:
         print(f'note: {result["num_fake"]} translated vs {result["num_real"]} target images '
               '(the protocol compares with the whole target test set)', file=sys.stderr)
     json_path = args.json

@@ -1,4 +1,4 @@
-"""The paper's result tables (Table 1, Table 4) from metric JSONs, as Markdown and CSV.
+"""The paper's result tables (Table 1, Table 3, Table 4) from metric JSONs, as Markdown and CSV.
 
 Inputs are the JSONs the evaluation commands write: `metrics_fid.json`, `metrics_cityscapes.json`
 (one epoch each) and `sweep_<phase>.json` (where --choice picks its best or last epoch). A row is a
@@ -7,6 +7,10 @@ Every number is marked with its epoch choice and source run, e.g. `35.21 (best@e
 the CSV has one line per number with the same labels and the file it came from.
 
     python scripts/make_table.py --layout table1 results/*/sweep_test.json --out tables/table1
+
+Table 3 (GAN compression) has its rows per dataset and model (teacher, baseline, + ours) and its columns
+#params, MACs, FID, mIoU; its inputs are `table3_row` JSONs (scripts/table3.sh writes them with
+`table3_row()`), each holding one model's figures.
 """
 import argparse
 import csv
@@ -41,6 +45,23 @@ LAYOUTS = {
                      _SINGLE_MODAL_COLUMNS),
 }
 CHOICES = ('best', 'last')
+# Table 3: models per dataset in the paper's order, its columns (metric key, header, scale, digits), the
+# datasets' labels, and the paper's values (../shared/paper/tables.md): params, MACs, FID, mIoU
+TABLE3_MODELS = ('teacher', 'baseline', '+ ours')
+TABLE3_COLUMNS = (('params', '#Params', 1e6, 'M', 3), ('macs', 'MACs', 1e9, 'G', 3), ('fid', 'FID↓', 1, '', 2),
+                  ('mIoU', 'mIoU↑', 1, '', 2))
+TABLE3_DATASETS = {'horse2zebra': 'Horse→Zebra', 'map2sat': 'Map→Satellite', 'cityscapes': 'Cityscapes'}
+PAPER_TABLE3 = {
+    ('horse2zebra', 'teacher'): (11.38e6, 56.80e9, 59.46, None),
+    ('horse2zebra', 'baseline'): (0.412e6, 2.962e9, 74.39, None),
+    ('horse2zebra', '+ ours'): (0.412e6, 2.962e9, 64.64, None),
+    ('map2sat', 'teacher'): (11.38e6, 56.80e9, 47.90, None),
+    ('map2sat', 'baseline'): (0.667e6, 4.495e9, 50.06, None),
+    ('map2sat', '+ ours'): (0.667e6, 4.495e9, 48.49, None),
+    ('cityscapes', 'teacher'): (11.38e6, 56.80e9, 60.38, 42.86),
+    ('cityscapes', 'baseline'): (0.730e6, 5.551e9, 85.24, 41.42),
+    ('cityscapes', '+ ours'): (0.685e6, 4.390e9, 72.41, 43.06),
+}
 # The paper's values for the rows our scripts label the same way (../shared/paper/tables.md), in the
 # columns of _SINGLE_MODAL_COLUMNS; None where the paper's text is illegible.
 PAPER = {
@@ -70,6 +91,7 @@ class Record:
     epoch_choice: str
     run: str
     source: str
+    config: str = None  # Table 3: the sub-net's channel configuration
 
 
 def dataset_group(dataset, aliases, source):
@@ -94,14 +116,15 @@ def load_record(path, *, choice, aliases):
             raise EvaluationError(f'{path}: sweep result without a {choice!r} epoch')
         metrics = {k: v for k, v in row.items() if k != 'epoch'}
         epoch, epoch_choice = row['epoch'], choice
-    elif kind in ('fid', 'cityscapes'):
+    elif kind in ('fid', 'cityscapes', 'table3_row'):
         metrics = data['metrics']
         epoch, epoch_choice = data.get('epoch'), data.get('epoch_choice') or 'fixed'
     else:
         raise EvaluationError(f'{path}: unknown kind {kind!r}; expected sweep, fid or cityscapes')
     return Record(method=data.get('method') or data.get('run') or Path(path).stem,
                   group=dataset_group(data.get('dataset'), aliases, path), metrics=metrics,
-                  epoch=str(epoch), epoch_choice=epoch_choice, run=data.get('run') or '?', source=str(path))
+                  epoch=str(epoch), epoch_choice=epoch_choice, run=data.get('run') or '?', source=str(path),
+                  config=data.get('config'))
 
 
 def build_table(records, layout, rows=None):
@@ -163,6 +186,77 @@ def render_csv(layout_name, layout, row_labels, cells):
     return out.getvalue()
 
 
+def table3_row(dataset, model, *, macs_json, fid_json=None, miou_json=None, run=None, config=None):
+    """The `table3_row` record of one model: #params and MACs from scripts/count_macs.py's JSON, FID from
+    evaluation.fid's, mIoU from the Cityscapes evaluator's (its `mIoU`, when given)."""
+    if model not in TABLE3_MODELS:
+        raise EvaluationError(f'Table 3 models are {", ".join(TABLE3_MODELS)}, got {model!r}')
+    sources = {'macs': macs_json, 'fid': fid_json, 'mIoU': miou_json}
+    loaded = {}
+    for key, path in sources.items():
+        if path is None:
+            continue
+        try:
+            loaded[key] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise EvaluationError(f'{path} is not a readable JSON file: {exc}') from exc
+    counts = loaded['macs']
+    metrics = {'params': counts['params'], 'macs': counts['macs']}
+    if 'fid' in loaded:
+        metrics['fid'] = loaded['fid']['metrics']['fid']
+    if 'mIoU' in loaded:
+        metrics['mIoU'] = loaded['mIoU']['metrics']['mIoU']
+    epoch = (loaded.get('fid') or {}).get('epoch', 'latest')
+    return {'kind': 'table3_row', 'dataset': dataset, 'method': model, 'run': run, 'epoch': epoch,
+            'epoch_choice': 'fixed', 'config': config or counts.get('config'), 'metrics': metrics,
+            'sources': {k: str(v) for k, v in sources.items() if v is not None}}
+
+
+def _table3_value(value, column):
+    _, _, scale, unit, digits = column
+    return '–' if value is None else f'{value / scale:.{digits}f}{unit}'
+
+
+def render_table3(records, *, paper=True):
+    """Table 3 as Markdown and CSV: one row per (dataset, model) in the paper's order, the paper's values in an
+    italic row under each; a second record for one (dataset, model) is an error."""
+    rows = {}
+    for record in records:
+        if record.method not in TABLE3_MODELS:
+            raise EvaluationError(f'{record.source}: Table 3 models are {", ".join(TABLE3_MODELS)}, '
+                                  f'got {record.method!r}')
+        key = (record.group, record.method)
+        if key in rows:
+            raise EvaluationError(f'two records for {key[0]} / {key[1]}: {rows[key].source} and {record.source}')
+        rows[key] = record
+    datasets = [d for d in TABLE3_DATASETS if any(k[0] == d for k in rows)]
+    datasets += sorted({k[0] for k in rows} - set(datasets))
+    header = ['Dataset', 'Model', 'Configuration'] + [c[1] for c in TABLE3_COLUMNS]
+    lines = ['**Table 3. GAN compression (Fast GAN Compression; MACs of one image at 256 px as torchprofile '
+             'counts them)**', '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator='\n')
+    writer.writerow(['table', 'dataset', 'model', 'metric', 'value', 'config', 'run', 'source'])
+    for dataset in datasets:
+        label = TABLE3_DATASETS.get(dataset, dataset)
+        for model in TABLE3_MODELS:
+            record = rows.get((dataset, model))
+            if record is not None:
+                values = [_table3_value(record.metrics.get(c[0]), c) for c in TABLE3_COLUMNS]
+                config = record.config or '–'
+                lines.append('| ' + ' | '.join([label, model, f'`{config}` ({record.run})'] + values) + ' |')
+                for column in TABLE3_COLUMNS:
+                    if record.metrics.get(column[0]) is not None:
+                        writer.writerow(['table3', dataset, model, column[0], repr(float(record.metrics[column[0]])),
+                                         config, record.run, record.source])
+            if paper and (dataset, model) in PAPER_TABLE3 and (record is not None or model == 'teacher'):
+                values = [_table3_value(v, c) for v, c in zip(PAPER_TABLE3[(dataset, model)], TABLE3_COLUMNS)]
+                lines.append('| ' + ' | '.join([f'*{label}*', f'*{model}, paper*', ''] + [f'*{v}*' for v in values])
+                             + ' |')
+    lines += ['', 'Configuration: the channel widths of the sub-net (the teacher: its full network), then the run.']
+    return '\n'.join(lines) + '\n', out.getvalue()
+
+
 def parse_aliases(pairs):
     aliases = {}
     for pair in pairs:
@@ -176,7 +270,7 @@ def parse_aliases(pairs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('jsons', nargs='+', help='metric JSONs (sweep_*.json, metrics_fid.json, ...)')
-    parser.add_argument('--layout', default='table1', choices=sorted(LAYOUTS))
+    parser.add_argument('--layout', default='table1', choices=sorted(LAYOUTS) + ['table3'])
     parser.add_argument('--choice', default='best', choices=CHOICES, help='epoch of each sweep to report')
     parser.add_argument('--rows', nargs='+', default=None, help='row labels (methods) in order')
     parser.add_argument('--alias', action='append', default=[], metavar='DATASET=GROUP',
@@ -188,14 +282,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     aliases = parse_aliases(args.alias)
-    layout = LAYOUTS[args.layout]
     records = [load_record(path, choice=args.choice, aliases=aliases) for path in args.jsons]
-    row_labels, cells = build_table(records, layout, args.rows)
-    markdown = render_markdown(layout, row_labels, cells, digits=args.digits,
-                               paper=None if args.no_paper else PAPER.get(args.layout))
+    if args.layout == 'table3':
+        markdown, table_csv = render_table3(records, paper=not args.no_paper)
+    else:
+        layout = LAYOUTS[args.layout]
+        row_labels, cells = build_table(records, layout, args.rows)
+        markdown = render_markdown(layout, row_labels, cells, digits=args.digits,
+                                   paper=None if args.no_paper else PAPER.get(args.layout))
+        table_csv = render_csv(args.layout, layout, row_labels, cells)
     if args.out:
         atomic_write_text(f'{args.out}.md', markdown)
-        atomic_write_text(f'{args.out}.csv', render_csv(args.layout, layout, row_labels, cells))
+        atomic_write_text(f'{args.out}.csv', table_csv)
     print(markdown, end='')
 
 

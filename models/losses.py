@@ -9,7 +9,7 @@ the caller weights and reduces.
 import torch
 import torch.nn.functional as F
 
-GAN_MODES = ('lsgan', 'vanilla', 'wgangp', 'nonsaturating')
+GAN_MODES = ('lsgan', 'vanilla', 'wgangp', 'nonsaturating', 'hinge')
 WEIGHT_MODES = ('official', 'paper')
 RELATION_NORMALIZATIONS = ('max', 'mean')
 REDUCTIONS = ('mean', 'sum')  # of SRC over the images of a batch
@@ -191,11 +191,23 @@ def src_loss(feat_q, feat_k, reduction='mean'):
     return per_image.mean() if reduction == 'mean' else per_image.sum()
 
 
-def gan_loss(prediction, target_is_real, mode):
-    """Adversarial loss per discriminator output, unreduced; its mean equals CUT's GANLoss(...).mean().
+def hinge_loss(prediction, target_is_real, for_discriminator):
+    """Hinge GAN loss (gan-compression's default), unreduced: D on real max(0, 1 - D), D on fake
+    max(0, 1 + D); the generator's -D (its target must be real)."""
+    if for_discriminator:
+        return F.relu(1.0 - prediction) if target_is_real else F.relu(1.0 + prediction)
+    if not target_is_real:
+        raise ValueError("the hinge generator loss has a real target only (target_is_real=True)")
+    return -prediction
+
+
+def gan_loss(prediction, target_is_real, mode, for_discriminator=None):
+    """Adversarial loss per discriminator output, unreduced; its mean equals CUT's GANLoss(...).mean()
+    (gan-compression's GANLoss for hinge).
 
     lsgan: (D - t)^2; vanilla: BCE with logits; wgangp: -D for real, D for fake;
-    nonsaturating: softplus(-D) for real, softplus(D) for fake.
+    nonsaturating: softplus(-D) for real, softplus(D) for fake; hinge: see hinge_loss, which needs
+    `for_discriminator` (True for D's loss, False for G's); the other modes ignore it.
     """
     if mode == 'lsgan':
         return (prediction - float(target_is_real)) ** 2
@@ -206,6 +218,11 @@ def gan_loss(prediction, target_is_real, mode):
         return -prediction if target_is_real else prediction
     if mode == 'nonsaturating':
         return F.softplus(-prediction if target_is_real else prediction)
+    if mode == 'hinge':
+        if for_discriminator is None:
+            raise ValueError("gan_mode 'hinge' has different losses for D and G: pass for_discriminator=True or "
+                             "False (a model whose loss does not say which cannot train with --gan_mode hinge)")
+        return hinge_loss(prediction, target_is_real, for_discriminator)
     raise ValueError(f'unknown gan_mode {mode!r}; valid: {GAN_MODES}')
 
 

@@ -13,6 +13,8 @@ import torch
 
 from . import losses
 
+LAYER_REDUCTIONS = ('mean', 'sum')  # of each term over the feature layers
+
 
 class PatchNCE:
     """CUT: λ_NCE · PatchNCE(X, G(X)) averaged over layers, and with the identity branch the mean of that
@@ -82,10 +84,12 @@ class SemanticRelation:
     code's sum). The terms: HDCE (the row's contrastive term), HDCE_Y with the identity branch, SRC,
     and monitor_coupled_CE, the coupled cross-entropy with the official weights that the official code
     logs as "HDCE" (a detached monitor, weighted by λ_hDCE; 0 when the contrastive term is off).
+    Each term is averaged over the layers (`layer_reduction` 'sum': summed, as the official compression code).
     """
 
     def __init__(self, lambda_hdce=1.0, lambda_src=1.0, tau=0.07, identity=False, contrast='dce',
-                 hard_negatives=True, weighting='official', hardness=None, src_reduction='mean'):
+                 hard_negatives=True, weighting='official', hardness=None, src_reduction='mean',
+                 layer_reduction='mean'):
         losses._check_positive('--nce_T', tau)
         if contrast not in ('dce', 'infonce'):
             raise ValueError(f"--patch_loss must be 'dce' or 'infonce', got {contrast!r}")
@@ -97,6 +101,9 @@ class SemanticRelation:
         if src_reduction not in losses.REDUCTIONS:
             raise ValueError(f'--src_batch_reduction must be one of {losses.REDUCTIONS}, got {src_reduction!r}')
         self.src_reduction = src_reduction
+        if layer_reduction not in LAYER_REDUCTIONS:
+            raise ValueError(f'layer_reduction must be one of {LAYER_REDUCTIONS}, got {layer_reduction!r}')
+        self.layer_reduction = layer_reduction
         self.term_names = ('HDCE', 'HDCE_Y', 'SRC', 'monitor_coupled_CE') if identity else \
             ('HDCE', 'SRC', 'monitor_coupled_CE')
 
@@ -109,13 +116,18 @@ class SemanticRelation:
         """Whether a call samples the 'Y' branch too."""
         return self.identity and self.lambda_hdce > 0
 
+    def over_layers(self, total, layers):
+        """A term summed over `layers` layers, reduced as `layer_reduction` says."""
+        return total / layers if self.layer_reduction == 'mean' else total
+
     def semantic_relation(self, q, k):
-        """Eq. 3: λ_SRC · Σ_k JSD(P_k‖Q_k), averaged over layers."""
-        return sum(losses.src_loss(f_q, f_k, self.src_reduction) for f_q, f_k in zip(q, k)) * self.lambda_src / len(q)
+        """Eq. 3: λ_SRC · Σ_k JSD(P_k‖Q_k), reduced over layers."""
+        total = sum(losses.src_loss(f_q, f_k, self.src_reduction) for f_q, f_k in zip(q, k)) * self.lambda_src
+        return self.over_layers(total, len(q))
 
     def contrastive(self, q, k, gamma):
-        """Eq. 4-6: λ_hDCE · the row's contrastive loss (mean over patches, averaged over layers), and the
-        coupled-CE monitor on the same scale."""
+        """Eq. 4-6: λ_hDCE · the row's contrastive loss (mean over patches), and the
+        coupled-CE monitor on the same scale, each reduced over layers."""
         paper = self.weighting == 'paper'
         total, monitor = 0.0, 0.0
         for f_q, f_k in zip(q, k):
@@ -131,7 +143,7 @@ class SemanticRelation:
             total = total + per_patch.mean() * self.lambda_hdce
             with torch.no_grad():
                 monitor = monitor + losses.info_nce_loss(f_q, f_k, tau=self.tau, weight=w_official).mean()
-        return total / len(q), monitor * self.lambda_hdce / len(q)
+        return self.over_layers(total, len(q)), self.over_layers(monitor * self.lambda_hdce, len(q))
 
     def __call__(self, sample, epoch):
         terms = OrderedDict((name, torch.zeros(())) for name in self.term_names)

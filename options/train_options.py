@@ -1,9 +1,11 @@
 """Training flags (CUT's names and defaults)."""
 import argparse
 
-from .base_options import BaseOptions
+from models.losses import GAN_MODES
 from util import cpu_allocator, util
 from util.errors import OptionError
+
+from .base_options import BaseOptions
 
 
 class TrainOptions(BaseOptions):
@@ -57,7 +59,7 @@ class TrainOptions(BaseOptions):
         p.add_argument('--beta2', type=float, default=0.999, help='momentum term of adam')
         p.add_argument('--lr', type=float, default=0.0002, help='initial learning rate for adam')
         p.add_argument('--gan_mode', type=str, default='lsgan',
-                       choices=['lsgan', 'vanilla', 'wgangp', 'nonsaturating'], help='the type of GAN objective')
+                       choices=list(GAN_MODES), help='the type of GAN objective')
         p.add_argument('--pool_size', type=int, default=50,
                        help='the size of image buffer that stores previously generated images')
         p.add_argument('--lr_policy', type=str, default='linear', choices=['linear', 'step', 'plateau', 'cosine'],

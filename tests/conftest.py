@@ -27,6 +27,7 @@ TINY_BY_MODEL = {
     'sin_src_hdce': ['--ngf', '4', '--ndf', '4', '--load_size', '64', '--crop_size', '32', '--batch_size', '4',
                      '--num_patches', '1'],
     'cycle_gan': ['--netG', 'resnet_6blocks'],
+    'pix2pix': ['--netG', 'resnet_6blocks'],
     'stargan_v2': ['--base_dim', '8', '--max_conv_dim', '16', '--hidden_dim', '16', '--num_patches', '16',
                    '--batch_size', '2', '--num_domains', '3'],
 }

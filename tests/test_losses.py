@@ -142,8 +142,9 @@ def test_gan_and_r1_per_sample():
     prediction = torch.randn(2, 1, 4, 4)
     for mode in losses.GAN_MODES:
         for real in (True, False):
-            joint = losses.gan_loss(prediction, real, mode)
-            separate = torch.cat([losses.gan_loss(prediction[i:i + 1], real, mode) for i in range(2)])
+            joint = losses.gan_loss(prediction, real, mode, for_discriminator=True)
+            separate = torch.cat([losses.gan_loss(prediction[i:i + 1], real, mode, for_discriminator=True)
+                                  for i in range(2)])
             torch.testing.assert_close(joint, separate)
 
     weight = torch.randn(3, 4, 4)
@@ -287,7 +288,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="'official', 'paper'"):
         losses.dce_loss(q, k, weight_mode='importance')
     with pytest.raises(ValueError, match='lsgan'):
-        losses.gan_loss(torch.zeros(1), True, 'hinge')
+        losses.gan_loss(torch.zeros(1), True, 'relativistic')
 
 
 # GAN losses against CUT's GANLoss formulas, and SinCUT's R1.
@@ -302,10 +303,26 @@ def test_gan_loss_mean_matches_cut(mode, real):
         'vanilla': lambda: torch.nn.BCEWithLogitsLoss()(prediction, target),
         'wgangp': lambda: -prediction.mean() if real else prediction.mean(),
         'nonsaturating': lambda: F.softplus(-prediction if real else prediction).view(3, -1).mean(dim=1).mean(),
+        # gan-compression's GANLoss(for_discriminator=True): -mean(min(D - 1, 0)) / -mean(min(-D - 1, 0))
+        'hinge': lambda: -torch.minimum(prediction - 1 if real else -prediction - 1, torch.zeros(())).mean(),
     }[mode]()
-    actual = losses.gan_loss(prediction, real, mode)
+    actual = losses.gan_loss(prediction, real, mode, for_discriminator=True)
     assert actual.shape == prediction.shape
     torch.testing.assert_close(actual.mean(), expected)
+
+
+def test_hinge_generator_loss_and_its_errors():
+    prediction = torch.randn(2, 1, 5, 5, generator=torch.Generator().manual_seed(3))
+    actual = losses.gan_loss(prediction, True, 'hinge', for_discriminator=False)
+    torch.testing.assert_close(actual.mean(), -prediction.mean())  # gan-compression's G side: -mean(D)
+    # the discriminator side is zero beyond the margin and linear inside it
+    d = torch.tensor([-2.0, -0.5, 0.5, 2.0])
+    assert losses.gan_loss(d, True, 'hinge', for_discriminator=True).tolist() == [3.0, 1.5, 0.5, 0.0]
+    assert losses.gan_loss(d, False, 'hinge', for_discriminator=True).tolist() == [0.0, 0.5, 1.5, 3.0]
+    with pytest.raises(ValueError, match='for_discriminator'):
+        losses.gan_loss(prediction, True, 'hinge')
+    with pytest.raises(ValueError, match='real target'):
+        losses.gan_loss(prediction, False, 'hinge', for_discriminator=False)
 
 
 def test_r1_penalty_is_squared_gradient_norm_and_differentiable():

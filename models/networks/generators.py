@@ -189,7 +189,7 @@ register_generator('unet_256')(_unet_builder(8))
 
 def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False, init_type='xavier',
              init_gain=0.02, no_antialias=False, no_antialias_up=False, crop_size=256, load_size=None,
-             stylegan2_G_num_downsampling=1, init_weights=True, G_output='tanh'):
+             stylegan2_G_num_downsampling=1, init_weights=True, G_output='tanh', config_str=None):
     """Build the generator registered as `netG` on the CPU and initialise its weights (networks that
     set `keeps_own_init`, the StyleGAN2 ones, keep theirs, as in CUT). Each builder receives the
     arguments its signature names (`registry.build`)."""
@@ -203,20 +203,21 @@ def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False,
     net = build(GENERATORS, 'generator', netG, input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm,
                 use_dropout=use_dropout, no_antialias=no_antialias, no_antialias_up=no_antialias_up,
                 crop_size=crop_size, load_size=load_size, stylegan2_G_num_downsampling=stylegan2_G_num_downsampling,
-                G_output=G_output)
+                G_output=G_output, config_str=config_str)
     if init_weights and not getattr(net, 'keeps_own_init', False):
         initialise(net, init_type, init_gain)
     return net
 
 
 # the options that decide a generator's layers, the image size aside (test.py may translate at another size);
-# options/base_options.py's ARCHITECTURE_KEYS are these, F's and --model
+# options/base_options.py's ARCHITECTURE_KEYS are these, F's and --model; only the mobile ResNets of GAN
+# compression read --config_str
 GENERATOR_ARCH_KEYS = ('input_nc', 'output_nc', 'ngf', 'netG', 'normG', 'no_dropout', 'init_type', 'init_gain',
-                       'no_antialias', 'no_antialias_up', 'stylegan2_G_num_downsampling', 'G_output')
+                       'no_antialias', 'no_antialias_up', 'stylegan2_G_num_downsampling', 'G_output', 'config_str')
 # the options `generator_from_options` reads (train_opt.json holds them all): those and the image size, which
 # StyleGAN2's generator is built for; runs from before --G_output have CUT's tanh output
 GENERATOR_KEYS = GENERATOR_ARCH_KEYS + ('crop_size', 'load_size')
-_KEY_DEFAULTS = {'G_output': 'tanh'}
+_KEY_DEFAULTS = {'G_output': 'tanh', 'config_str': None}
 
 
 def missing_generator_options(opts):
@@ -237,4 +238,4 @@ def generator_from_options(opts, init_weights=True, **overrides):
                     no_antialias_up=values['no_antialias_up'], crop_size=values['crop_size'],
                     load_size=values['load_size'],
                     stylegan2_G_num_downsampling=values['stylegan2_G_num_downsampling'],
-                    init_weights=init_weights, G_output=values['G_output'])
+                    init_weights=init_weights, G_output=values['G_output'], config_str=values['config_str'])

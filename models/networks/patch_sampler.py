@@ -3,6 +3,7 @@ projects them with a per-layer 2-layer MLP onto the unit sphere (the embeddings 
 losses: PatchNCE, hDCE and SRC)."""
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..losses import l2_normalize
 from .init import init_weights
@@ -15,11 +16,14 @@ class PatchSampleF(nn.Module):
 
     With `use_mlp`, the MLPs depend on the channel counts of the generator's features, so they are
     created by an explicit `build(in_channels)` before training (CUT creates them lazily in forward).
+    With `slice_inputs` (a super-net's features, the official compression code's SuperMLP), `build` takes the
+    largest channel counts and a map of c channels meets the first c input columns of the first Linear.
     """
 
-    def __init__(self, use_mlp, nc=256, init_type='normal', init_gain=0.02):
+    def __init__(self, use_mlp, nc=256, init_type='normal', init_gain=0.02, slice_inputs=False):
         super().__init__()
         self.use_mlp = use_mlp
+        self.slice_inputs = slice_inputs
         self.nc = nc
         self.init_type = init_type
         self.init_gain = init_gain
@@ -46,9 +50,16 @@ class PatchSampleF(nn.Module):
             raise RuntimeError('PatchSampleF(use_mlp=True) has no MLPs yet: call '
                                'build(in_channels) with the channel count of each feature first')
         channels = tuple(f.shape[1] for f in feats)
-        if self.in_channels is not None and channels != self.in_channels:
-            raise ValueError(f'PatchSampleF was built for feature channels {list(self.in_channels)}, '
-                             f'got {list(channels)}')
+        built = self.in_channels
+        if built is not None:
+            if self.slice_inputs:  # a super-net's features: at most the widths built for
+                fits = len(channels) == len(built) and all(c <= m for c, m in zip(channels, built))
+            else:
+                fits = channels == built
+            if not fits:
+                bound = 'at most ' if self.slice_inputs else ''
+                raise ValueError(f'PatchSampleF was built for feature channels {bound}{list(built)}, '
+                                 f'got {list(channels)}')
         if patch_ids is not None and len(patch_ids) != len(feats):
             raise ValueError(f'got {len(patch_ids)} patch id tensors for {len(feats)} features')
 
@@ -80,7 +91,7 @@ class PatchSampleF(nn.Module):
                 x = feat.permute(0, 2, 3, 1).flatten(1, 2)  # (B, H*W, C)
             x = x.to(torch.promote_types(x.dtype, torch.float32))  # --amp: embeddings in float32
             if self.use_mlp:
-                x = getattr(self, f'mlp_{i}')(x)
+                x = self._embed(getattr(self, f'mlp_{i}'), x)
             x = l2_normalize(x)
             if num_patches == 0:
                 x = x.permute(0, 2, 1).reshape(b, -1, h, w)  # (B, C', H, W)
@@ -88,13 +99,23 @@ class PatchSampleF(nn.Module):
             ids.append(pos)
         return samples, ids
 
+    def _embed(self, mlp, x):
+        """mlp(x) for x (n, c); sliced: its first Linear restricted to the first c input columns."""
+        first = mlp[0]
+        if not self.slice_inputs or x.shape[-1] == first.in_features:
+            return mlp(x)
+        x = F.linear(x, first.weight[:, :x.shape[-1]], first.bias)  # (n, nc)
+        return mlp[2](mlp[1](x))
+
 
 # the options that decide F: the encoder layers it samples, its kind and its MLPs' width
 PATCH_SAMPLER_KEYS = ('nce_layers', 'netF', 'netF_nc')
 
 
-def define_F(netF, netF_nc=256, init_type='normal', init_gain=0.02):
-    """'sample': positions only; 'mlp_sample': positions embedded by per-layer MLPs (call `build`)."""
+def define_F(netF, netF_nc=256, init_type='normal', init_gain=0.02, slice_inputs=False):
+    """'sample': positions only; 'mlp_sample': positions embedded by per-layer MLPs (call `build`, with the
+    largest channel counts when `slice_inputs`)."""
     if netF not in SAMPLERS:
         raise ValueError(f'unknown netF {netF!r}; valid names: {", ".join(SAMPLERS)}')
-    return PatchSampleF(use_mlp=netF == 'mlp_sample', nc=netF_nc, init_type=init_type, init_gain=init_gain)
+    return PatchSampleF(use_mlp=netF == 'mlp_sample', nc=netF_nc, init_type=init_type, init_gain=init_gain,
+                        slice_inputs=slice_inputs)

@@ -1,0 +1,214 @@
+"""Step 2 of Fast GAN Compression: search the super-net of a step-1 run for the best configuration under a
+MACs budget, scoring each candidate on a held-out split of the training set.
+
+    # horse->zebra (the official recipe: train2A, FID against all zebra images, budget 3 G MACs)
+    python scripts/evolution_search.py --checkpoints_dir checkpoints --name h2z_supernet \
+        --dataroot datasets/horse2zebra --phase train2 --criterion fid --real_stats real_stat/horse2zebra_B.npz \
+        --budget 3e9 --mutate_prob 0.4 --weighted_sample 2 --output_dir search/h2z
+    # the synthetic task on CPU: mean stripe IoU on valA with its masks
+    python scripts/evolution_search.py --checkpoints_dir checkpoints --name syn_supernet \
+        --dataroot datasets/synthetic --phase val --criterion synthetic --budget 18e6 \
+        --population_size 16 --generations 8 --mutate_prob 0.4 --weighted_sample 2 --output_dir search/syn
+
+The super-net is <checkpoints_dir>/<name>/<epoch>_net_G.pth, built from the run's train_opt.json; the
+candidates are translations of <dataroot>/<phase>A (<phase>B for --direction BtoA) at the run's crop size.
+Writes <output_dir>/candidates.jsonl (one line per candidate; a search started again on it resumes) and
+<output_dir>/result.json (the best configuration, its MACs and parameters, the best per generation).
+MACs are the closed form of evaluation/macs.py (torchprofile's count, tested equal) at the crop size.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from evaluation import synthetic  # noqa: E402
+from evaluation.common import EvaluationError, default_device, image_files  # noqa: E402
+from evaluation.macs import mobile_macs, mobile_params  # noqa: E402
+from evaluation.search import EvolutionSearch, SearchSettings, load_run_generator  # noqa: E402
+from models.networks.compression import CONFIG_SETS, ChannelConfigs, SuperMobileResnetGenerator  # noqa: E402
+from util import util  # noqa: E402
+
+CRITERIA = ('fid', 'synthetic')
+SYNTHETIC_METRICS = sorted(synthetic.METRICS) + sorted(synthetic.DATASET_METRICS)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--checkpoints_dir', default='./checkpoints')
+    p.add_argument('--name', required=True, help='the step-1 run (its super-net G and train_opt.json)')
+    p.add_argument('--epoch', default='latest')
+    p.add_argument('--dataroot', default=None, help="the dataset (default: the run's --dataroot)")
+    p.add_argument('--phase', default='val', help='the held-out split: <dataroot>/<phase>A are translated')
+    p.add_argument('--num_images', type=int, default=None, help='score on the first N images only')
+    p.add_argument('--output_dir', required=True)
+    p.add_argument('--criterion', choices=CRITERIA, required=True)
+    p.add_argument('--real_stats', default=None,
+                   help='fid: the real images, a .npz with mu and sigma (e.g. horse2zebra_B.npz) or a folder')
+    p.add_argument('--fid_weights', default=None, help='fid: the FID Inception weights file (evaluation/fid.py)')
+    p.add_argument('--dims', type=int, default=2048, help='fid: Inception feature size (2048: the FID protocol)')
+    p.add_argument('--metric', default='stripe_iou', choices=SYNTHETIC_METRICS,
+                   help="synthetic: the score to optimise (kid against <dataroot>/<phase>B)")
+    p.add_argument('--config_set', default=None, choices=sorted(CONFIG_SETS),
+                   help="the configurations searched (default: the run's --config_set)")
+    p.add_argument('--budget', type=float, required=True, help='the MACs budget per image at the crop size')
+    p.add_argument('--population_size', type=int, default=100)
+    p.add_argument('--generations', '--evolution_iters', dest='generations', type=int, default=500)
+    p.add_argument('--parent_ratio', type=float, default=0.25)
+    p.add_argument('--mutation_ratio', type=float, default=0.5)
+    p.add_argument('--mutate_prob', type=float, default=0.2)
+    p.add_argument('--weighted_sample', type=float, default=1.0,
+                   help='> 1 weights the first generation toward small widths (gan-compression)')
+    p.add_argument('--weight_strategy', default='arithmetic', choices=['arithmetic', 'geometric'])
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--batch_size', type=int, default=8, help='images per generator call')
+    p.add_argument('--device', default=None, help='cuda, cuda:0 or cpu (default: cuda when available)')
+    p.add_argument('--no_tqdm', action='store_true')
+    return p.parse_args(argv)
+
+
+def config_set_of(args, opts):
+    name = args.config_set or opts.get('config_set')
+    if not name:
+        try:
+            from models.compression_model import default_config_set
+        except ImportError:
+            default_config_set = None
+        if default_config_set is None:
+            raise SystemExit('error: the run names no --config_set; give one')
+        name = default_config_set(opts['ngf'])
+    return ChannelConfigs(name)
+
+
+def load_sources(folder, crop_size, exact, limit=None):
+    """[(stem, (3, S, S) tensor in [-1, 1])] of the images in `folder`, resized to crop_size (bicubic, as the
+    data loader's resize) unless `exact`, where another size is an error."""
+    files = image_files(folder)[:limit]
+    out = []
+    for path in files:
+        with Image.open(path) as img:
+            img = img.convert('RGB')
+            if img.size != (crop_size, crop_size):
+                if exact:
+                    raise EvaluationError(f'{path} is {img.size[0]}x{img.size[1]}, the run was trained at '
+                                          f'--crop_size {crop_size}')
+                img = img.resize((crop_size, crop_size), Image.BICUBIC)
+            array = np.asarray(img, dtype=np.float32) / 255.0
+        out.append((path.stem, torch.from_numpy(array.transpose(2, 0, 1)) * 2 - 1))
+    return out
+
+
+@torch.no_grad()
+def translate(net, sources, batch_size, device):
+    """{stem: (H, W, 3) uint8} translations, quantised as test.py's saved images (util.tensor2im)."""
+    out = {}
+    for i in range(0, len(sources), batch_size):
+        chunk = sources[i:i + batch_size]
+        fake = net(torch.stack([x for _, x in chunk]).to(device))
+        for (stem, _), image in zip(chunk, fake):
+            out[stem] = util.tensor2im(image[None])
+    return out
+
+
+def fid_criterion(args, net, sources, device):
+    """FID of the translations against --real_stats (mu/sigma .npz or a folder of real images)."""
+    from evaluation.fid import (InceptionFeatures, build_inception, feature_statistics, frechet_distance,
+                                load_fid_weights, load_real_stats)
+    if not args.real_stats:
+        raise SystemExit('error: --criterion fid needs --real_stats (a .npz with mu and sigma, or a folder)')
+    state, path = load_fid_weights(args.fid_weights)
+    features = InceptionFeatures(build_inception(state, dims=args.dims, device=device, source=str(path)),
+                                 dims=args.dims, device=device)
+    if os.path.isdir(args.real_stats):
+        real_stats = feature_statistics(features(args.real_stats)[0])
+    else:
+        real_stats = load_real_stats(args.real_stats, args.dims)
+
+    def score(config):
+        images = translate(net.set_config(config), sources, args.batch_size, device)
+        with tempfile.TemporaryDirectory() as tmp:
+            for stem, image in images.items():
+                Image.fromarray(image).save(os.path.join(tmp, f'{stem}.png'))
+            fake = features(tmp)[0]
+        return frechet_distance(feature_statistics(fake), real_stats)
+    return score, False
+
+
+def synthetic_criterion(args, net, sources, device, data_root):
+    """Mean of a synthetic-task score of the translations, with <phase>A_mask (and <phase>B for KID)."""
+    side = 'A'
+    mask_dir = os.path.join(data_root, f'{args.phase}{side}_mask')
+    if not os.path.isdir(mask_dir):
+        raise SystemExit(f'error: --criterion synthetic needs the object masks {mask_dir} '
+                         '(datasets/make_synthetic_dataset.py writes them)')
+    answers = {}
+    for stem, x in sources:
+        image = (x.numpy().transpose(1, 2, 0) + 1) / 2
+        mask = synthetic.load_rgb(os.path.join(mask_dir, f'{stem}.png'), image.shape[1::-1])[..., 0] > 0.5
+        answers[stem] = (np.round(image * 255) / 255, mask)
+    reference = None
+    if args.metric in synthetic.DATASET_METRICS:
+        reference = synthetic.reference_features(
+            [synthetic.load_rgb(p) for p in image_files(os.path.join(data_root, f'{args.phase}B'))])
+    higher = {**synthetic.METRICS, **synthetic.DATASET_METRICS}[args.metric][1]
+
+    def score(config):
+        images = translate(net.set_config(config), sources, args.batch_size, device)
+        names = sorted(images)
+        outputs = [images[n].astype(np.float64) / 255.0 for n in names]
+        rows = [synthetic.image_scores(out, *answers[n]) for n, out in zip(names, outputs)]
+        return synthetic.mean_scores(rows, outputs, reference)[0][args.metric]
+    return score, higher
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = args.device or default_device()
+    run_dir = os.path.join(args.checkpoints_dir, args.name)
+    net, opts = load_run_generator(run_dir, args.epoch, device)
+    if not isinstance(net, SuperMobileResnetGenerator):
+        raise SystemExit(f'error: {run_dir} trained --netG {opts["netG"]}; the search needs a super-net '
+                         '(--netG super_mobile_resnet_9blocks, --model compression)')
+    space = config_set_of(args, opts)
+    data_root = args.dataroot or opts['dataroot']
+    side = 'B' if opts.get('direction') == 'BtoA' else 'A'
+    folder = os.path.join(data_root, f'{args.phase}{side}')
+    crop = opts['crop_size']
+    exact = args.criterion == 'synthetic'
+    if exact and side != 'A':
+        raise SystemExit('error: --criterion synthetic scores A -> B translations (--direction AtoB)')
+    sources = load_sources(folder, crop, exact, args.num_images)
+    if args.criterion == 'fid':
+        criterion, higher = fid_criterion(args, net, sources, device)
+    else:
+        criterion, higher = synthetic_criterion(args, net, sources, device, data_root)
+    settings = SearchSettings(budget=args.budget, population_size=args.population_size,
+                              generations=args.generations, parent_ratio=args.parent_ratio,
+                              mutation_ratio=args.mutation_ratio, mutate_prob=args.mutate_prob,
+                              weighted_sample=args.weighted_sample, weight_strategy=args.weight_strategy,
+                              seed=args.seed)
+    in_nc, out_nc = opts['input_nc'], opts['output_nc']
+    os.makedirs(args.output_dir, exist_ok=True)
+    search = EvolutionSearch(space, criterion, higher, lambda c: mobile_macs(c, crop, input_nc=in_nc, output_nc=out_nc),
+                             settings, log_path=os.path.join(args.output_dir, 'candidates.jsonl'),
+                             progress=not args.no_tqdm)
+    result = search.run()
+    best = result['best']
+    best['params'] = mobile_params(best['config'], in_nc, out_nc, use_bias=opts['normG'] == 'instance')
+    result.update(run_dir=os.path.abspath(run_dir), epoch=args.epoch, criterion=args.criterion,
+                  metric='fid' if args.criterion == 'fid' else args.metric, source_dir=os.path.abspath(folder),
+                  num_images=len(sources), crop_size=crop, config_set=space.name,
+                  real_stats=args.real_stats and os.path.abspath(args.real_stats))
+    util.atomic_write_json(os.path.join(args.output_dir, 'result.json'), result)
+    print(f'best configuration {best["config"]}: {result["metric"]} {best["score"]:.4f}, '
+          f'{best["macs"] / 1e9:.4f} G MACs, {best["params"] / 1e6:.4f} M params '
+          f'({result["evaluations"]} configurations scored) -> {os.path.join(args.output_dir, "result.json")}')
+    return result
+
+
+if __name__ == '__main__':
+    main()
