@@ -158,11 +158,13 @@ def test_compile_compiles_every_network_in_place_without_process_wide_options(tm
     import torch._inductor.config
     compiled = []
     monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, *a, **k: compiled.append((type(self).__name__, k)))
-    monkeypatch.setattr(torch._inductor.config, 'layout_optimization', True)
-    build(tmp_path, 'src_hdce', *H2Z, '--compile')
+    # config.patch, not monkeypatch: monkeypatch's undo deletes the attribute, which hides an inductor option
+    # for the rest of the process (later compilations then fail on it)
+    with torch._inductor.config.patch(layout_optimization=True):
+        build(tmp_path, 'src_hdce', *H2Z, '--compile')
+        assert torch._inductor.config.layout_optimization is True
     assert [name for name, _ in compiled] == ['ResnetGenerator', 'PatchSampleF', 'NLayerDiscriminator']
     assert all(k == {'options': {'layout_optimization': False}} for _, k in compiled)
-    assert torch._inductor.config.layout_optimization is True
 
 
 @pytest.mark.slow
