@@ -14,7 +14,7 @@ from PIL import Image
 
 from evaluation import fid, tables
 from evaluation.common import EvaluationError
-from tests.conftest import train_opt
+from tests.conftest import load_script, train_opt
 from util.recipes import read_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,3 +132,18 @@ def test_table3_smoke_end_to_end(tmp_path):
         assert np.isfinite(row['metrics']['fid'])
     opts = json.loads((tmp_path / 'smoke' / 'checkpoints' / 'h2z_supernet_baseline' / 'train_opt.json').read_text())
     assert opts['lambda_SRC'] == 0 and opts['lambda_HDCE'] == 0 and opts['dataroot'].endswith('split/train1')
+
+
+def test_compression_study_summary_is_rebuilt_from_its_records(tmp_path):
+    """docs/compression.md's tables come from studies/compression/cpu/: `--summarize` rebuilds summary.md
+    from the kept teacher.json and runs/*.json byte for byte, without training."""
+    import shutil
+    kept = REPO / 'studies' / 'compression' / 'cpu'
+    out = tmp_path / 'cpu'
+    shutil.copytree(kept, out, ignore=shutil.ignore_patterns('summary.*', 'seeds_*'))
+    study = load_script('studies/compression/cpu_study.py')
+    summary = study.main(['--summarize', '--out', str(out), '--seeds', '0', '1', '2', '3', '4'])
+    assert (out / 'summary.md').read_text() == (kept / 'summary.md').read_text()
+    assert summary['rule']['helps'] is False
+    with pytest.raises(SystemExit):
+        study.main(['--out', str(out)])  # a study run needs --work

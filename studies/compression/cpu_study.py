@@ -235,12 +235,22 @@ def summarize(records, teacher, out, seeds):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--work', type=Path, required=True, help='data, checkpoints, logs, searches')
-    p.add_argument('--out', type=Path, default=REPO / 'docs' / 'studies' / 'compression_cpu',
+    p.add_argument('--work', type=Path, help='data, checkpoints, logs, searches')
+    p.add_argument('--out', type=Path, default=REPO / 'studies' / 'compression' / 'cpu',
                    help='run records and summary')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--jobs', type=int, default=2, help='trainings and searches at once (1 thread each)')
+    p.add_argument('--summarize', action='store_true',
+                   help='only rebuild summary.json / summary.md from --out\'s teacher.json and runs/ (no training)')
     args = p.parse_args(argv)
+    if args.summarize:
+        out = args.out.resolve()
+        teacher = json.loads((out / 'teacher.json').read_text())
+        records = [json.loads((out / 'runs' / f'{arm}_seed{seed}.json').read_text())
+                   for seed in args.seeds for arm in ARMS]
+        return summarize(records, teacher, out, args.seeds)
+    if args.work is None:
+        p.error('--work is required unless --summarize')
     torch.set_num_threads(1)
     work, out = args.work.resolve(), args.out.resolve()
     (out / 'runs').mkdir(parents=True, exist_ok=True)
