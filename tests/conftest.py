@@ -20,6 +20,19 @@ H2Z = read_recipe('horse2zebra')
 SMALL_TRAIN = ['--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks', '--load_size', '32', '--crop_size', '32',
                '--num_patches', '16', '--gpu_ids', '-1', '--num_threads', '0', '--display_id', '0', '--no_tqdm']
 
+def small_run_dataset(factory, prefix, n_train):
+    """The 32 px synthetic horse→zebra set (2 test images, seed 2) of the end-to-end fault tests."""
+    from datasets.make_synthetic_dataset import make_synthetic_dataset
+    root = factory.mktemp(prefix) / 'synthetic'
+    make_synthetic_dataset(root, n_train=n_train, n_test=2, size=32, seed=2)
+    return root
+
+
+def small_run_argv(dataset, ckpt, name, small, *extra):
+    """train.py's arguments for a SMALL_TRAIN-style run `name` of the paper's recipe on `dataset`."""
+    return ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name, *H2Z, *small, *extra]
+
+
 # tiny settings that keep every model fast on CPU
 TINY = ['--gpu_ids', '-1', '--ngf', '8', '--ndf', '8', '--load_size', '32', '--crop_size', '32',
         '--num_threads', '0', '--display_id', '0', '--no_tqdm']

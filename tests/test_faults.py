@@ -30,11 +30,11 @@ import data
 import test as test_script
 import train as train_script
 from data.image_folder import ImageLoadError
-from datasets.make_synthetic_dataset import make_synthetic_dataset
 from models import create_model, losses
 from models.src_hdce_model import SRCHDCEModel
 from options.train_options import TrainOptions
-from tests.conftest import H2Z, ROOT, SMALL_TRAIN, assert_same_weights, fake_batch, saved_weights
+from tests.conftest import (ROOT, SMALL_TRAIN, assert_same_weights, fake_batch, saved_weights, small_run_argv,
+                            small_run_dataset)
 from util import util
 from util.visdom_server import LOOPBACK, _parser as launcher_parser, ensure_server
 from util.visualizer import Visualizer
@@ -48,14 +48,11 @@ WAIT_S = 180  # start-up of a train.py process on a loaded 2-core machine
 
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp('faults') / 'synthetic'
-    make_synthetic_dataset(root, n_train=N_TRAIN, n_test=2, size=32, seed=2)
-    return root
+    return small_run_dataset(tmp_path_factory, 'faults', N_TRAIN)
 
 
 def train_argv(dataset, ckpt, name, *extra):
-    return ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name, *H2Z, *SMALL,
-            *extra]
+    return small_run_argv(dataset, ckpt, name, SMALL, *extra)
 
 
 def run_train(dataset, ckpt, name, *extra):

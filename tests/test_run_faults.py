@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from datasets.make_synthetic_dataset import make_synthetic_dataset
-from tests.conftest import H2Z, ROOT, SMALL_TRAIN
+from tests.conftest import ROOT, SMALL_TRAIN, small_run_argv, small_run_dataset
 
 WAIT_S = 240  # a train.py process on a loaded 2-core machine
 N_TRAIN = 4
@@ -26,13 +26,11 @@ NETS = 'GFD'
 
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp('runfaults') / 'synthetic'
-    make_synthetic_dataset(root, n_train=N_TRAIN, n_test=2, size=32, seed=2)
-    return root
+    return small_run_dataset(tmp_path_factory, 'runfaults', N_TRAIN)
 
 
 def train_argv(dataset, ckpt, name, *extra):
-    return ['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name, *H2Z, *SMALL, *extra]
+    return small_run_argv(dataset, ckpt, name, SMALL, *extra)
 
 
 def child_env():
