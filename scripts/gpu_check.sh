@@ -76,8 +76,8 @@ want() {
 
 H2Z="$DIR/h2z" MM="$DIR/mm" CKPT="$DIR/checkpoints"
 # shellcheck disable=SC2207
-TRAIN=(train.py --dataroot "$H2Z" --checkpoints_dir "$CKPT" $(bash scripts/recipe.sh horse2zebra) --load_size 64
-       --crop_size 64 --ngf 8 --ndf 8 --num_patches 32 --num_threads 2 --display_id 0 --no_html --no_tqdm
+TRAIN=(train.py --dataroot "$H2Z" --checkpoints_dir "$CKPT" $(bash scripts/recipe.sh horse2zebra) --load_size 64 --ngf 8
+       --crop_size 64 --ndf 8 --num_patches 32 --num_threads 2 --display_id 0 --no_html --no_tqdm
        --print_freq 2 --seed 0 --n_epochs 1 --n_epochs_decay 1)
 RUNTIME="runtime: $DEVICE"
 
@@ -104,7 +104,7 @@ want train_channels_last && EXPECT="$RUNTIME, amp bf16, channels-last" check tra
 want train_compile && T=600 EXPECT="$RUNTIME, amp off, NCHW, compiled" check train_compile \
     "$PYTHON" "${TRAIN[@]}" --name compiled --gpu_ids "$GPU" --compile --max_iters 4
 want test_py && EXPECT='translated|images' check test_py "$PYTHON" test.py --dataroot "$H2Z" --checkpoints_dir "$CKPT" \
-    --name fp32 --results_dir "$DIR/results" --gpu_ids "$GPU" --load_size 64 --crop_size 64 --num_test 8
+    --name fp32 --results_dir "$DIR/results" --gpu_ids "$GPU" --load_size 64 --num_test 8 --crop_size 64
 
 # FID of the float32 run's translations with a random 64-dimension Inception, on the GPU and on the CPU
 want fid_gpu_equals_cpu && check fid_gpu_equals_cpu "$PYTHON" - "$DIR" "$DEVICE" <<'EOF'

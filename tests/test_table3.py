@@ -35,6 +35,25 @@ def test_the_compression_recipes_parse():
     assert (cpu.ngf, cpu.teacher_ngf, cpu.crop_size, cpu.config_set, cpu.num_patches) == (16, 16, 64, 'channels-16', 256)
 
 
+def test_the_aligned_compression_recipes_are_the_official_step_1():
+    """NOTES 1.5: map->satellite λ_recon 10 / λ_distill 0.01, 200 + 400 epochs; Cityscapes the defaults 100 / 1,
+    200 + 300; both aligned BtoA, channels-64-pix2pix, hinge, ndf 128, the L_semantic of horse->zebra."""
+    h2z = train_opt('compression', Path('/nonexistent'), *read_recipe('compression_horse2zebra'))
+    expected = {'map2sat': (10, 0.01, 200, 400), 'cityscapes': (100, 1, 200, 300)}
+    for task, (recon, distill, epochs, decay) in expected.items():
+        opt = train_opt('compression', Path('/nonexistent'), *read_recipe(f'compression_{task}'))
+        assert (opt.lambda_recon, opt.lambda_distill, opt.n_epochs, opt.n_epochs_decay) == (recon, distill, epochs,
+                                                                                            decay)
+        assert (opt.dataset_mode, opt.direction, opt.config_set, opt.gan_mode, opt.ndf, opt.ngf, opt.teacher_ngf) == \
+            ('aligned', 'BtoA', 'channels-64-pix2pix', 'hinge', 128, 64, 64)
+        same = ('lambda_SRC', 'lambda_HDCE', 'HDCE_gamma', 'HDCE_gamma_min', 'use_curriculum', 'num_patches')
+        assert [getattr(opt, k) for k in same] == [getattr(h2z, k) for k in same]
+    tune = train_opt('compression', Path('/nonexistent'), *read_recipe('compression_map2sat'),
+                     *read_recipe('compression_map2sat_finetune'), '--config_str', '16_16_48_32_32_40_24_16')
+    assert (tune.n_epochs, tune.n_epochs_decay, tune.lambda_recon, tune.config_str) == (200, 200, 10,
+                                                                                       '16_16_48_32_32_40_24_16')
+
+
 # ---- FID against real statistics ----------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def features(tmp_path_factory):
