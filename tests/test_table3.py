@@ -135,22 +135,42 @@ def test_table3_refuses_two_records_of_one_model_and_unknown_models(tmp_path):
 # ---- scripts/table3.sh ----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_table3_smoke_end_to_end(tmp_path):
+    """SMOKE=1 runs the three datasets: horse->zebra (unaligned), map->satellite (aligned, with the fine-tuning of
+    the searched configuration) and Cityscapes (aligned, searched by DRN-D-105 mIoU, scored by mIoU too)."""
     env = dict(os.environ, SMOKE='1', SMOKE_DIR=str(tmp_path / 'smoke'), PYTHON=sys.executable, OMP_NUM_THREADS='1')
     done = subprocess.run(['bash', str(REPO / 'scripts' / 'table3.sh')], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert done.returncode == 0, done.stdout[-4000:]
-    results = tmp_path / 'smoke' / 'results'
+    results, checkpoints = tmp_path / 'smoke' / 'results', tmp_path / 'smoke' / 'checkpoints'
     markdown = (results / 'table3.md').read_text()
-    models = [line.split(' | ')[1] for line in markdown.splitlines() if line.startswith('| Horse→Zebra |')]
-    assert models == ['teacher', 'baseline', '+ ours']
-    for arm in ('baseline', 'ours'):
-        search = json.loads((results / f'h2z_supernet_{arm}' / 'search' / 'result.json').read_text())
-        assert search['best']['macs'] <= search['settings']['budget']
-        row = json.loads(next((results / 'table3').glob(f'h2z_supernet_{arm}_*.row.json')).read_text())
-        assert row['config'] == search['best']['config'] and row['metrics']['macs'] == search['best']['macs']
-        assert np.isfinite(row['metrics']['fid'])
-    opts = json.loads((tmp_path / 'smoke' / 'checkpoints' / 'h2z_supernet_baseline' / 'train_opt.json').read_text())
-    assert opts['lambda_SRC'] == 0 and opts['lambda_HDCE'] == 0 and opts['dataroot'].endswith('split/train1')
+    for label in ('Horse→Zebra', 'Map→Satellite', 'Cityscapes'):
+        models = [line.split(' | ')[1] for line in markdown.splitlines() if line.startswith(f'| {label} |')]
+        assert models == ['teacher', 'baseline', '+ ours'], label
+    assert '| *Map→Satellite* | *+ ours, paper* |  | *0.667M* | *4.495G* | *48.49* | *–* |' in markdown
+    assert '| *Cityscapes* | *+ ours, paper* |  | *0.685M* | *4.390G* | *72.41* | *43.06* |' in markdown
+    for short, criterion in (('h2z', 'stripe_iou'), ('map2sat', 'fid'), ('city', 'mIoU')):
+        for arm in ('baseline', 'ours'):
+            search = json.loads((results / f'{short}_supernet_{arm}' / 'search' / 'result.json').read_text())
+            assert search['best']['macs'] <= search['settings']['budget'] and search['metric'] == criterion
+            row = json.loads(next((results / 'table3').glob(f'{short}_supernet_{arm}_*.row.json')).read_text())
+            assert row['config'] == search['best']['config'] and row['metrics']['macs'] == search['best']['macs']
+            assert np.isfinite(row['metrics']['fid'])
+            assert ('mIoU' in row['metrics']) == (short == 'city')
+    opts = json.loads((checkpoints / 'h2z_supernet_baseline' / 'train_opt.json').read_text())
+    assert opts['lambda_SRC'] == 0 and opts['lambda_HDCE'] == 0 and opts['dataroot'].endswith('split/horse2zebra/train1')
+    step1 = json.loads((checkpoints / 'map2sat_supernet_ours' / 'train_opt.json').read_text())
+    assert (step1['dataset_mode'], step1['direction'], step1['lambda_recon'], step1['gan_mode']) == \
+        ('aligned', 'BtoA', 10, 'hinge')
+    # map->satellite: the searched configuration is fine-tuned from step 1's G and D, then exported
+    config = json.loads((results / 'map2sat_supernet_ours' / 'search' / 'result.json').read_text())['best']['config']
+    tuned = json.loads((checkpoints / f'map2sat_supernet_ours_{config}_finetune' / 'train_opt.json').read_text())
+    assert tuned['config_str'] == config
+    assert tuned['restore_G_path'] == str(checkpoints / 'map2sat_supernet_ours' / 'latest_net_G.pth')
+    assert tuned['restore_D_path'] == str(checkpoints / 'map2sat_supernet_ours' / 'latest_net_D.pth')
+    export = json.loads((checkpoints / f'map2sat_supernet_ours_{config}' / 'train_opt.json').read_text())
+    assert export['config_str'] == config and export['restore_G_path'] == tuned['restore_G_path']  # from the tuned run
+    city = json.loads((results / 'table3' / 'city_teacher.miou.json').read_text())
+    assert city['kind'] == 'cityscapes_miou' and city['num_images'] == 2
 
 
 def test_compression_study_summary_is_rebuilt_from_its_records(tmp_path):
