@@ -13,7 +13,9 @@ layer built for the super-net's widest features and applied to the first c input
 features use all of its own); it learns through the student's side only, with its own Adam.
 
 The baseline (gan-compression's step 1) is the same run with `--lambda_SRC 0 --lambda_HDCE 0`. `--config_str`
-trains one fixed configuration (fine-tuning). Files: <epoch>_net_{G,D,A,F}.pth (the official code does not save
+trains one fixed configuration: the fine-tuning of a searched sub-net (map→satellite), started from the step-1
+super-net's G and D with `--restore_G_path --restore_D_path` (A and F restart, as gan-compression's finetune.sh;
+`--restore_A_path --restore_F_path` load them too). Files: <epoch>_net_{G,D,A,F}.pth (the official code does not save
 F) and the training state, which holds the configuration and patch RNGs so that a resumed run draws what the
 uninterrupted one would.
 """
@@ -38,6 +40,10 @@ from util import util
 RECON_LOSSES = {'l1': F.l1_loss, 'l2': F.mse_loss, 'smooth_l1': F.smooth_l1_loss}
 # the configuration set a super-net of --ngf samples unless --config_set names one
 DEFAULT_CONFIG_SETS = {64: 'channels-64-cycleGAN', 16: 'channels-16', 8: 'channels-8'}
+# the networks a run can start from another run's files (gan-compression's finetune.sh restores G and D; A and
+# F then start from their initialisation, as there)
+RESTORABLE = {'G': 'the student super-net', 'D': 'the discriminator', 'A': 'the mapping layers A',
+              'F': 'the L_semantic MLPs F'}
 SEMANTIC_ALIASES = (  # the official compression flags, accepted as aliases of this project's
     ('--lambda_dce', 'lambda_HDCE', float), ('--gamma_start', 'HDCE_gamma', float),
     ('--gamma_min', 'HDCE_gamma_min', float), ('--n_patch', 'num_patches', int))
@@ -109,6 +115,12 @@ class CompressionModel(BaseModel):
                        help='L_semantic over the 4 layers: sum (the official compression code) or mean')
         p.add_argument('--nce_T', type=float, default=0.07, help='temperature of the contrastive term')
         p.add_argument('--num_patches', type=int, default=256, help='patches per layer (official --n_patch)')
+        for name, what in RESTORABLE.items():
+            p.add_argument(f'--restore_{name}_path', type=str, default='',
+                           help=f'start {what} from this file (e.g. checkpoints/<step-1 run>/latest_net_{name}.pth): '
+                                'the fine-tuning of a searched configuration (--config_str)')
+        p.add_argument('--restore_student_G_path', dest='restore_G_path', default=argparse.SUPPRESS,
+                       help='alias of --restore_G_path (gan-compression)')
         for flag, dest, kind in SEMANTIC_ALIASES:
             p.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=f'alias of --{dest}')
         p.add_argument('--no_hard', dest='no_Hneg', action='store_true', default=argparse.SUPPRESS,
@@ -171,6 +183,7 @@ class CompressionModel(BaseModel):
         self.visual_names = ['real_A', 'fake_B', 'teacher_B', 'real_B']
         self.loss_names = ['D_real', 'D_fake', 'G_gan', 'G_recon', 'G_distill', 'G', *self.objective.term_names]
         self.epoch = 1
+        self.restore_networks(opt)
 
         def adam(params):
             return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, opt.beta2))
@@ -206,6 +219,25 @@ class CompressionModel(BaseModel):
             print('warning: no --teacher_path: the teacher keeps its random initialisation (tests and smoke runs '
                   'only; step 1 distils a trained teacher)', file=sys.stderr)
         return teacher.to(self.device).eval().requires_grad_(False)
+
+    def restore_networks(self, opt):
+        """Load --restore_{G,D,A,F}_path strictly into the freshly built networks (before the optimizers exist;
+        --continue_train later loads the run's own files over them)."""
+        for name in RESTORABLE:
+            path = getattr(opt, f'restore_{name}_path')
+            if not path:
+                continue
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f'--restore_{name}_path {path}: no such file (a step-1 run\'s '
+                                        f'<epoch>_net_{name}.pth)')
+            state = util.strip_module_prefix(util.safe_torch_load(path, map_location=str(self.device)))
+            try:
+                getattr(self, 'net' + name).load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise RuntimeError(f'--restore_{name}_path {path} does not fit net{name} of this run (--ngf '
+                                   f'{opt.ngf} --ndf {opt.ndf} --netD {opt.netD} --dataset_mode {opt.dataset_mode}: '
+                                   f'the step-1 run\'s flags): {exc}') from exc
+            print(f'restored net{name} from {path}')
 
     # ---- set-up ------------------------------------------------------------------------------
     def data_dependent_initialize(self, data):

@@ -57,7 +57,8 @@ RULES = {
     # networks
     'input_nc': Range(choices=(1, 3), note='images are read as grayscale (1) or RGB (3)'),
     'output_nc': Range(choices=(1, 3), note='images are read as grayscale (1) or RGB (3)'),
-    'ngf': at_least(1, WIDE), 'ndf': at_least(1, WIDE), 'netF_nc': at_least(1, WIDE), 'teacher_ngf': at_least(1, WIDE),
+    'ngf': at_least(1, WIDE), 'ndf': at_least(1, WIDE), 'netF_nc': at_least(1, WIDE),
+    'teacher_ngf': at_least(1, WIDE),
     'n_layers_D': at_least(1, 10), 'stylegan2_G_num_downsampling': at_least(0, 8),
     'init_gain': Range(0, FINITE),
     # data

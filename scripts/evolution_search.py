@@ -5,13 +5,24 @@ MACs budget, scoring each candidate on a held-out split of the training set.
     python scripts/evolution_search.py --checkpoints_dir checkpoints --name h2z_supernet \
         --dataroot datasets/horse2zebra --phase train2 --criterion fid --real_stats real_stat/horse2zebra_B.npz \
         --budget 3e9 --mutate_prob 0.4 --weighted_sample 2 --output_dir search/h2z
+    # map->satellite (pix2pix teacher, aligned data, --direction BtoA): train2 = the search split, FID against
+    # the real statistics of its satellite photos, budget 4.6 G MACs
+    python scripts/evolution_search.py --checkpoints_dir checkpoints --name map2sat_supernet \
+        --dataroot datasets/maps --phase train2 --criterion fid --real_stats real_stat/maps_subtrain_A.npz \
+        --budget 4.6e9 --mutate_prob 0.3 --output_dir search/map2sat
+    # Cityscapes label->photo: mIoU of DRN-D-105 on the translations of train2 (gan-compression's criterion mIoU)
+    python scripts/evolution_search.py --checkpoints_dir checkpoints --name city_supernet \
+        --dataroot database/cityscapes --phase train2 --criterion miou --table database/cityscapes/train_table.txt \
+        --cityscapes_root database/cityscapes-origin --drn_weights drn-d-105_ms_cityscapes.pth \
+        --budget 5.7e9 --mutate_prob 0.3 --batch_size 4 --output_dir search/city
     # the synthetic task on CPU: mean stripe IoU on valA with its masks
     python scripts/evolution_search.py --checkpoints_dir checkpoints --name syn_supernet \
         --dataroot datasets/synthetic --phase val --criterion synthetic --budget 18e6 \
         --population_size 16 --generations 8 --mutate_prob 0.4 --weighted_sample 2 --output_dir search/syn
 
 The super-net is <checkpoints_dir>/<name>/<epoch>_net_G.pth, built from the run's train_opt.json; the
-candidates are translations of <dataroot>/<phase>A (<phase>B for --direction BtoA) at the run's crop size.
+candidates are translations of <dataroot>/<phase>A (<phase>B for --direction BtoA) at the run's crop size; for a
+run on --dataset_mode aligned, of the left (AtoB) or right (BtoA) halves of the [A | B] images in <dataroot>/<phase>.
 Writes <output_dir>/candidates.jsonl (one line per candidate; a search started again on it resumes) and
 <output_dir>/result.json (the best configuration, its MACs and parameters, the best per generation).
 MACs are the closed form of evaluation/macs.py (torchprofile's count, tested equal) at the crop size.
@@ -33,7 +44,7 @@ from evaluation.search import EvolutionSearch, SearchSettings, load_run_generato
 from models.networks.compression import CONFIG_SETS, ChannelConfigs, SuperMobileResnetGenerator  # noqa: E402
 from util import util  # noqa: E402
 
-CRITERIA = ('fid', 'synthetic')
+CRITERIA = ('fid', 'synthetic', 'miou')
 SYNTHETIC_METRICS = sorted(synthetic.METRICS) + sorted(synthetic.DATASET_METRICS)
 
 
@@ -46,11 +57,18 @@ def parse_args(argv=None):
     p.add_argument('--phase', default='val', help='the held-out split: <dataroot>/<phase>A are translated')
     p.add_argument('--num_images', type=int, default=None, help='score on the first N images only')
     p.add_argument('--output_dir', required=True)
-    p.add_argument('--criterion', choices=CRITERIA, required=True)
+    p.add_argument('--criterion', type=str.lower, choices=CRITERIA, required=True,
+                   help='fid (lower is better), synthetic (a synthetic-task score), miou (Cityscapes DRN-D-105 mIoU, '
+                        "higher; gan-compression's mIoU)")
     p.add_argument('--real_stats', default=None,
                    help='fid: the real images, a .npz with mu and sigma (e.g. horse2zebra_B.npz) or a folder')
     p.add_argument('--fid_weights', default=None, help='fid: the FID Inception weights file (evaluation/fid.py)')
     p.add_argument('--dims', type=int, default=2048, help='fid: Inception feature size (2048: the FID protocol)')
+    p.add_argument('--table', default=None,
+                   help="miou: the mapping table of the search images (prepare_cityscapes_dataset.py --aligned "
+                        '--tables: train_table.txt)')
+    p.add_argument('--cityscapes_root', default=None, help='miou: the folder the paths of --table are relative to')
+    p.add_argument('--drn_weights', default=None, help='miou: drn-d-105_ms_cityscapes.pth')
     p.add_argument('--metric', default='stripe_iou', choices=SYNTHETIC_METRICS,
                    help="synthetic: the score to optimise (kid against <dataroot>/<phase>B)")
     p.add_argument('--config_set', default=None, choices=sorted(CONFIG_SETS),
@@ -84,14 +102,18 @@ def config_set_of(args, opts):
     return ChannelConfigs(name)
 
 
-def load_sources(folder, crop_size, exact, limit=None):
-    """[(stem, (3, S, S) tensor in [-1, 1])] of the images in `folder`, resized to crop_size (bicubic, as the
-    data loader's resize) unless `exact`, where another size is an error."""
+def load_sources(folder, crop_size, exact, limit=None, half=None):
+    """[(stem, (3, S, S) tensor in [-1, 1])] of the images in `folder` (their 'left' or 'right' half when `half`
+    is given: aligned [A | B] files), resized to crop_size (bicubic, as the data loader's resize) unless `exact`,
+    where another size is an error."""
     files = image_files(folder)[:limit]
     out = []
     for path in files:
         with Image.open(path) as img:
             img = img.convert('RGB')
+            if half is not None:
+                w = img.size[0] // 2
+                img = img.crop((0, 0, w, img.size[1]) if half == 'left' else (w, 0, 2 * w, img.size[1]))
             if img.size != (crop_size, crop_size):
                 if exact:
                     raise EvaluationError(f'{path} is {img.size[0]}x{img.size[1]}, the run was trained at '
@@ -165,6 +187,31 @@ def synthetic_criterion(args, net, sources, device, data_root):
     return score, higher
 
 
+def miou_criterion(args, net, sources, device, segmenter=None):
+    """gan-compression's mIoU criterion: DRN-D-105 (--drn_weights; `segmenter` stands in for it in tests) on the
+    uint8 translations, scores upsampled to each gtFine trainIds label of --table, one confusion matrix."""
+    from evaluation import miou
+    from evaluation.cityscapes import confusion_matrix
+    if not (args.table and args.cityscapes_root):
+        raise SystemExit('error: --criterion miou needs --table (train_table.txt) and --cityscapes_root')
+    if segmenter is None:
+        if not args.drn_weights:
+            raise SystemExit('error: --criterion miou needs --drn_weights (drn-d-105_ms_cityscapes.pth)')
+        segmenter = miou.pretrained_drn(args.drn_weights, device=device, arch='drn_d_105')
+    stems = [stem for stem, _ in sources]
+    labels = dict(zip(stems, (miou.read_train_ids(os.path.join(args.cityscapes_root, label))
+                              for label in miou.match_labels(stems, miou.read_table(args.table)))))
+
+    def score(config):
+        images = translate(net.set_config(config), sources, args.batch_size, device)
+        cm = np.zeros((miou.NUM_CLASSES, miou.NUM_CLASSES), dtype=np.int64)
+        for stem, photo in images.items():
+            pred = miou.predict_full_size(segmenter, [photo], labels[stem].shape, device)[0]
+            cm += confusion_matrix(labels[stem], pred)
+        return miou.miou_scores(cm)['mIoU']
+    return score, True
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = args.device or default_device()
@@ -176,14 +223,20 @@ def main(argv=None):
     space = config_set_of(args, opts)
     data_root = args.dataroot or opts['dataroot']
     side = 'B' if opts.get('direction') == 'BtoA' else 'A'
-    folder = os.path.join(data_root, f'{args.phase}{side}')
+    half = None
+    if opts.get('dataset_mode') == 'aligned':
+        folder, half = os.path.join(data_root, args.phase), 'right' if side == 'B' else 'left'
+    else:
+        folder = os.path.join(data_root, f'{args.phase}{side}')
     crop = opts['crop_size']
     exact = args.criterion == 'synthetic'
     if exact and side != 'A':
         raise SystemExit('error: --criterion synthetic scores A -> B translations (--direction AtoB)')
-    sources = load_sources(folder, crop, exact, args.num_images)
+    sources = load_sources(folder, crop, exact, args.num_images, half)
     if args.criterion == 'fid':
         criterion, higher = fid_criterion(args, net, sources, device)
+    elif args.criterion == 'miou':
+        criterion, higher = miou_criterion(args, net, sources, device)
     else:
         criterion, higher = synthetic_criterion(args, net, sources, device, data_root)
     settings = SearchSettings(budget=args.budget, population_size=args.population_size,
@@ -200,7 +253,7 @@ def main(argv=None):
     best = result['best']
     best['params'] = mobile_params(best['config'], in_nc, out_nc, use_bias=opts['normG'] == 'instance')
     result.update(run_dir=os.path.abspath(run_dir), epoch=args.epoch, criterion=args.criterion,
-                  metric='fid' if args.criterion == 'fid' else args.metric, source_dir=os.path.abspath(folder),
+                  metric={'fid': 'fid', 'miou': 'mIoU'}.get(args.criterion, args.metric), source_dir=os.path.abspath(folder),
                   num_images=len(sources), crop_size=crop, config_set=space.name,
                   real_stats=args.real_stats and os.path.abspath(args.real_stats))
     util.atomic_write_json(os.path.join(args.output_dir, 'result.json'), result)

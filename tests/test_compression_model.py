@@ -161,6 +161,47 @@ def test_the_teacher_is_loaded_frozen_and_checked(tmp_path):
         build(tmp_path / 'wide', '--teacher_ngf', '16')
 
 
+def test_aligned_data_reconstructs_the_target_and_conditions_d(tmp_path):
+    """--dataset_mode aligned (map->satellite, Cityscapes): L1 to the real target, not the teacher's translation,
+    and a conditional D on (A, ·), as gan-compression's aligned step 1."""
+    model = build(tmp_path, '--dataset_mode', 'aligned', '--gan_mode', 'hinge', '--lambda_recon', '10')
+    model.set_input(fake_batch(1, model.opt.crop_size, seed=7))
+    model.forward()
+    model.compute_G_loss()
+    expected = F.l1_loss(model.fake_B, model.real_B) * 10
+    assert model.losses['G_recon'].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert model.losses['G_recon'].item() != pytest.approx((F.l1_loss(model.fake_B, model.teacher_B) * 10).item())
+    assert model.discriminator_input(model.fake_B).shape[1] == 6
+
+
+def test_fine_tuning_restores_g_and_d_and_trains_one_configuration(tmp_path):
+    """gan-compression's finetune.sh: --config_str from the step-1 super-net's G and D (files of a step-1 run);
+    A and F start afresh unless restored too."""
+    step1 = build(tmp_path / 'step1', '--dataset_mode', 'aligned', seed=0)
+    train_steps(step1, 2)
+    files = {}
+    for name in 'GDAF':
+        files[name] = tmp_path / f'latest_net_{name}.pth'
+        torch.save(getattr(step1, 'net' + name).state_dict(), files[name])
+    config = '4_8_4_4_8_4_8_4'
+    tune = build(tmp_path / 'tune', '--dataset_mode', 'aligned', '--config_str', config, '--restore_G_path',
+                 str(files['G']), '--restore_D_path', str(files['D']), seed=1)
+    assert_same_weights(weights(step1, 'GD'), weights(tune, 'GD'))
+    assert not torch.equal(step1.netA.state_dict()['0.weight'], tune.netA.state_dict()['0.weight'])
+    before = weights(tune, 'G')
+    assert train_steps(tune, 2) == [(4, 8, 4, 4, 8, 4, 8, 4)] * 2
+    assert not torch.equal(before['G']['model.1.weight'], tune.netG.state_dict()['model.1.weight'])
+    every = build(tmp_path / 'every', '--dataset_mode', 'aligned', '--config_str', config,
+                  *[arg for n in 'GDAF' for arg in (f'--restore_{n}_path', str(files[n]))], seed=2)
+    assert_same_weights(weights(step1), weights(every))
+    alias = build(tmp_path / 'alias', '--dataset_mode', 'aligned', '--restore_student_G_path', str(files['G']))
+    assert_same_weights(weights(step1, 'G'), weights(alias, 'G'))
+    with pytest.raises(FileNotFoundError, match='--restore_D_path'):
+        build(tmp_path / 'missing', '--restore_D_path', str(tmp_path / 'none.pth'))
+    with pytest.raises(RuntimeError, match='--restore_D_path .* does not fit netD'):
+        build(tmp_path / 'unaligned', '--restore_D_path', str(files['D']))  # D of an aligned run: 6 channels
+
+
 def test_bad_settings_are_named(tmp_path):
     with pytest.raises(ValueError, match='super_mobile_resnet_9blocks'):
         build(tmp_path, '--netG', 'resnet_9blocks')

@@ -62,3 +62,24 @@ def test_count_macs_script(tmp_path, capsys):
         assert result['macs'] == result['macs_closed_form']
     with pytest.raises(SystemExit, match='needs --config'):
         script.main(['--netG', 'sub_mobile_resnet_9blocks'])
+
+
+def test_the_official_budgets_admit_the_papers_configurations():
+    """scripts/table3.sh's budgets are the official search scripts' (H->Z 3e9, map->sat 4.6e9, Cityscapes 5.7e9):
+    each admits its Table 3 configurations, members of the dataset's configuration set, and not the teacher-wide
+    largest one."""
+    import re
+    from pathlib import Path
+    script = (Path(__file__).resolve().parents[1] / 'scripts' / 'table3.sh').read_text()
+    budgets = {short: float(b) for short, b in re.findall(r'SHORT=(\w+);[^\n]*?(?:\n\s*)?DEFAULT_BUDGET=([\d.e]+)',
+                                                          script)}
+    assert budgets == {'h2z': 3e9, 'map2sat': 4.6e9, 'city': 5.7e9}
+    cases = {'h2z': ('channels-64-cycleGAN', ['16_16_32_16_16_64_16_24']),
+             'map2sat': ('channels-64-pix2pix', ['16_16_48_32_32_40_24_16']),
+             'city': ('channels-64-pix2pix', ['40_16_48_16_48_48_16_16', '32_32_48_32_32_32_32_16'])}
+    for short, (name, configs) in cases.items():
+        space = ChannelConfigs(name)
+        for config in configs:
+            assert tuple(int(c) for c in config.split('_')) in space
+            assert mobile_macs(config) <= budgets[short]
+        assert mobile_macs(space.largest()) > budgets[short]

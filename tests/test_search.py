@@ -222,6 +222,64 @@ def test_search_cli_fid_criterion(tmp_path):
         script.main(common + ['--output_dir', str(tmp_path / 's3')])
 
 
+@pytest.mark.slow
+def test_search_cli_miou_criterion_on_aligned_data(tmp_path):
+    """Cityscapes' criterion (gan-compression's --criterion mIoU) on constructed aligned [photo | label map] images
+    with random DRN-D-105 weights: the best score is evaluation.miou's mIoU of the exported sub-net's saved
+    translations of the right halves (--direction BtoA), against the trainIds labels the table names."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from evaluation import miou
+    from evaluation.drn import DRNSeg
+    from models.networks.compression import export_subnet
+    from tests.conftest import load_script
+    from util.util import tensor2im
+    script = load_script('scripts/evolution_search.py')
+    _, run, net = _supernet_run(tmp_path)
+    opts = json.loads((run / 'train_opt.json').read_text())
+    (run / 'train_opt.json').write_text(json.dumps({**opts, 'dataset_mode': 'aligned', 'direction': 'BtoA'}))
+    rng = np.random.default_rng(0)
+    split, root = tmp_path / 'city' / 'train2', tmp_path / 'origin'
+    split.mkdir(parents=True)
+    (root / 'gtFine' / 'train' / 'c').mkdir(parents=True)
+    lines, fake = [], tmp_path / 'fake_B'
+    fake.mkdir()
+    for i in range(3):
+        ab = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+        Image.fromarray(ab).save(split / f'{i}.png')
+        label = rng.integers(0, 19, (24, 48)).astype(np.uint8)
+        label[:2] = 255
+        rel = f'gtFine/train/c/c_{i:06d}_000019_gtFine_trainIds.png'
+        Image.fromarray(label).save(root / rel)
+        lines.append(f'{i} {rel} leftImg8bit/train/c/c_{i:06d}_000019_leftImg8bit.png')
+    (tmp_path / 'train_table.txt').write_text('\n'.join(lines) + '\n')
+    torch.manual_seed(0)
+    drn = DRNSeg(arch='drn_d_105').eval()
+    torch.save(drn.state_dict(), tmp_path / 'drn-d-105_ms_cityscapes.pth')
+    budget = mobile_macs((8, 4, 8, 4, 8, 4, 4, 8), 32)
+    common = ['--checkpoints_dir', str(tmp_path / 'ckpt'), '--name', 'supernet', '--dataroot', str(tmp_path / 'city'),
+              '--phase', 'train2', '--budget', str(budget), '--population_size', '2', '--generations', '1',
+              '--no_tqdm', '--device', 'cpu', '--batch_size', '2']
+    result = script.main(common + ['--criterion', 'mIoU', '--table', str(tmp_path / 'train_table.txt'),
+                                   '--cityscapes_root', str(root), '--drn_weights',
+                                   str(tmp_path / 'drn-d-105_ms_cityscapes.pth'), '--output_dir', str(tmp_path / 's')])
+    assert result['higher_is_better'] is True and result['metric'] == 'mIoU' and result['num_images'] == 3
+    best = result['best']
+    assert best['macs'] <= budget
+    sub = export_subnet(net, best['config']).eval()
+    for i in range(3):
+        ab = np.asarray(Image.open(split / f'{i}.png').convert('RGB'), dtype=np.float32)
+        x = torch.from_numpy(ab[:, 32:].transpose(2, 0, 1)) / 255 * 2 - 1
+        with torch.no_grad():
+            Image.fromarray(tensor2im(sub(x[None]))).save(fake / f'{i}.png')
+    expected = miou.evaluate_miou(fake, tmp_path / 'train_table.txt', root, drn)['metrics']['mIoU']
+    assert best['score'] == pytest.approx(expected, abs=1e-9)
+    with pytest.raises(SystemExit, match='needs --table'):
+        script.main(common + ['--criterion', 'miou', '--output_dir', str(tmp_path / 's2')])
+
+
 def test_search_cli_refuses_a_plain_generator(tmp_path):
     from tests.conftest import load_script
     script = load_script('scripts/evolution_search.py')

@@ -35,6 +35,25 @@ def test_the_compression_recipes_parse():
     assert (cpu.ngf, cpu.teacher_ngf, cpu.crop_size, cpu.config_set, cpu.num_patches) == (16, 16, 64, 'channels-16', 256)
 
 
+def test_the_aligned_compression_recipes_are_the_official_step_1():
+    """NOTES 1.5: map->satellite λ_recon 10 / λ_distill 0.01, 200 + 400 epochs; Cityscapes the defaults 100 / 1,
+    200 + 300; both aligned BtoA, channels-64-pix2pix, hinge, ndf 128, the L_semantic of horse->zebra."""
+    h2z = train_opt('compression', Path('/nonexistent'), *read_recipe('compression_horse2zebra'))
+    expected = {'map2sat': (10, 0.01, 200, 400), 'cityscapes': (100, 1, 200, 300)}
+    for task, (recon, distill, epochs, decay) in expected.items():
+        opt = train_opt('compression', Path('/nonexistent'), *read_recipe(f'compression_{task}'))
+        assert (opt.lambda_recon, opt.lambda_distill, opt.n_epochs, opt.n_epochs_decay) == (recon, distill, epochs,
+                                                                                            decay)
+        assert (opt.dataset_mode, opt.direction, opt.config_set, opt.gan_mode, opt.ndf, opt.ngf, opt.teacher_ngf) == \
+            ('aligned', 'BtoA', 'channels-64-pix2pix', 'hinge', 128, 64, 64)
+        same = ('lambda_SRC', 'lambda_HDCE', 'HDCE_gamma', 'HDCE_gamma_min', 'use_curriculum', 'num_patches')
+        assert [getattr(opt, k) for k in same] == [getattr(h2z, k) for k in same]
+    tune = train_opt('compression', Path('/nonexistent'), *read_recipe('compression_map2sat'),
+                     *read_recipe('compression_map2sat_finetune'), '--config_str', '16_16_48_32_32_40_24_16')
+    assert (tune.n_epochs, tune.n_epochs_decay, tune.lambda_recon, tune.config_str) == (200, 200, 10,
+                                                                                       '16_16_48_32_32_40_24_16')
+
+
 # ---- FID against real statistics ----------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def features(tmp_path_factory):
@@ -116,22 +135,42 @@ def test_table3_refuses_two_records_of_one_model_and_unknown_models(tmp_path):
 # ---- scripts/table3.sh ----------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_table3_smoke_end_to_end(tmp_path):
+    """SMOKE=1 runs the three datasets: horse->zebra (unaligned), map->satellite (aligned, with the fine-tuning of
+    the searched configuration) and Cityscapes (aligned, searched by DRN-D-105 mIoU, scored by mIoU too)."""
     env = dict(os.environ, SMOKE='1', SMOKE_DIR=str(tmp_path / 'smoke'), PYTHON=sys.executable, OMP_NUM_THREADS='1')
     done = subprocess.run(['bash', str(REPO / 'scripts' / 'table3.sh')], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert done.returncode == 0, done.stdout[-4000:]
-    results = tmp_path / 'smoke' / 'results'
+    results, checkpoints = tmp_path / 'smoke' / 'results', tmp_path / 'smoke' / 'checkpoints'
     markdown = (results / 'table3.md').read_text()
-    models = [line.split(' | ')[1] for line in markdown.splitlines() if line.startswith('| Horse→Zebra |')]
-    assert models == ['teacher', 'baseline', '+ ours']
-    for arm in ('baseline', 'ours'):
-        search = json.loads((results / f'h2z_supernet_{arm}' / 'search' / 'result.json').read_text())
-        assert search['best']['macs'] <= search['settings']['budget']
-        row = json.loads(next((results / 'table3').glob(f'h2z_supernet_{arm}_*.row.json')).read_text())
-        assert row['config'] == search['best']['config'] and row['metrics']['macs'] == search['best']['macs']
-        assert np.isfinite(row['metrics']['fid'])
-    opts = json.loads((tmp_path / 'smoke' / 'checkpoints' / 'h2z_supernet_baseline' / 'train_opt.json').read_text())
-    assert opts['lambda_SRC'] == 0 and opts['lambda_HDCE'] == 0 and opts['dataroot'].endswith('split/train1')
+    for label in ('Horse→Zebra', 'Map→Satellite', 'Cityscapes'):
+        models = [line.split(' | ')[1] for line in markdown.splitlines() if line.startswith(f'| {label} |')]
+        assert models == ['teacher', 'baseline', '+ ours'], label
+    assert '| *Map→Satellite* | *+ ours, paper* |  | *0.667M* | *4.495G* | *48.49* | *–* |' in markdown
+    assert '| *Cityscapes* | *+ ours, paper* |  | *0.685M* | *4.390G* | *72.41* | *43.06* |' in markdown
+    for short, criterion in (('h2z', 'stripe_iou'), ('map2sat', 'fid'), ('city', 'mIoU')):
+        for arm in ('baseline', 'ours'):
+            search = json.loads((results / f'{short}_supernet_{arm}' / 'search' / 'result.json').read_text())
+            assert search['best']['macs'] <= search['settings']['budget'] and search['metric'] == criterion
+            row = json.loads(next((results / 'table3').glob(f'{short}_supernet_{arm}_*.row.json')).read_text())
+            assert row['config'] == search['best']['config'] and row['metrics']['macs'] == search['best']['macs']
+            assert np.isfinite(row['metrics']['fid'])
+            assert ('mIoU' in row['metrics']) == (short == 'city')
+    opts = json.loads((checkpoints / 'h2z_supernet_baseline' / 'train_opt.json').read_text())
+    assert opts['lambda_SRC'] == 0 and opts['lambda_HDCE'] == 0 and opts['dataroot'].endswith('split/horse2zebra/train1')
+    step1 = json.loads((checkpoints / 'map2sat_supernet_ours' / 'train_opt.json').read_text())
+    assert (step1['dataset_mode'], step1['direction'], step1['lambda_recon'], step1['gan_mode']) == \
+        ('aligned', 'BtoA', 10, 'hinge')
+    # map->satellite: the searched configuration is fine-tuned from step 1's G and D, then exported
+    config = json.loads((results / 'map2sat_supernet_ours' / 'search' / 'result.json').read_text())['best']['config']
+    tuned = json.loads((checkpoints / f'map2sat_supernet_ours_{config}_finetune' / 'train_opt.json').read_text())
+    assert tuned['config_str'] == config
+    assert tuned['restore_G_path'] == str(checkpoints / 'map2sat_supernet_ours' / 'latest_net_G.pth')
+    assert tuned['restore_D_path'] == str(checkpoints / 'map2sat_supernet_ours' / 'latest_net_D.pth')
+    export = json.loads((checkpoints / f'map2sat_supernet_ours_{config}' / 'train_opt.json').read_text())
+    assert export['config_str'] == config and export['restore_G_path'] == tuned['restore_G_path']  # from the tuned run
+    city = json.loads((results / 'table3' / 'city_teacher.miou.json').read_text())
+    assert city['kind'] == 'cityscapes_miou' and city['num_images'] == 2
 
 
 def test_compression_study_summary_is_rebuilt_from_its_records(tmp_path):
