@@ -88,8 +88,10 @@ class LossWatch:
     def __init__(self, model):
         self.model = model
         self.bad = self.first = None
+        self.stepped = False  # a run resumed at the end of an epoch saves before its first step: no losses yet
 
     def step(self, epoch, epoch_iter):
+        self.stepped = True
         values = self.model.current_loss_tensors()
         if not values:
             return
@@ -101,7 +103,10 @@ class LossWatch:
 
     def read(self):
         """(losses averaged over processes; {name: value} of the losses non-finite at any step since the last
-        read, on any process; (epoch, iteration) of the first such step, or None), and start over."""
+        read, on any process; (epoch, iteration) of the first such step, or None), and start over. Before
+        this process's first step there is nothing to read (every process resumes at the same iteration)."""
+        if not self.stepped:
+            return OrderedDict(), {}, None
         losses = self.model.get_current_losses()
         means = distributed.reduce(list(losses.values()), self.model.device, 'mean')
         losses = OrderedDict(zip(losses, means))

@@ -92,6 +92,28 @@ def test_epoch_checkpoint_killed_mid_save_is_completed_at_resume(point, dataset,
     assert temp_files(run_dir) == []
 
 
+@pytest.mark.slow
+def test_a_run_resumed_at_the_end_of_an_epoch_saves_before_its_first_step(dataset, tmp_path):
+    """A kill between the 'latest' save of an epoch's last iteration and the epoch's own save leaves a state
+    at iteration N_TRAIN of an unfinished epoch: the resumed run has no batch left in that epoch and saves
+    it before any step of its own, with no losses to read yet (it raised KeyError)."""
+    run_dir = tmp_path / 'run'
+    code, out = run(['train.py', *train_argv(dataset, tmp_path, 'run', '--max_iters', str(N_TRAIN))])
+    assert code == 0, out[-3000:]
+    state_path = run_dir / 'latest_train_state.pth'
+    state = torch.load(state_path, weights_only=True)
+    assert (state['epoch'], state['epoch_iter'], state['epoch_done']) == (1, N_TRAIN, True)
+    state['epoch_done'] = False  # as saved by --save_latest_freq at the last iteration, before the epoch's save
+    torch.save(state, state_path)
+    code, out = run(['train.py', *train_argv(dataset, tmp_path, 'run', '--continue_train', '--save_epoch_freq', '1',
+                                             '--max_iters', str(2 * N_TRAIN))])
+    assert code == 0, out[-3000:]
+    assert f'resuming at epoch 1, iteration {N_TRAIN} of the epoch' in out
+    assert 'saving the model at the end of epoch 1' in out and (run_dir / '1_net_G.pth').is_file()
+    state = torch.load(state_path, weights_only=True)
+    assert (state['epoch'], state['total_iters']) == (2, 2 * N_TRAIN)
+
+
 def test_sweep_names_the_epochs_a_run_should_have_saved(tmp_path):
     from evaluation.sweep import missing_epochs
     run_dir = tmp_path / 'run'
