@@ -5,7 +5,8 @@
 
 Checkpoints go to <checkpoints_dir>/<name>/<epoch>_net_<G|D|F>.pth (CUT's files) plus
 <epoch>_train_state.pth (optimizers, schedulers, counters, RNG states) so --continue_train resumes
-exactly. Losses are logged to loss_log.txt and loss_log.jsonl, plotted in visdom when a server runs.
+exactly. Losses are logged to loss_log.txt and loss_log.jsonl, plotted in visdom when a server runs, and sent to
+TensorBoard / W&B with --logger (util/loggers.py, docs/monitoring.md).
 """
 import math
 from collections import OrderedDict
@@ -244,7 +245,7 @@ def train(opt):
                                f'{total_iters} in total')
     own_randomness(run, model, state)
 
-    visualizer = Visualizer(opt, rank=rank)
+    visualizer = Visualizer(opt, rank=rank, start_step=total_iters)
     watch = LossWatch(model)
 
     def checked_losses(epoch, epoch_iter):
@@ -306,7 +307,7 @@ def train(opt):
                 if total_iters % opt.display_freq == 0:
                     model.compute_visuals()
                     visualizer.display_current_results(model.get_current_visuals(), epoch,
-                                                       total_iters % opt.update_html_freq == 0)
+                                                       total_iters % opt.update_html_freq == 0, total_iters)
                 if total_iters % opt.print_freq == 0:
                     losses = checked_losses(epoch, epoch_iter)
                     runtime.synchronize()
@@ -315,7 +316,8 @@ def train(opt):
                     window_start, window_data, window_images = now, 0.0, 0
                     bar.set_postfix({k: f'{v:.3f}' for k, v in losses.items()}, refresh=False)
                     visualizer.print_current_losses(epoch, epoch_iter * world_size, losses, optimize_time, t_data,
-                                                    total_iters=total_iters)
+                                                    total_iters=total_iters,
+                                                    learning_rates=model.current_learning_rates())
                     if opt.display_id is None or opt.display_id > 0:
                         visualizer.plot_current_losses(epoch, float(epoch_iter * world_size) / dataset_size, losses)
                 if total_iters % opt.save_latest_freq == 0:
@@ -348,6 +350,7 @@ def train(opt):
                 break
             distributed.print0(f'End of epoch {epoch} / {total_epochs} \t '
                                f'Time Taken: {time.time() - epoch_start:.0f} sec')
+    visualizer.close()
     if stopping:
         signum = distributed.max_int(stop.signum or 0, model.device)  # the signal another process got
         print(f'stopped by signal {signum}; resume with --continue_train', file=sys.stderr)

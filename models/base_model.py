@@ -205,6 +205,11 @@ class BaseModel(ABC):
         lr = self.optimizers[0].param_groups[0]['lr']
         distributed.print0(f'learning rate {old_lr:.7f} -> {lr:.7f}')
 
+    def current_learning_rates(self):
+        """{network: learning rate} of each optimizer (optimizer_G -> 'G'), from its first parameter group."""
+        names = {id(o): k[len('optimizer_'):] for k, o in vars(self).items() if k.startswith('optimizer_')}
+        return OrderedDict((names.get(id(o), str(i)), o.param_groups[0]['lr']) for i, o in enumerate(self.optimizers))
+
     def get_current_visuals(self):
         return OrderedDict((name, getattr(self, name)) for name in self.visual_names
                            if isinstance(getattr(self, name, None), torch.Tensor))

@@ -4,6 +4,7 @@ import argparse
 from models.losses import GAN_MODES
 from util import cpu_allocator, util
 from util.errors import OptionError
+from util.loggers import add_logger_options, check_installed
 
 from .base_options import BaseOptions
 
@@ -38,6 +39,7 @@ class TrainOptions(BaseOptions):
                             '(util/cpu_allocator.py; docs/performance.md, "The heap")')
         p.add_argument('--no_html', action='store_true',
                        help='do not save intermediate training results to <checkpoints_dir>/<name>/web/')
+        add_logger_options(p)  # --logger, --use_wandb, --wandb_project_name, --wandb_run_name
         # saving and loading
         p.add_argument('--save_latest_freq', type=int, default=5000, help='frequency of saving the latest results')
         p.add_argument('--save_epoch_freq', type=int, default=5,
@@ -88,3 +90,4 @@ class TrainOptions(BaseOptions):
             cpu_allocator.resolve(opt.cpu_allocator)  # a path: fails unless it is a file
         if opt.display_env is None:
             opt.display_env = opt.name
+        check_installed(opt)

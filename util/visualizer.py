@@ -1,4 +1,5 @@
-"""Training monitor (CUT's Visualizer): visdom plots, an HTML page of results, loss logs.
+"""Training monitor (CUT's Visualizer): visdom plots, an HTML page of results, loss logs, and the
+TensorBoard / W&B backends of --logger (util/loggers.py).
 
 Files under <checkpoints_dir>/<name>/:
   loss_log.txt    CUT's human-readable lines (non-finite losses print as nan / inf);
@@ -21,11 +22,10 @@ import sys
 import time
 
 import numpy as np
-import requests
-import visdom
 from tqdm import tqdm
 
-from util import distributed, html, util
+from util import distributed, util
+from util.loggers import chosen, open_loggers
 
 logger = logging.getLogger(__name__)
 
@@ -71,29 +71,6 @@ def _finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
-class _BoundedVisdom(visdom.Visdom):
-    """A visdom client whose requests time out and raise ConnectionError (never print or hang).
-
-    Built with send=False so the base constructor neither posts nor opens its event socket; the
-    environment is then registered here, which raises ConnectionError if no server answers.
-    """
-
-    def __init__(self, server, port, env, timeout):
-        self._timeout = timeout
-        super().__init__(server=server, port=port, env=env, raise_exceptions=True,
-                         use_incoming_socket=False, send=False)
-        self.send = True
-        self._session = requests.Session()
-        self._send({'eid': env}, endpoint='env/' + env)
-
-    def _handle_post(self, url, data=None):
-        response = self.session.post(url, data=data, timeout=self._timeout)
-        # visdom routes every path (errors are 500s); these come from something else on that address
-        if response.status_code == 404 or 502 <= response.status_code <= 504:
-            raise ConnectionError(f'HTTP {response.status_code} from {url}: not a visdom server')
-        return response.text
-
-
 class VisdomLink:
     """A visdom connection that tolerates an absent server.
 
@@ -120,7 +97,8 @@ class VisdomLink:
         """The connected client, or None while the server is unreachable and no retry is due."""
         if self._client is None and time.monotonic() >= self._next_try:
             try:
-                self._client = _BoundedVisdom(self.server, self.port, self.env, self.timeout)
+                from util.visdom_client import BoundedVisdom  # visdom is imported only by a run that plots
+                self._client = BoundedVisdom(self.server, self.port, self.env, self.timeout)
             except ConnectionError as exc:
                 self._lost(exc)
             else:
@@ -153,15 +131,16 @@ class VisdomLink:
 
 
 class Visualizer:
-    """CUT's Visualizer: visdom display, HTML page and loss logs, for rank 0 only.
+    """CUT's Visualizer: visdom display, HTML page and loss logs, and the other --logger backends, for rank 0 only.
 
-    Reads from `opt`: display_id (None: a random window id; > 0: visdom on; 0 or -1: off), isTrain,
-    no_html, display_winsize, name, display_port, display_ncols, display_server, display_env,
-    checkpoints_dir. `rank` defaults to torch.distributed's rank when it is initialised; any rank
-    but 0 does nothing.
+    Reads from `opt`: display_id (None: a random window id; 0 or -1: visdom off), logger, use_wandb (util/loggers.py;
+    absent: visdom only), isTrain, no_html, display_winsize, name, display_port, display_ncols, display_server,
+    display_env, checkpoints_dir. `rank` defaults to torch.distributed's rank when it is initialised; any rank
+    but 0 does nothing. `start_step`: the total_iters the run starts at (a resumed run's), where the TensorBoard
+    and W&B curves continue.
     """
 
-    def __init__(self, opt, rank=None, retry_interval=30.0, timeout=3.0):
+    def __init__(self, opt, rank=None, retry_interval=30.0, timeout=3.0, start_step=0):
         self.enabled = (distributed.get_rank() if rank is None else rank) == 0
         self.display_id = opt.display_id
         if self.display_id is None:  # a private generator: numpy's global stream stays untouched
@@ -173,9 +152,10 @@ class Visualizer:
         self.saved = False
         self.plot_data = {}
         self.link = None
+        self.loggers = []
         if not self.enabled:
             return
-        if self.display_id > 0:
+        if 'visdom' in chosen(opt):
             self.ncols = opt.display_ncols
             self.link = VisdomLink(opt.display_server, opt.display_port, opt.display_env,
                                    retry_interval=retry_interval, timeout=timeout)
@@ -190,14 +170,15 @@ class Visualizer:
         self.jsonl_name = os.path.join(expr_dir, 'loss_log.jsonl')
         with open(self.log_name, 'a') as log_file:
             log_file.write(f'================ Training Loss ({time.strftime("%c")}) ================\n')
+        self.loggers = open_loggers(opt, start_step)
 
     def reset(self):
         """Start of an epoch: the next display_current_results writes the HTML page again."""
         self.saved = False
 
-    def display_current_results(self, visuals, epoch, save_result):
-        """Show `visuals` (label -> (B, C, H, W) tensor) in visdom; write them to the HTML page
-        when save_result is true or nothing was written yet this epoch."""
+    def display_current_results(self, visuals, epoch, save_result, total_iters=None):
+        """Show `visuals` (label -> (B, C, H, W) tensor) in visdom and the other backends (at step total_iters);
+        write them to the HTML page when save_result is true or nothing was written yet this epoch."""
         if not self.enabled:
             return
         images = {label: util.tensor2im(image) for label, image in visuals.items()}  # (H, W, 3)
@@ -206,6 +187,8 @@ class Visualizer:
                 self.link.call(lambda vis: self._show_grid(vis, images))
             else:
                 self.link.call(lambda vis: self._show_each(vis, images))
+        for backend in self.loggers:
+            backend.images(images, total_iters)
         if self.use_html and (save_result or not self.saved):
             self.saved = True
             for label, image in images.items():
@@ -238,6 +221,7 @@ class Visualizer:
 
     def _write_page(self, labels, epoch):
         """index.html with a row per epoch, newest first (CUT links every epoch up to `epoch`)."""
+        from util import html  # dominate is imported only by a run that writes the page
         webpage = html.HTML(self.web_dir, f'Experiment name = {self.name}', refresh=0)
         for n in range(epoch, 0, -1):
             webpage.add_header(f'epoch [{n}]')
@@ -267,8 +251,9 @@ class Visualizer:
         vis.line(X=x, Y=y, win=win, opts={'title': self.name, 'legend': data['legend'],
                                           'xlabel': 'epoch', 'ylabel': 'loss'})
 
-    def print_current_losses(self, epoch, iters, losses, t_comp, t_data, total_iters=None):
-        """Print CUT's loss line and append it to loss_log.txt, and a JSON record to loss_log.jsonl.
+    def print_current_losses(self, epoch, iters, losses, t_comp, t_data, total_iters=None, learning_rates=None):
+        """Print CUT's loss line and append it to loss_log.txt, and a JSON record to loss_log.jsonl; send the
+        losses, `learning_rates` ({network: lr}), timings and epoch to the other backends at step total_iters.
 
         t_comp / t_data: seconds of computation / data loading per image; iters counts within the epoch.
         """
@@ -282,3 +267,14 @@ class Visualizer:
         record = loss_record(epoch, iters, losses, t_comp, t_data, total_iters=total_iters)
         with open(self.jsonl_name, 'a') as jsonl_file:
             jsonl_file.write(json.dumps(record, allow_nan=False) + '\n')
+        if self.loggers:
+            scalars = {f'loss/{k}': v for k, v in losses.items()}
+            scalars.update({f'lr/{k}': float(v) for k, v in (learning_rates or {}).items()})
+            scalars.update({'time/comp': t_comp, 'time/data': t_data, 'epoch': epoch})
+            for backend in self.loggers:
+                backend.scalars(scalars, total_iters)
+
+    def close(self):
+        """End the TensorBoard / W&B runs (flushed; a W&B run is marked finished)."""
+        for backend in self.loggers:
+            backend.close()
