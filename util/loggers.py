@@ -128,9 +128,9 @@ class WandbLogger:
                                   resume='allow', dir=run_dir, config=options, allow_val_change=True,
                                   reinit='finish_previous')
         except wandb.errors.Error as exc:  # no login, no network, a refused resume
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LoggerError(f'--logger wandb: {first}; log in (`wandb login`), or set WANDB_MODE=offline to log '
-                              f'locally and upload later with `wandb sync`') from exc
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip('.')
+            raise LoggerError(f'--logger wandb: {first}; or set WANDB_MODE=offline to log locally (upload later '
+                              f'with `wandb sync`)') from exc
         self.run.define_metric('total_iters')
         self.run.define_metric('*', step_metric='total_iters')
         util.atomic_write_text(id_path, self.run.id + '\n')
