@@ -16,10 +16,15 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
-test: venv
+# the optional --logger backends (TensorBoard, W&B), which the tests exercise
+$(VENV)/.loggers: requirements-loggers.txt $(VENV)/.installed
+	$(PYTHON) -m pip install -q -r requirements-loggers.txt
+	touch $@
+
+test: venv $(VENV)/.loggers
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
 
-test-fast: venv
+test-fast: venv $(VENV)/.loggers
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: venv
