@@ -9,7 +9,7 @@ third-party scripts (jQuery, Bootstrap, React, Plotly, MathJax, d3, fonts) come 
 Without them the page is served (HTTP 200) but draws nothing, since main.js calls the globals `$` and
 `Plotly`; every window is still stored and readable through visdom's API (Visdom.get_window_data).
 `python -m util.visdom_server --install-assets` installs them from npm package tarballs (registry,
-mirror or a copied folder; util/visdom_assets.py, docs/visdom.md).
+mirror or a copied folder; util/visdom_assets.py, docs/monitoring.md).
 """
 import argparse
 import errno
@@ -64,7 +64,7 @@ def missing_assets_note(missing):
     return (f'note: visdom web assets missing ({shown}): the browser page cannot draw plots; they are '
             f'still recorded and readable through the visdom API. Install the assets with '
             f'`{INSTALL_ASSETS_COMMAND}` (npm registry, or --registry MIRROR, or --from-dir DIR of '
-            'copied tarballs; see docs/visdom.md).')
+            'copied tarballs; see docs/monitoring.md).')
 
 
 def ensure_server(port=DEFAULT_PORT, hostname=LOOPBACK, timeout=30.0, env_path=None):
