@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -72,6 +73,8 @@ def wandb_records(path):
         if kind == 0:  # the rest of the block is padding
             pos += left
             continue
+        if pos + 7 + length > len(raw):  # a record still being written
+            return
         pending += raw[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
@@ -81,12 +84,23 @@ def wandb_records(path):
             yield record
 
 
+def finished_records(folder, timeout=60.0):
+    """The records of the run file in `folder` once W&B's service has written them all (up to the 'exit' record:
+    wandb-core writes the file on its own, and may still be writing when run.finish() has returned)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(wandb_records(next(folder.glob('run-*.wandb'))))
+        if any(r.WhichOneof('record_type') == 'exit' for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
 def wandb_run(run_dir):
     """(id, config, history rows) of each offline W&B run in run_dir/wandb, oldest first."""
     runs = []
     for folder in sorted((run_dir / 'wandb').glob('offline-run-*')):
         run_id, config, history = None, {}, []
-        for record in wandb_records(next(folder.glob('run-*.wandb'))):
+        for record in finished_records(folder):
             kind = record.WhichOneof('record_type')
             if kind == 'run':
                 run_id = record.run.run_id

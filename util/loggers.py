@@ -86,14 +86,16 @@ def options_markdown(options):
 class TensorBoardLogger:
     """Scalars 'loss/<name>', 'lr/<network>', 'time/<what>', images 'images/<label>', text 'options'.
 
-    `start_step` is the total_iters the run starts (or resumes) at: events of an earlier run in the folder at
-    later steps (written after the checkpoint a resumed run starts from) are purged, so curves continue."""
+    `start_step` is the total_iters a training run starts (or resumes) at: events of an earlier run in the
+    folder at later steps (written after the checkpoint a resumed run starts from) are purged, so curves
+    continue. None (an evaluation adding its curves to a run's): nothing is purged."""
 
-    def __init__(self, log_dir, options, start_step=0):
+    def __init__(self, log_dir, options=None, start_step=None):
         from torch.utils.tensorboard import SummaryWriter
-        self.log_dir = log_dir
-        self.writer = SummaryWriter(log_dir=log_dir, purge_step=start_step + 1 if start_step else 0)
-        self.writer.add_text('options', options_markdown(options), global_step=start_step)
+        purge = None if start_step is None else start_step + 1 if start_step else 0
+        self.writer = SummaryWriter(log_dir=log_dir, purge_step=purge)
+        if options is not None:
+            self.writer.add_text('options', options_markdown(options), global_step=start_step or 0)
         self.writer.flush()
         atexit.register(self.close)  # a run that raises still leaves its events on disk
 
@@ -108,12 +110,14 @@ class TensorBoardLogger:
         self.writer.flush()
 
     def close(self):
-        self.writer.close()  # closing twice is harmless
+        self.writer.close()
+        atexit.unregister(self.close)
 
 
 class WandbLogger:
     """A W&B run whose metrics are plotted against total_iters (a W&B 'step metric', so that a resumed run
-    may log steps the interrupted run had logged already after its last checkpoint)."""
+    may log steps the interrupted run had logged already after its last checkpoint). With `resume`, the run
+    whose id is saved in `run_dir` is continued; `options` (None: left as they are) become its config."""
 
     def __init__(self, run_dir, options, project, name, resume):
         import wandb
@@ -147,19 +151,25 @@ class WandbLogger:
         if self.run is not None:
             self.run.finish()
             self.run = None
+        atexit.unregister(self.close)
 
 
-def open_loggers(opt, start_step=0):
-    """The TensorBoard / W&B loggers `opt` chooses, for the process of rank 0 (visdom is the Visualizer's own).
-
-    `start_step`: the total_iters the run starts at (non-zero when it resumes)."""
-    names = chosen(opt)
-    run_dir = os.path.join(opt.checkpoints_dir, opt.name)
-    options = util.options_to_dict(opt)
+def open_backends(names, run_dir, *, project, run_name, options=None, start_step=None, resume=True):
+    """The TensorBoard / W&B loggers among `names` for the run folder `run_dir` (visdom is util/visualizer's)."""
     loggers = []
     if 'tensorboard' in names:
         loggers.append(TensorBoardLogger(os.path.join(run_dir, 'tensorboard'), options, start_step))
     if 'wandb' in names:
-        loggers.append(WandbLogger(run_dir, options, opt.wandb_project_name, opt.wandb_run_name or opt.name,
-                                   resume=bool(getattr(opt, 'continue_train', False))))
+        loggers.append(WandbLogger(run_dir, options, project, run_name, resume))
     return loggers
+
+
+def open_loggers(opt, start_step=0):
+    """The TensorBoard / W&B loggers of a training run, for the process of rank 0.
+
+    `start_step`: the total_iters the run starts at (non-zero when it resumes)."""
+    return open_backends(chosen(opt), os.path.join(opt.checkpoints_dir, opt.name),
+                         project=getattr(opt, 'wandb_project_name', None),
+                         run_name=getattr(opt, 'wandb_run_name', None) or opt.name,
+                         options=util.options_to_dict(opt), start_step=start_step,
+                         resume=getattr(opt, 'continue_train', False))
