@@ -6,7 +6,9 @@ it runs `test.py --epoch <epoch> --num_test <all source images>`, scores
 `<results_dir>/<name>/<phase>_<epoch>/images/fake_B` (FID/KID against the target test set, and/or
 the Cityscapes DRN-D-22 scores), writes each epoch's metrics JSON next to its images, and writes
 `<results_dir>/<name>/sweep_<phase>.{json,csv}`. Flags it does not know (--model, --gpu_ids,
---CUT_mode, ...) are passed on to test.py.
+--CUT_mode, ...) are passed on to test.py. `--logger tensorboard,wandb` adds each epoch's metrics
+(eval/fid, eval/kid_mean, eval/mAP, ...) to the run's TensorBoard folder and W&B run (util/loggers.py),
+at the total_iters its checkpoint was saved at.
 
     python -m evaluation.sweep --dataroot datasets/horse2zebra --name h2z_src --model src_hdce
     python -m evaluation.sweep --dataroot datasets/cityscapes --name city_src --direction BtoA \\
@@ -28,7 +30,7 @@ from data.image_folder import make_dataset
 from evaluation import cityscapes, fid
 from evaluation.common import EvaluationError, cli, default_device, default_epoch_choice, emit, image_files
 from evaluation.drn import pretrained_drn
-from util import errors
+from util import errors, loggers
 from util.util import atomic_write_json, atomic_write_text, safe_torch_load
 
 # Whether a lower value is better, for every metric --select accepts, and which --metrics measures it.
@@ -189,13 +191,13 @@ def best_row(rows, select):
 
 
 def sweep(epochs, *, run_test, results_root, phase, source_dir, evaluators, select, num_test=None,
-          reuse_results=False, labels=None):
+          reuse_results=False, labels=None, on_row=None):
     """Run the test and every evaluator for each epoch; the rows plus the best and last rows.
 
     `run_test(epoch, num_test)` must write `<results_root>/<phase>_<epoch>/images/fake_B`;
     `evaluators` maps a kind ('fid', 'cityscapes') to `evaluate(result_dir, expect_count)`
     returning a result dict with 'metrics', saved with `labels` (run, method, dataset) as
-    `metrics_<kind>.json` in the result folder.
+    `metrics_<kind>.json` in the result folder. `on_row(row)` is called with each epoch's row.
     """
     try:
         source_names = {Path(p).stem for p in make_dataset(str(source_dir))}
@@ -216,8 +218,25 @@ def sweep(epochs, *, run_test, results_root, phase, source_dir, evaluators, sele
             atomic_write_json(str(result_dir / f'metrics_{kind}.json'), result)
             row.update(_row_metrics(result))
         rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return {'epochs': rows, 'best': best_row(rows, select), 'last': rows[-1], 'select': select,
             'num_images': expected, 'partial': expected < len(source_names)}
+
+
+def metric_logger(backends, folder):
+    """on_row for `sweep`: an epoch's numeric metrics as eval/<metric> to each of `backends` (util/loggers.py), at
+    the total_iters of <folder>/<epoch>_train_state.pth; an epoch saved without a training state is left out."""
+    def log(row):
+        state = Path(folder) / f'{row["epoch"]}_train_state.pth'
+        if not state.is_file():
+            print(f'warning: {state} is missing: epoch {row["epoch"]} has no step to log its metrics at', file=sys.stderr)
+            return
+        step = safe_torch_load(str(state))['total_iters']
+        values = {f'eval/{k}': v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for backend in backends:
+            backend.scalars(values, step)
+    return log
 
 
 def rows_to_csv(rows):
@@ -257,6 +276,10 @@ def build_parser():
     parser.add_argument('--dataset', default=None, help='dataset label (default: the dataroot folder name)')
     parser.add_argument('--out', default=None,
                         help='JSON path; the CSV goes beside it (default: RESULTS_DIR/NAME/sweep_PHASE.json)')
+    parser.add_argument('--logger', type=loggers.logger_list, default='none',
+                        help="also log each epoch's metrics to the run's tensorboard and/or wandb (comma-separated)")
+    parser.add_argument('--wandb_project_name', default='CycleGAN-and-pix2pix', help="the run's W&B project")
+    parser.add_argument('--wandb_run_name', default=None, help="the run's W&B name (default: --name)")
     return parser
 
 
@@ -281,6 +304,9 @@ def main(argv=None):
         parser.error(f'--select {select} needs --metrics {MEASURED_BY[select]}')
     if select == 'kid_mean' and args.no_kid:
         parser.error('--select kid_mean needs KID; drop --no-kid')
+    if 'visdom' in args.logger:
+        parser.error('--logger: the sweep logs to tensorboard and wandb, not visdom')
+    loggers.require_packages(args.logger)
     source_dir, target_dir = domain_dirs(args.dataroot, args.phase, args.direction)
     folder = Path(args.checkpoints_dir) / args.name
     saved = saved_epochs(args.checkpoints_dir, args.name)
@@ -308,9 +334,15 @@ def main(argv=None):
                               extra_args=test_args, python=args.python, script=args.test_script)
     labels = {'run': args.name, 'method': args.method or args.name,
               'dataset': args.dataset or Path(args.dataroot).resolve().name}
-    summary = sweep(epochs, run_test=run_test, results_root=results_root, phase=args.phase,
-                    source_dir=source_dir, evaluators=evaluators, select=select, num_test=args.num_test,
-                    reuse_results=args.reuse_results, labels=labels)
+    backends = loggers.open_backends(args.logger, str(folder), project=args.wandb_project_name,
+                                     run_name=args.wandb_run_name or args.name)
+    try:
+        summary = sweep(epochs, run_test=run_test, results_root=results_root, phase=args.phase,
+                        source_dir=source_dir, evaluators=evaluators, select=select, num_test=args.num_test,
+                        reuse_results=args.reuse_results, labels=labels, on_row=metric_logger(backends, folder))
+    finally:
+        for backend in backends:
+            backend.close()
     summary.update(labels, kind='sweep', missing_epochs=missing, phase=args.phase, direction=args.direction, source_dir=str(source_dir),
                    target_dir=str(target_dir), metrics_measured=list(evaluators), test_args=test_args)
     out = Path(args.out) if args.out else results_root / f'sweep_{args.phase}.json'

@@ -223,3 +223,36 @@ print(sorted(m for m in ('tensorboard', 'wandb', 'visdom', 'dominate') if m in s
     done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == '[]'
+
+
+def test_sweep_adds_each_epochs_metrics_to_the_same_runs(tmp_path):
+    """evaluation/sweep.py --logger: eval/<metric> at the total_iters each epoch was saved at, beside the
+    training curves (not purging them), in the training's W&B run; an epoch without a state is left out."""
+    from evaluation import sweep as sw
+    vis = Visualizer(make_opt(tmp_path, ['tensorboard', 'wandb']))
+    feed(vis, [2, 4])
+    vis.close()
+    folder = tmp_path / 'exp'
+    for epoch, total_iters in (('1', 2), ('2', 4)):
+        torch.save({'total_iters': total_iters}, folder / f'{epoch}_train_state.pth')
+    source = tmp_path / 'testA'
+    source.mkdir()
+    Image.new('RGB', (8, 8)).save(source / 'a.png')
+
+    def run_test(epoch, num_test):
+        (tmp_path / 'res' / f'test_{epoch}' / 'images' / 'fake_B').mkdir(parents=True)
+        Image.new('RGB', (8, 8)).save(tmp_path / 'res' / f'test_{epoch}' / 'images' / 'fake_B' / 'a.png')
+
+    fids = {'1': 80.0, '2': 60.0, 'latest': 60.0}
+    evaluators = {'fid': lambda result_dir, count: {'metrics': {'fid': fids[result_dir.name[5:]], 'kid_mean': 0.1}}}
+    backends = loggers.open_backends(['tensorboard', 'wandb'], str(folder), project='test', run_name='exp')
+    sw.sweep(['1', '2', 'latest'], run_test=run_test, results_root=tmp_path / 'res', phase='test', source_dir=source,
+             evaluators=evaluators, select='fid', on_row=sw.metric_logger(backends, folder))
+    for backend in backends:
+        backend.close()
+    assert scalars(folder / 'tensorboard', 'eval/fid')[1] == [(2, 80.0), (4, 60.0)]
+    assert [s for s, _ in scalars(folder / 'tensorboard', 'loss/G')[1]] == [2, 4]
+    (train_id, _, _), (sweep_id, _, history) = wandb_run(folder)
+    assert train_id == sweep_id
+    assert [(r['total_iters'], r['eval/fid'], r['eval/kid_mean']) for r in history if 'eval/fid' in r] == [
+        (2, 80.0, 0.1), (4, 60.0, 0.1)]

@@ -71,9 +71,13 @@ def chosen(opt):
 
 def check_installed(opt):
     """Parse time: stop with one line when a chosen backend's package is missing (nothing is imported)."""
-    missing = [PACKAGES[n] for n in chosen(opt) if n in PACKAGES and importlib.util.find_spec(PACKAGES[n]) is None]
+    require_packages(chosen(opt))
+
+
+def require_packages(names):
+    missing = [PACKAGES[n] for n in names if n in PACKAGES and importlib.util.find_spec(PACKAGES[n]) is None]
     if missing:
-        raise OptionError(f'error: --logger {",".join(chosen(opt))} needs the package(s) {", ".join(missing)}: '
+        raise OptionError(f'error: --logger {",".join(names)} needs the package(s) {", ".join(missing)}: '
                           f'pip install -r requirements-loggers.txt')
 
 
