@@ -133,6 +133,13 @@ def test_unknown_logger_and_missing_package_are_one_line_errors(tmp_path, monkey
         TrainOptions(argv + ['--use_wandb']).parse(save=False)
 
 
+def test_only_rank_zero_opens_them(tmp_path):
+    vis = Visualizer(make_opt(tmp_path, ['tensorboard', 'wandb']), rank=1)
+    feed(vis, [2])
+    vis.close()
+    assert vis.loggers == [] and list(tmp_path.iterdir()) == []
+
+
 def test_tensorboard_gets_losses_rates_images_options_and_resume_continues(tmp_path):
     vis = Visualizer(make_opt(tmp_path, ['tensorboard']))
     feed(vis, [2, 4, 6, 8])
