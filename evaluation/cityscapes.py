@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from evaluation.common import EvaluationError, cli, default_device, emit, image_files, images_dir, run_metadata
+from evaluation.common import (EvaluationError, check_whole_test_set, cli, default_device, emit, image_files,
+                               images_dir, run_metadata)
 from evaluation.drn import CITYSCAPES_MEAN, CITYSCAPES_STD, NUM_CLASSES, pretrained_drn
 
 CLASS_NAMES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic_light', 'traffic_sign',
@@ -224,6 +225,9 @@ def main(argv=None):
                         help='cuda, cuda:0 or cpu (default: the first GPU of $GPU_IDS, else cuda:0 when '
                              'available)')
     parser.add_argument('--expect-count', type=int, default=None, help='fail unless there are this many pairs')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help="score a test.py folder that translated only part of its test set (its results.json "
+                             "says how many of how many); refused by default")
     parser.add_argument('--json', default=None,
                         help='write the result here (default: RESULTS/metrics_cityscapes.json)')
     parser.add_argument('--run', default=None)
@@ -237,6 +241,7 @@ def main(argv=None):
 
     fake_dir = Path(args.fake_dir) if args.fake_dir else images_dir(args.results, 'fake_B')
     label_dir = Path(args.label_dir) if args.label_dir else images_dir(args.results, 'real_A')
+    check_whole_test_set(fake_dir, args.allow_partial)
     device = args.device or default_device()
     model = pretrained_drn(args.drn_weights, device=device)
     result = evaluate_cityscapes(fake_dir, label_dir, model, device=device, batch_size=args.drn_batch_size,
