@@ -10,8 +10,9 @@ confusion matrix C (rows: label, columns: prediction) over all images gives
     pixAcc   = Σ_i C_ii / Σ_ij C_ij          (ignore pixels excluded)
     classAcc = mean over classes present in the labels of C_ii / Σ_j C_ij
 
-all ×100, as Hneg_SRC's get_mAP.py computes mAP. `--official-get-acc` adds the numbers of
-Hneg_SRC's get_Acc.py, which differ (see official_get_acc_scores and docs/evaluation.md).
+all ×100, as Hneg_SRC's get_mAP.py computes mAP. The numbers of Hneg_SRC's get_Acc.py, which differ (see
+official_get_acc_scores and docs/evaluation.md), are added too (`--no-official-get-acc` leaves them out): the
+paper's pixAcc/classAcc came from them.
 
     python -m evaluation.cityscapes results/city/test_latest --drn-weights drn_d_22_cityscapes.pth
 """
@@ -210,8 +211,9 @@ def add_drn_args(parser):
     """Flags for the DRN-D-22 scores, shared with the sweep command."""
     parser.add_argument('--drn-weights', default=None, help='drn_d_22_cityscapes.pth (fyu/drn, Hneg_SRC)')
     parser.add_argument('--drn-batch-size', type=int, default=8)
-    parser.add_argument('--official-get-acc', action='store_true',
-                        help="also report Hneg_SRC get_Acc.py's pixAcc/classAcc/mIoU arithmetic")
+    parser.add_argument('--official-get-acc', action=argparse.BooleanOptionalAction, default=True,
+                        help="also report Hneg_SRC get_Acc.py's pixAcc/classAcc/mIoU arithmetic, the numbers "
+                             "the paper's Tables 1 and 4 are comparable with")
 
 
 def main(argv=None):
