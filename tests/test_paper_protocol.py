@@ -60,6 +60,7 @@ def official_run(data, tmp_path_factory):
     return ckpt
 
 
+@pytest.mark.slow
 def test_official_train_command_trains_the_paper_model(official_run):
     saved = json.loads((official_run / 'exp_h2z' / 'train_opt.json').read_text())
     assert saved['model'] == 'src_hdce' and H2Z[H2Z.index('--model') + 1] == 'src_hdce'  # as recipes/horse2zebra.txt
@@ -94,8 +95,8 @@ def test_official_monet_commands_train_and_test(tmp_path):
     assert train_script.main(with_paths(OFFICIAL_TRAIN_MONET, image, tmp_path / 'ckpt', *small)) == 0
     shutil.copytree(tmp_path / 'ckpt' / 'exp_monet', tmp_path / 'ckpt' / 'monet-best')
     (tmp_path / 'ckpt' / 'monet-best' / 'train_opt.json').unlink()  # as the official pretrained folder
-    test_script.main(with_paths(OFFICIAL_TEST_MONET, image, tmp_path / 'ckpt', '--gpu_ids', '-1', '--ngf', '4', '--crop_size', '32',
-                                '--results_dir', str(tmp_path / 'results')))
+    test_script.main(with_paths(OFFICIAL_TEST_MONET, image, tmp_path / 'ckpt', '--gpu_ids', '-1', '--ngf', '4',
+                                '--crop_size', '32', '--results_dir', str(tmp_path / 'results')))
     record = json.loads((tmp_path / 'results' / 'monet-best' / 'test_latest' / 'results.json').read_text())
     assert (record['model'], record['num_source_images'], record['test_set_images']) == ('sin_src_hdce', 1, 1)
 
@@ -109,6 +110,7 @@ def official_best(official_run):
     return best
 
 
+@pytest.mark.slow
 def test_official_test_command_scores_all_it_is_asked(data, official_run, tmp_path):
     official_best(official_run)
     results = tmp_path / 'results'
@@ -117,12 +119,13 @@ def test_official_test_command_scores_all_it_is_asked(data, official_run, tmp_pa
     assert (record['num_images'], record['num_source_images'], record['test_set_images']) == (60, 60, 60)
 
 
+@pytest.mark.slow
 def test_default_num_test_is_recorded_and_the_metrics_refuse_the_partial_folder(data, official_run, tmp_path,
                                                                                  capsys):
     """Reproduces issue 31.1: 60 test images, `test.py --epoch latest` translated 50 and FID went on."""
     results = tmp_path / 'results'
     argv = ['--dataroot', str(data), '--checkpoints_dir', str(official_run), '--name', 'exp_h2z', '--epoch',
-            'latest', '--results_dir', str(results), '--gpu_ids', '-1']
+            'latest', '--results_dir', str(results), '--gpu_ids', '-1', '--load_size', '32', '--crop_size', '32']
     test_script.main(argv)
     folder = results / 'exp_h2z' / 'test_latest'
     record = json.loads((folder / 'results.json').read_text())
@@ -158,3 +161,15 @@ def test_an_unaligned_split_counts_its_source_domain(tmp_path):
         opt = TestOptions(['--dataroot', str(root), '--checkpoints_dir', str(tmp_path), '--gpu_ids', '-1',
                            '--direction', direction]).parse(save=False)
         assert test_script.test_set_images(create_dataset(opt), opt) == count
+
+
+@pytest.mark.slow
+def test_test_py_with_the_default_gpu_ids_translates_on_the_cpu_without_cuda(data, official_run, tmp_path, capsys):
+    """docs/usage.md: CUT's default --gpu_ids 0 on a machine without CUDA: one warning, then the CPU."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('a machine without CUDA')
+    test_script.main(['--dataroot', str(data), '--checkpoints_dir', str(official_run), '--name', 'exp_h2z',
+                      '--results_dir', str(tmp_path), '--num_test', '2', '--load_size', '32', '--crop_size', '32'])
+    assert 'CUDA is not available; running on CPU' in capsys.readouterr().err
+    assert json.loads((tmp_path / 'exp_h2z' / 'test_latest' / 'results.json').read_text())['num_images'] == 2
