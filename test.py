@@ -6,7 +6,9 @@ The networks are built as the run trained them: --model, --netG, --ngf, ... defa
 <checkpoints_dir>/<name>/train_opt.json (a flag given here wins, and the difference is printed).
 
 Writes <results_dir>/<name>/<phase>_<epoch>/images/{real_A,fake_B,real_B}/<image>.png, an index.html
-and results.json (counts, timing, where the images are). With --similarity_maps, the first
+and results.json (counts, timing, where the images are). Its `num_source_images` of `test_set_images` says
+whether the whole test split was translated: CUT's --num_test 50 default stops earlier on a larger split,
+and the metrics (evaluation.fid, evaluation.cityscapes) refuse such a partial folder. With --similarity_maps, the first
 --sim_num images also get the paper's Figure 9 (images/similarity/<image>.png, shown in index.html):
 per nce_layer, the similarity of the --sim_query point to every location, on the input and on
 its translation (see scripts/similarity_maps.py).
@@ -51,6 +53,17 @@ def add_similarity_maps(webpage, model, opt, inputs):
             'dir': os.path.abspath(os.path.join(webpage.get_image_dir(), 'similarity'))}
 
 
+def test_set_images(dataset, opt):
+    """Distinct source images of the split (the paper scores one translation of each): the source domain's
+    files of an unaligned set, the one image of a single-image set, else one per item."""
+    inner = dataset.dataset
+    side = 'B' if opt.direction == 'BtoA' else 'A'
+    paths = getattr(inner, f'{side}_paths', getattr(inner, 'A_paths', None))
+    if isinstance(paths, (list, tuple)):
+        return min(len(set(paths)), len(dataset))
+    return 1 if hasattr(inner, f'{side}_path') else len(dataset)
+
+
 def run_test(opt):
     """Translate the test split; with --similarity_maps, also render Figure 9 maps."""
     dataset = create_dataset(opt)
@@ -72,6 +85,7 @@ def run_test(opt):
     start = time.time()
     n_done = 0
     map_inputs = []  # (image name, input tensor) for the similarity maps
+    sources = set()  # source images translated (an unaligned split repeats the smaller domain's)
     for i, data in enumerate(tqdm(dataset, total=n_total, desc='test', unit='img', file=sys.stdout)):
         if i == 0:
             model.data_dependent_initialize(data)
@@ -84,6 +98,7 @@ def run_test(opt):
         model.set_input(data)
         model.test()
         save_images(webpage, model.get_current_visuals(), model.get_image_paths(), width=opt.display_winsize)
+        sources.update(map(str, model.get_image_paths()))
         if want_maps and len(map_inputs) < opt.sim_num:
             name = os.path.splitext(os.path.basename(model.get_image_paths()[0]))[0]
             map_inputs.append((name, model.real_A.detach().clone()))
@@ -93,7 +108,8 @@ def run_test(opt):
     webpage.save()
     summary = {
         'name': opt.name, 'model': opt.model, 'epoch': opt.epoch, 'phase': opt.phase,
-        'dataroot': opt.dataroot, 'direction': opt.direction, 'num_images': n_done,
+        'dataroot': opt.dataroot, 'direction': opt.direction, 'num_images': n_done, 'num_test': opt.num_test,
+        'num_source_images': len(sources), 'test_set_images': test_set_images(dataset, opt),
         'seconds': round(elapsed, 3), 'seconds_per_image': round(elapsed / max(n_done, 1), 4),
         'web_dir': os.path.abspath(web_dir), 'images_dir': os.path.abspath(os.path.join(web_dir, 'images')),
     }
@@ -101,6 +117,10 @@ def run_test(opt):
         summary['similarity_maps'] = maps
     util.atomic_write_json(os.path.join(web_dir, 'results.json'), summary)
     print(f'{n_done} images translated; results in {os.path.join(web_dir, "index.html")}')
+    if summary['num_source_images'] < summary['test_set_images']:
+        print(f'note: {summary["num_source_images"]} of the {summary["test_set_images"]} test images translated '
+              f'(--num_test {opt.num_test}); FID and the Cityscapes scores refuse this folder: pass --num_test '
+              f'{summary["test_set_images"]} to score the whole test set, as the paper does', file=sys.stderr)
     return summary
 
 

@@ -10,8 +10,9 @@ confusion matrix C (rows: label, columns: prediction) over all images gives
     pixAcc   = Σ_i C_ii / Σ_ij C_ij          (ignore pixels excluded)
     classAcc = mean over classes present in the labels of C_ii / Σ_j C_ij
 
-all ×100, as Hneg_SRC's get_mAP.py computes mAP. `--official-get-acc` adds the numbers of
-Hneg_SRC's get_Acc.py, which differ (see official_get_acc_scores and docs/evaluation.md).
+all ×100, as Hneg_SRC's get_mAP.py computes mAP. The numbers of Hneg_SRC's get_Acc.py, which differ (see
+official_get_acc_scores and docs/evaluation.md), are added too (`--no-official-get-acc` leaves them out): the
+paper's pixAcc/classAcc came from them.
 
     python -m evaluation.cityscapes results/city/test_latest --drn-weights drn_d_22_cityscapes.pth
 """
@@ -24,7 +25,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from evaluation.common import EvaluationError, cli, default_device, emit, image_files, images_dir, run_metadata
+from evaluation.common import (EvaluationError, check_whole_test_set, cli, default_device, emit, image_files,
+                               images_dir, run_metadata)
 from evaluation.drn import CITYSCAPES_MEAN, CITYSCAPES_STD, NUM_CLASSES, pretrained_drn
 
 CLASS_NAMES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic_light', 'traffic_sign',
@@ -209,8 +211,9 @@ def add_drn_args(parser):
     """Flags for the DRN-D-22 scores, shared with the sweep command."""
     parser.add_argument('--drn-weights', default=None, help='drn_d_22_cityscapes.pth (fyu/drn, Hneg_SRC)')
     parser.add_argument('--drn-batch-size', type=int, default=8)
-    parser.add_argument('--official-get-acc', action='store_true',
-                        help="also report Hneg_SRC get_Acc.py's pixAcc/classAcc/mIoU arithmetic")
+    parser.add_argument('--official-get-acc', action=argparse.BooleanOptionalAction, default=True,
+                        help="also report Hneg_SRC get_Acc.py's pixAcc/classAcc/mIoU arithmetic, the numbers "
+                             "the paper's Tables 1 and 4 are comparable with")
 
 
 def main(argv=None):
@@ -224,6 +227,9 @@ def main(argv=None):
                         help='cuda, cuda:0 or cpu (default: the first GPU of $GPU_IDS, else cuda:0 when '
                              'available)')
     parser.add_argument('--expect-count', type=int, default=None, help='fail unless there are this many pairs')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help="score a test.py folder that translated only part of its test set (its results.json "
+                             "says how many of how many); refused by default")
     parser.add_argument('--json', default=None,
                         help='write the result here (default: RESULTS/metrics_cityscapes.json)')
     parser.add_argument('--run', default=None)
@@ -237,6 +243,7 @@ def main(argv=None):
 
     fake_dir = Path(args.fake_dir) if args.fake_dir else images_dir(args.results, 'fake_B')
     label_dir = Path(args.label_dir) if args.label_dir else images_dir(args.results, 'real_A')
+    check_whole_test_set(fake_dir, args.allow_partial)
     device = args.device or default_device()
     model = pretrained_drn(args.drn_weights, device=device)
     result = evaluate_cityscapes(fake_dir, label_dir, model, device=device, batch_size=args.drn_batch_size,

@@ -39,6 +39,28 @@ def images_dir(path, kind):
     return path
 
 
+def check_whole_test_set(images_path, allow_partial=False):
+    """The count record test.py wrote beside `images_path` (`<result>/images/<kind>` or `<result>`): its
+    results.json, or None for a folder test.py did not write. A folder holding translations of only part of
+    the test split (CUT's --num_test 50 on a larger split) is an error naming both counts, unless
+    `allow_partial`: the paper scores every test image."""
+    path = Path(images_path)
+    folder = path.parent.parent if path.parent.name == 'images' else path
+    record_path = folder / 'results.json'
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f'{record_path} is not a readable JSON file: {exc}') from exc
+    done, total = record.get('num_source_images'), record.get('test_set_images')
+    if done is not None and total is not None and done < total and not allow_partial:
+        raise EvaluationError(f'{folder} holds translations of {done} of the {total} test images (test.py '
+                              f'--num_test {record.get("num_test")}); rerun test.py with --num_test {total}, '
+                              'or pass --allow-partial to score it anyway')
+    return record
+
+
 def run_metadata(images_path, *, run=None, method=None, dataset=None, epoch=None, epoch_choice=None):
     """Labels of the run behind `images_path`, read from `<results>/<name>/<phase>_<epoch>/images/<kind>`.
 

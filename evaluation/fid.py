@@ -25,7 +25,8 @@ from pytorch_fid import __version__ as PYTORCH_FID_VERSION
 from pytorch_fid import fid_score
 from pytorch_fid import inception as fid_inception
 
-from evaluation.common import EvaluationError, cli, default_device, emit, images_dir, run_metadata
+from evaluation.common import (EvaluationError, check_whole_test_set, cli, default_device, emit, images_dir,
+                               run_metadata)
 from util.util import safe_torch_load
 
 FID_WEIGHTS_URL = fid_inception.FID_WEIGHTS_URL
@@ -318,6 +319,9 @@ def main(argv=None):
                              "train + test, as gan-compression's horse2zebra_B.npz)")
     parser.add_argument('--expect-count', type=int, default=None,
                         help='fail unless the fake folder holds exactly this many images')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help="score a test.py folder that translated only part of its test set (its results.json "
+                             "says how many of how many); refused by default")
     parser.add_argument('--json', default=None,
                         help='write the result here (default: metrics_fid.json in a test.py result folder)')
     parser.add_argument('--run', default=None, help='run name for tables (default: read from the path)')
@@ -327,6 +331,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     fake_dir = images_dir(args.fake, 'fake_B')
+    check_whole_test_set(fake_dir, args.allow_partial)
     features, weights_path = features_from_args(args)
     result = fid_kid(fake_dir, Path(args.real), features, kid=not args.no_kid,
                      kid_subset_size=args.kid_subset_size, kid_subsets_n=args.kid_subsets,

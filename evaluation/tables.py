@@ -31,13 +31,21 @@ class Layout:
     columns: tuple  # (dataset group, metric key, header)
 
 
+# pixAcc and classAcc as the paper computed them (Hneg_SRC's get_Acc.py, `official_*` in the metric JSONs),
+# beside its numbers; the correct values in the last two columns (docs/evaluation.md)
 _SINGLE_MODAL_COLUMNS = (
     ('horse2zebra', 'fid', 'Horse→Zebra FID↓'),
     ('cityscapes', 'mAP', 'Cityscapes mAP↑'),
-    ('cityscapes', 'pixAcc', 'pixAcc↑'),
-    ('cityscapes', 'classAcc', 'classAcc↑'),
+    ('cityscapes', 'official_pixAcc', 'pixAcc↑†'),
+    ('cityscapes', 'official_classAcc', 'classAcc↑†'),
     ('cityscapes', 'fid', 'FID↓'),
+    ('cityscapes', 'pixAcc', 'pixAcc↑ (correct)'),
+    ('cityscapes', 'classAcc', 'classAcc↑ (correct)'),
 )
+OFFICIAL_ACC_NOTE = ("† pixAcc and classAcc with the arithmetic of Hneg_SRC's get_Acc.py, as the paper's: its BGR/RGB "
+                     "colour mix-up merges classes, pixAcc divides by 128·256·500 pixels ignore included, classAcc "
+                     "averages all 19 classes; the correct values follow in the last two columns "
+                     "(docs/evaluation.md). – under † means the JSON lacks them: evaluate with --official-get-acc.")
 LAYOUTS = {
     'table1': Layout('Table 1. Single-modal translation (Horse→Zebra; Cityscapes label→photo)', 'Method',
                      _SINGLE_MODAL_COLUMNS),
@@ -63,7 +71,7 @@ PAPER_TABLE3 = {
     ('cityscapes', '+ ours'): (0.685e6, 4.390e9, 72.41, 43.06),
 }
 # The paper's values for the rows our scripts label the same way (../shared/paper/tables.md), in the
-# columns of _SINGLE_MODAL_COLUMNS; None where the paper's text is illegible.
+# first five columns of _SINGLE_MODAL_COLUMNS (its pixAcc/classAcc are get_Acc.py's); None where illegible.
 PAPER = {
     'table1': {
         'CUT': (45.5, 24.7, 68.8, 30.7, 56.4),
@@ -117,7 +125,7 @@ def load_record(path, *, choice, aliases):
         metrics = {k: v for k, v in row.items() if k != 'epoch'}
         epoch, epoch_choice = row['epoch'], choice
     elif kind in ('fid', 'cityscapes', 'table3_row'):
-        metrics = data['metrics']
+        metrics = dict(data['metrics'], **{f'official_{k}': v for k, v in data.get('official_get_acc', {}).items()})
         epoch, epoch_choice = data.get('epoch'), data.get('epoch_choice') or 'fixed'
     else:
         raise EvaluationError(f'{path}: unknown kind {kind!r}; expected sweep, fid or cityscapes')
@@ -164,10 +172,13 @@ def render_markdown(layout, row_labels, cells, *, digits=2, paper=None):
             values.append('–' if record is None else f'{record.metrics[metric]:.{digits}f} ({_mark(record)})')
         lines.append('| ' + ' | '.join([row] + values) + ' |')
         if paper and row in paper:
-            cells_paper = ['–' if v is None else f'{v:.1f}' for v in paper[row]]
+            padded = list(paper[row]) + [None] * (len(layout.columns) - len(paper[row]))
+            cells_paper = ['–' if v is None else f'{v:.1f}' for v in padded]
             lines.append('| ' + ' | '.join([f'*{row}, paper*'] + [f'*{v}*' for v in cells_paper]) + ' |')
     lines += ['', 'best@eN: epoch N chosen by the sweep\'s selection metric; last@eN: the last saved epoch; '
               'eN: an epoch given by hand.']
+    if any('†' in h for _, _, h in layout.columns):
+        lines += ['', OFFICIAL_ACC_NOTE]
     return '\n'.join(lines) + '\n'
 
 

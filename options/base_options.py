@@ -16,6 +16,10 @@ from util import distributed, util
 # the options that decide how a run's networks are built: test.py (and scripts/similarity_maps.py) take
 # them from the run's train_opt.json, so a checkpoint is rebuilt as it was trained; the command line wins
 ARCHITECTURE_KEYS = ('model', *GENERATOR_ARCH_KEYS, *PATCH_SAMPLER_KEYS)
+# Hneg_SRC kept CUT's model names for its own models: its `sincut` is SinCUT + SRC + hDCE, and its default
+# `cut` (no --model in its train.sh) is SRC + hDCE. Their commands run here under our names, with a note.
+OFFICIAL_MODEL_NAMES = {'sincut': 'sin_src_hdce'}
+OFFICIAL_DEFAULT_MODEL = 'src_hdce'
 
 
 class BaseOptions:
@@ -108,7 +112,7 @@ class BaseOptions:
         defaults (`run_defaults`) go over every hook's, under the command line."""
         parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         parser = self.initialize(parser)
-        args = self._args()
+        args, self.model_note = official_model_args(self._args(), parser.get_default('model'))
         opt, _ = parser.parse_known_args(args)
         self.saved = self.run_defaults(opt)
         if 'model' in self.saved:
@@ -163,6 +167,8 @@ class BaseOptions:
         self.validate(opt)
         if distributed.env_rank() == 0:  # torchrun starts one process per GPU; rank 0 reports and writes
             print('\n'.join(self.option_lines(opt)))
+            if self.model_note:
+                print(self.model_note)
             for key, value in self.saved.items():
                 if getattr(opt, key, value) != value:
                     print(f'note: --{key} {getattr(opt, key)} from the command line; the run was trained with '
@@ -185,6 +191,50 @@ class BaseOptions:
         if opt.amp == 'fp16' and not opt.gpu_ids and distributed.env_rank() == 0:
             print('warning: --amp fp16 on CPU: CPUs without float16 units (most) emulate it, slower than '
                   'float32; use --amp bf16 on CPU', file=sys.stderr)
+
+
+def _model_flag(args):
+    """(index, value) of the last --model in `args` ('--model X' or '--model=X'); (None, None) without one."""
+    found = None, None
+    for i, arg in enumerate(args):
+        if arg == '--model' and i + 1 < len(args):
+            found = i + 1, args[i + 1]
+        elif arg.startswith('--model='):
+            found = i, arg.split('=', 1)[1]
+    return found
+
+
+def _own_flags(model, than):
+    """The flags `model`'s options hook adds that `than`'s does not."""
+    def flags(name):
+        parser = argparse.ArgumentParser(add_help=False)
+        models.find_model_using_name(name).modify_commandline_options(parser, True)
+        return {s for action in parser._actions for s in action.option_strings}
+    return flags(model) - flags(than)
+
+
+def official_model_args(args, default_model):
+    """`args` with Hneg_SRC's model names put into ours, and the note saying so (None when unchanged).
+
+    `--model sincut` becomes sin_src_hdce; a command without --model that passes flags only src_hdce has
+    (Hneg_SRC's train.sh: --dce_idt --lambda_HDCE ...) trains src_hdce, whose flags they are. Without such
+    flags CUT's default (--model cut, CUT itself) stays."""
+    args = list(args)
+    index, name = _model_flag(args)
+    if name in OFFICIAL_MODEL_NAMES:
+        ours = OFFICIAL_MODEL_NAMES[name]
+        args[index] = ours if args[index] == name else f'--model={ours}'
+        return args, (f'note: --model {name} is the official Hneg_SRC name of --model {ours} (SinCUT with SRC + '
+                      f'hDCE): using {ours}')
+    if index is not None:
+        return args, None
+    src_flags = _own_flags(OFFICIAL_DEFAULT_MODEL, default_model)
+    given = sorted({a.split('=', 1)[0] for a in args if a.split('=', 1)[0] in src_flags})
+    if not given:
+        return args, None
+    return args + ['--model', OFFICIAL_DEFAULT_MODEL], (
+        f'note: no --model, and {" ".join(given)} are flags of --model {OFFICIAL_DEFAULT_MODEL} (the official '
+        f'Hneg_SRC default model): using --model {OFFICIAL_DEFAULT_MODEL}')
 
 
 def parse_gpu_ids(spec):

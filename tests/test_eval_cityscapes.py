@@ -198,12 +198,15 @@ def test_cli_writes_json(drn, tmp_path, capsys):
     folder = _result_folder(tmp_path / 'results' / 'city_run' / 'test_40', [0, 13])
     weights = tmp_path / 'drn.pth'
     torch.save({'state_dict': {f'module.{k}': v for k, v in drn.state_dict().items()}}, weights)
-    cs.main([str(folder), '--drn-weights', str(weights), '--device', 'cpu', '--official-get-acc'])
+    cs.main([str(folder), '--drn-weights', str(weights), '--device', 'cpu'])
     result = json.loads((folder / 'metrics_cityscapes.json').read_text())
     assert json.loads(capsys.readouterr().out) == result
     assert (result['kind'], result['run'], result['epoch'], result['epoch_choice']) == \
         ('cityscapes', 'city_run', '40', 'fixed')
+    # both accuracies by default: the paper's (get_Acc.py's) for its tables, the correct ones beside
     assert set(result['metrics']) >= {'mAP', 'pixAcc', 'classAcc'} and 'pixAcc' in result['official_get_acc']
+    cs.main([str(folder), '--drn-weights', str(weights), '--device', 'cpu', '--no-official-get-acc'])
+    assert 'official_get_acc' not in json.loads((folder / 'metrics_cityscapes.json').read_text())
 
 
 def test_photos_as_labels_are_refused(tmp_path):

@@ -189,8 +189,10 @@ def _sweep_json(path, method, dataset, rows, best, run):
 @pytest.fixture
 def metric_files(tmp_path):
     h2z = [{'epoch': '200', 'fid': 40.123}, {'epoch': '400', 'fid': 36.2}, {'epoch': 'latest', 'fid': 37.0}]
-    city = [{'epoch': '350', 'fid': 51.0, 'mAP': 28.41, 'pixAcc': 72.0, 'classAcc': 35.5},
-            {'epoch': '400', 'fid': 52.0, 'mAP': 27.0, 'pixAcc': 71.0, 'classAcc': 34.0}]
+    city = [{'epoch': '350', 'fid': 51.0, 'mAP': 28.41, 'pixAcc': 72.0, 'classAcc': 35.5, 'official_pixAcc': 61.0,
+             'official_classAcc': 24.5},
+            {'epoch': '400', 'fid': 52.0, 'mAP': 27.0, 'pixAcc': 71.0, 'classAcc': 34.0, 'official_pixAcc': 60.0,
+             'official_classAcc': 23.0}]
     return [
         _sweep_json(tmp_path / 'src_h2z.json', 'SRC', 'horse2zebra', h2z, 1, 'h2z_src'),
         _sweep_json(tmp_path / 'src_city.json', 'SRC', 'cityscapes_cut', city, 0, 'city_src'),
@@ -209,13 +211,19 @@ def test_make_table_marks_epoch_choice_and_run(metric_files, tmp_path):
     markdown = out.with_suffix('.md').read_text()
     assert done.stdout == markdown
     lines = markdown.splitlines()
-    assert lines[2] == '| Method | Horse→Zebra FID↓ | Cityscapes mAP↑ | pixAcc↑ | classAcc↑ | FID↓ |'
-    assert lines[4] == '| CUT | 45.50 (last@elatest, h2z_cut) | – | – | – | – |'
-    assert lines[5] == '| *CUT, paper* | *45.5* | *24.7* | *68.8* | *30.7* | *56.4* |'  # Table 1's CUT row
-    assert lines[6] == ('| SRC | 36.20 (best@e400, h2z_src) | 28.41 (best@e350, city_src) | 72.00 (best@e350, '
-                        'city_src) | 35.50 (best@e350, city_src) | 51.00 (best@e350, city_src) |')
+    assert lines[2] == ('| Method | Horse→Zebra FID↓ | Cityscapes mAP↑ | pixAcc↑† | classAcc↑† | FID↓ | '
+                        'pixAcc↑ (correct) | classAcc↑ (correct) |')
+    assert lines[4] == '| CUT | 45.50 (last@elatest, h2z_cut) | – | – | – | – | – | – |'
+    assert lines[5] == '| *CUT, paper* | *45.5* | *24.7* | *68.8* | *30.7* | *56.4* | *–* | *–* |'  # Table 1's CUT
+    # beside the paper's pixAcc/classAcc: get_Acc.py's arithmetic (official_*); the correct ones after FID
+    assert lines[6] == ('| SRC | 36.20 (best@e400, h2z_src) | 28.41 (best@e350, city_src) | 61.00 (best@e350, '
+                        'city_src) | 24.50 (best@e350, city_src) | 51.00 (best@e350, city_src) | 72.00 (best@e350, '
+                        'city_src) | 35.50 (best@e350, city_src) |')
+    assert lines[-1] == tables.OFFICIAL_ACC_NOTE
     rows = list(csv.DictReader(out.with_suffix('.csv').open()))
-    assert len(rows) == 6  # the paper's values are not in the CSV
+    assert len(rows) == 8  # the paper's values are not in the CSV; both accuracies are
+    assert {(r['metric'], r['value']) for r in rows if r['column'].startswith('pixAcc')} == {
+        ('official_pixAcc', '61.0'), ('pixAcc', '72.0')}
     assert rows[1] == {'table': 'table1', 'row': 'SRC', 'column': 'Horse→Zebra FID↓', 'dataset': 'horse2zebra',
                        'metric': 'fid', 'value': '36.2', 'epoch_choice': 'best', 'epoch': '400', 'run': 'h2z_src',
                        'source': str(metric_files[0])}
@@ -236,6 +244,19 @@ def test_table_last_choice_and_layout(metric_files, capsys):
     markdown = capsys.readouterr().out
     assert '| Configuration |' in markdown
     assert '| SRC | 37.00 (last@elatest, h2z_src) | 27.00 (last@e400, city_src) |' in markdown
+
+
+def test_cityscapes_json_gives_both_accuracies(tmp_path):
+    """An evaluation.cityscapes JSON (its get_Acc.py numbers under official_get_acc) fills the † columns."""
+    path = _write(tmp_path / 'metrics_cityscapes.json', {
+        'kind': 'cityscapes', 'method': 'CUT', 'run': 'city_cut', 'dataset': 'cityscapes', 'epoch': '400',
+        'metrics': {'mAP': 24.0, 'pixAcc': 70.0, 'classAcc': 33.0},
+        'official_get_acc': {'pixAcc': 59.0, 'classAcc': 22.0, 'mIoU': 15.0}})
+    layout = tables.LAYOUTS['table1']
+    row_labels, cells = tables.build_table([tables.load_record(path, choice='best', aliases={})], layout)
+    shown = {layout.columns[i][2]: cells[('CUT', i)].metrics[layout.columns[i][1]] for (_, i) in cells}
+    assert shown == {'Cityscapes mAP↑': 24.0, 'pixAcc↑†': 59.0, 'classAcc↑†': 22.0, 'pixAcc↑ (correct)': 70.0,
+                     'classAcc↑ (correct)': 33.0}
 
 
 def test_table_errors_name_the_files(metric_files, tmp_path):
