@@ -110,7 +110,7 @@ def test_resume_after_a_kill_gives_the_same_search(tmp_path, kill_after):
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     run(tmp_path)
-    with pytest.raises(ValueError, match='other settings'):
+    with pytest.raises(ValueError, match=r'another search \(mutate_prob: 0.4 -> 0.3\)'):
         run(tmp_path, mutate_prob=0.3)
 
 
