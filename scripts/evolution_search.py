@@ -224,6 +224,8 @@ def miou_criterion(args, net, sources, device, segmenter=None):
     label_files = [os.path.join(args.cityscapes_root, label)
                    for label in miou.match_labels(stems, miou.read_table(args.table))]
     labels = dict(zip(stems, map(miou.read_train_ids, label_files)))
+    for (stem, x), label_file in zip(sources, label_files):
+        miou.check_label_size(x.shape[1:], labels[stem].shape, miou.output_stride(segmenter), stem, label_file)
     inputs = {'metric': 'mIoU', 'table_sha256': file_sha256(args.table), 'labels': files_digest(label_files),
               'drn_weights_sha256': file_sha256(args.drn_weights) if args.drn_weights else None}
 
