@@ -157,15 +157,15 @@ def fid_criterion(args, net, sources, device):
                                 load_fid_weights, load_real_stats)
     if not args.real_stats:
         raise SystemExit('error: --criterion fid needs --real_stats (a .npz with mu and sigma, or a folder)')
+    if not os.path.isdir(args.real_stats):  # a statistics file: checked before the Inception weights are loaded
+        real_stats = load_real_stats(args.real_stats, args.dims)
+        stats_digest = {'sha256': file_sha256(args.real_stats)}
     state, path = load_fid_weights(args.fid_weights)
     features = InceptionFeatures(build_inception(state, dims=args.dims, device=device, source=str(path)),
                                  dims=args.dims, device=device)
     if os.path.isdir(args.real_stats):
         real_stats = feature_statistics(features(args.real_stats)[0])
         stats_digest = files_digest(image_files(args.real_stats))
-    else:
-        real_stats = load_real_stats(args.real_stats, args.dims)
-        stats_digest = {'sha256': file_sha256(args.real_stats)}
     inputs = {'metric': 'fid', 'dims': args.dims, 'fid_weights_sha256': file_sha256(path),
               'real_stats': stats_digest}
 
