@@ -88,7 +88,7 @@ def test_a_search_log_of_other_weights_images_or_metric_is_refused_or_restarted(
 # ---- item 3: a kill while a resumed search opens its log; two searches in one folder -----------------------------
 
 def test_sigkill_while_a_resumed_search_opens_its_1_mb_log_keeps_every_complete_line(tmp_path, monkeypatch):
-    """A 1 MB log (6,020 candidates, written here with a made-up criterion), cut to 95 % of its lines plus half a
+    """A 1.2 MB log (8,020 candidates, written here with a made-up criterion), cut to 95 % of its lines plus half a
     line; the resumed search is SIGKILLed as soon as the log's size changes (before: the rewrite emptied it)."""
     script = load_script('scripts/evolution_search.py')
     _supernet_run(tmp_path)
@@ -101,12 +101,12 @@ def test_sigkill_while_a_resumed_search_opens_its_1_mb_log_keeps_every_complete_
     monkeypatch.setattr(os, 'fsync', lambda fd: None)
     budget = mobile_macs((4, 4, 4, 4, 4, 4, 4, 8), 32)
     argv = search_argv(tmp_path, 'search', '--num_images', '1', '--weighted_sample', '2', budget=budget,
-                       population=20, generations=300)
+                       population=20, generations=400)
     script.main(strs(argv))
     monkeypatch.undo()
     log = tmp_path / 'search' / 'candidates.jsonl'
     lines = log.read_bytes().splitlines(keepends=True)
-    assert len(lines) == 1 + 20 * 301 and log.stat().st_size > 1e6
+    assert len(lines) == 1 + 20 * 401 and log.stat().st_size > 1e6
     kept = b''.join(lines[:int(0.95 * len(lines))])
     log.write_bytes(kept + lines[len(kept.splitlines())][:40])  # and a line cut short by an earlier kill
     size = log.stat().st_size
