@@ -62,8 +62,6 @@ def test_a_search_log_of_other_weights_images_or_metric_is_refused_or_restarted(
     script.main(strs(argv))
     log = tmp_path / 'search' / 'candidates.jsonl'
     before = log.read_text()
-    inputs = read_jsonl(log)[0]['inputs']
-    assert inputs['criterion'] == 'synthetic' and inputs['metric'] == 'stripe_iou' and inputs['images']['count'] == 2
     # new super-net weights: the old scores are not replayed as the new search's
     from models.networks import define_G
     torch.manual_seed(1)
@@ -72,6 +70,8 @@ def test_a_search_log_of_other_weights_images_or_metric_is_refused_or_restarted(
     assert_one_line_error(command('scripts/evolution_search.py', *argv), 'holds the scores of another search',
                           'weights_sha256', '--restart')
     assert log.read_text() == before
+    inputs = read_jsonl(log)[0]['inputs']
+    assert inputs['criterion'] == 'synthetic' and inputs['metric'] == 'stripe_iou' and inputs['images']['count'] == 2
     with pytest.raises(ValueError, match=r'images\.count: 2 -> 1'):
         script.main(strs(search_argv(tmp_path, 'search', '--num_images', '1')))
     with pytest.raises(ValueError, match=r'metric: "stripe_iou" -> "shape_iou"'):
@@ -239,7 +239,7 @@ def error_case(name, tmp_path):
         'wrong_keys': ([*export, '--config_str', '8_8_8_8_8_8_8_8'],
                        [f'{run / "latest_net_G.pth"} is not a super_mobile_resnet_9blocks of --ngf 8: ',
                         'missing keys', '1 unexpected keys (model.0.weight)']),
-        'code_pickle': ([*export, '--config_str', '8_8_8_8_8_8_8_8'],
+        'code_pickle': (['scripts/evolution_search.py', *search],
                         [f'refused to load {run / "latest_net_G.pth"}: it contains tests.test_tool_faults.CodeObject']),
         'count_macs_config_of_a_resnet': (['scripts/count_macs.py', '--netG', 'resnet_9blocks', '--config',
                                            '16_16_32_16_16_64_16_24'], ['--netG resnet_9blocks has none']),
