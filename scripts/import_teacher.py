@@ -64,6 +64,8 @@ def convert_official_state(state, net):
 
 def load_official_teacher(path, net):
     """Load the official file `path` into `net` strictly; a mismatch raises naming the file and the keys."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'--source {path}: no such file (an official *_net_G.pth generator file)')
     state = util.safe_torch_load(path)
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError(f'{path} is not a state dict of tensors (an official *_net_G.pth file is one)')
