@@ -24,7 +24,7 @@ The super-net is <checkpoints_dir>/<name>/<epoch>_net_G.pth, built from the run'
 candidates are translations of <dataroot>/<phase>A (<phase>B for --direction BtoA) at the run's crop size; for a
 run on --dataset_mode aligned, of the left (AtoB) or right (BtoA) halves of the [A | B] images in <dataroot>/<phase>.
 Writes <output_dir>/candidates.jsonl (one line per candidate; a search started again on it resumes) and
-<output_dir>/result.json (the best configuration, its MACs and parameters, the best per generation). The log's
+<output_dir>/result.json (the best configuration, its MACs and parameters, the best per generation, the inputs). The log's
 first line records what its scores depend on (the super-net's SHA-256, the criterion and metric, the images'
 names and bytes, the statistics, weights and labels the criterion reads): a search whose inputs differ refuses
 the log, naming what changed, unless --restart starts it over. One search at a time holds <output_dir>
@@ -287,7 +287,8 @@ def main(argv=None):
         result.update(run_dir=os.path.abspath(run_dir), epoch=args.epoch, criterion=args.criterion,
                       metric={'fid': 'fid', 'miou': 'mIoU'}.get(args.criterion, args.metric),
                       source_dir=os.path.abspath(folder), num_images=len(sources), crop_size=crop,
-                      config_set=space.name, real_stats=args.real_stats and os.path.abspath(args.real_stats))
+                      config_set=space.name, real_stats=args.real_stats and os.path.abspath(args.real_stats),
+                      inputs=inputs)
         util.atomic_write_json(os.path.join(args.output_dir, 'result.json'), result)
     finally:
         lock.release()

@@ -83,6 +83,7 @@ def test_a_search_log_of_other_weights_images_or_metric_is_refused_or_restarted(
     from evaluation.search import file_sha256
     assert lines[0]['inputs']['weights_sha256'] == file_sha256(tmp_path / 'ckpt' / 'supernet' / 'latest_net_G.pth')
     assert len(lines) == 1 + 2 * 2
+    assert json.loads((tmp_path / 'search' / 'result.json').read_text())['inputs'] == lines[0]['inputs']
 
 
 # ---- item 3: a kill while a resumed search opens its log; two searches in one folder -----------------------------
