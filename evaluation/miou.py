@@ -112,7 +112,8 @@ def check_label_size(photo_shape, label_shape, stride, photo, label):
                               'the photo nor that of the Cityscapes frames (2:1); was it written for these images?')
     if min(H, W) < stride:
         raise EvaluationError(f'label {label} is {W}x{H}, below the segmenter\'s output stride {stride} (it scores '
-                              f'{stride}x{stride} px cells): use the full-size gtFine labels ({FULL_SIZE[1]}x{FULL_SIZE[0]})')
+                              f'{stride}x{stride} px cells): use the full-size gtFine labels '
+                              f'({FULL_SIZE[1]}x{FULL_SIZE[0]})')
 
 
 @torch.no_grad()

@@ -24,8 +24,8 @@ The super-net is <checkpoints_dir>/<name>/<epoch>_net_G.pth, built from the run'
 candidates are translations of <dataroot>/<phase>A (<phase>B for --direction BtoA) at the run's crop size; for a
 run on --dataset_mode aligned, of the left (AtoB) or right (BtoA) halves of the [A | B] images in <dataroot>/<phase>.
 Writes <output_dir>/candidates.jsonl (one line per candidate; a search started again on it resumes) and
-<output_dir>/result.json (the best configuration, its MACs and parameters, the best per generation, the inputs). The log's
-first line records what its scores depend on (the super-net's SHA-256, the criterion and metric, the images'
+<output_dir>/result.json (the best configuration, its MACs and parameters, the best per generation, the inputs).
+The log's first line records what its scores depend on (the super-net's SHA-256, the criterion and metric, the images'
 names and bytes, the statistics, weights and labels the criterion reads): a search whose inputs differ refuses
 the log, naming what changed, unless --restart starts it over. One search at a time holds <output_dir>
 (its lock file, as train.py's).

@@ -166,7 +166,8 @@ def test_non_finite_statistics_and_scores_are_refused_by_name(tmp_path):
                                                                '64', '--real_stats', tmp_path / 'inf.npz'))
     assert_one_line_error(proc, f'{tmp_path / "inf.npz"}: mu holds 1 non-finite value(s) (first at index (5,))')
     assert not (tmp_path / 'search').exists()
-    with pytest.raises(EvaluationError, match=r'nan.npz: sigma holds 1 non-finite value\(s\) \(first at index \(2, 3\)'):
+    with pytest.raises(EvaluationError, match=r'nan.npz: sigma holds 1 non-finite value\(s\) \(first at index '
+                                              r'\(2, 3\)'):
         fid.load_real_stats(tmp_path / 'nan.npz', 64)
     with pytest.raises(EvaluationError, match='FID came out nan'):
         fid.frechet_distance((np.zeros(4), np.eye(4)), (np.full(4, np.nan), np.eye(4)), pytorch_fid=False)
