@@ -162,9 +162,13 @@ def frechet_distance(stats_a, stats_b, *, pytorch_fid=True):
     """
     (mu_a, sigma_a), (mu_b, sigma_b) = stats_a, stats_b
     if pytorch_fid:
-        return float(fid_score.calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a) + np.trace(sigma_b)
-                 - 2 * trace_sqrt_product(sigma_a, sigma_b))
+        value = float(fid_score.calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
+    else:
+        value = float(np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a) + np.trace(sigma_b)
+                      - 2 * trace_sqrt_product(sigma_a, sigma_b))
+    if not np.isfinite(value):
+        raise EvaluationError(f'FID came out {value}: the feature statistics hold non-finite values')
+    return value
 
 
 def is_stats_file(path):
@@ -182,6 +186,12 @@ def load_real_stats(path, dims):
     if mu.shape != (dims,) or sigma.shape != (dims, dims):
         raise EvaluationError(f'{path}: mu {mu.shape} and sigma {sigma.shape} are not statistics of {dims}-d '
                               f'features (--dims {dims})')
+    for name, array in (('mu', mu), ('sigma', sigma)):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise EvaluationError(f'{path}: {name} holds {int(bad.sum())} non-finite value(s) (first at index '
+                                  f'{tuple(int(i) for i in np.argwhere(bad)[0])}); recompute the statistics '
+                                  '(python -m evaluation.fid ... --save-real-stats)')
     return mu, sigma
 
 

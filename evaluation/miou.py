@@ -31,10 +31,11 @@ from tqdm import tqdm
 
 from evaluation.cityscapes import CLASS_NAMES, confusion_matrix, normalize, segmentation_scores
 from evaluation.common import EvaluationError, cli, default_device, emit, image_files, images_dir, run_metadata
-from evaluation.drn import NUM_CLASSES, pretrained_drn
+from evaluation.drn import NUM_CLASSES, DRNSeg, pretrained_drn
 
 IGNORE_LABEL = 255
 FULL_SIZE = (1024, 2048)  # (height, width) of the gtFine labels
+DRN_STRIDE = 8  # DRN-D's output stride: its class scores are computed on a grid 8 times coarser than the photo
 
 
 def read_table(path):
@@ -96,6 +97,25 @@ def read_photo(path):
         return np.asarray(image.convert('RGB'))
 
 
+def output_stride(model):
+    """The stride of a segmenter's score grid: DRN-D's 8, else the model's `output_stride` (1 when unset)."""
+    return DRN_STRIDE if isinstance(model, DRNSeg) else getattr(model, 'output_stride', 1)
+
+
+def check_label_size(photo_shape, label_shape, stride, photo, label):
+    """Refuse a label that cannot be the photo's: its aspect must be the photo's or that of the Cityscapes frames
+    (2:1 labels of the square 256x256 photos), and each side at least the network's output stride."""
+    (h, w), (H, W) = photo_shape[:2], label_shape
+    aspects = {'the photo': w / h, 'the Cityscapes frames': FULL_SIZE[1] / FULL_SIZE[0]}
+    if not any(abs(W / H - a) <= 0.02 * a for a in aspects.values()):
+        raise EvaluationError(f'label {label} is {W}x{H}, photo {photo} {w}x{h}: the label has neither the aspect of '
+                              'the photo nor that of the Cityscapes frames (2:1); was it written for these images?')
+    if min(H, W) < stride:
+        raise EvaluationError(f'label {label} is {W}x{H}, below the segmenter\'s output stride {stride} (it scores '
+                              f'{stride}x{stride} px cells): use the full-size gtFine labels '
+                              f'({FULL_SIZE[1]}x{FULL_SIZE[0]})')
+
+
 @torch.no_grad()
 def predict_full_size(model, photos, size, device):
     """DRN class ids (B, H, W) of (h, w, 3) uint8 photos, the scores upsampled bilinearly to `size` = (H, W)."""
@@ -117,6 +137,8 @@ def evaluate_pairs(pairs, model, *, device='cpu', batch_size=1):
             raise EvaluationError(f'images {[str(p) for p, _ in chunk]} or their labels differ in size; use '
                                   '--batch-size 1 or one size')
         size = labels[0].shape
+        for (photo_path, label_path), photo, label in zip(chunk, photos, labels):
+            check_label_size(photo.shape, label.shape, output_stride(model), photo_path, label_path)
         sizes.add(size)
         for pred, label in zip(predict_full_size(model, photos, size, device), labels):
             cm += confusion_matrix(label, pred)

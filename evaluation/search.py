@@ -14,6 +14,7 @@ started again on the same log replays the logged candidates (their scores are re
 checks that they are the ones it draws, and continues: a search killed after k candidates ends exactly
 as an uninterrupted one.
 """
+import hashlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from models.networks.compression import ChannelConfigs, decode_config, encode_config
+from util.util import atomic_write_text
 
 MAX_REDRAWS = 100000
 
@@ -48,32 +50,56 @@ class SearchSettings:
             raise ValueError(f'unknown weight strategy {self.weight_strategy!r}; valid names: arithmetic, geometric')
 
 
-class _Log:
-    """The JSON-lines log: lines already there are replayed, new ones appended and flushed one by one."""
+def header_differences(old, new, prefix=''):
+    """'key: old -> new; ...' of the entries two log headers disagree on (nested dicts by dotted key)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = header_differences(a, b, f'{prefix}{key}.')
+            out += [inner] if inner else []
+        elif a != b:
+            out.append(f'{prefix}{key}: {_short(a)} -> {_short(b)}')
+    return '; '.join(out)
 
-    def __init__(self, path, header):
+
+def _short(value, n=40):
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= n else text[:n - 3] + '...'
+
+
+class _Log:
+    """The JSON-lines log: lines already there are replayed, new ones appended and flushed one by one.
+
+    The file is never rewritten in place: a line cut short by a kill is cut off with one truncate (the complete
+    lines stay on disk whatever moment a second kill lands), and a new log is written as a temporary file and
+    renamed. `restart` starts a new log over an existing one."""
+
+    def __init__(self, path, header, restart=False):
         self.path = path
         self.replay = []
         if path is None:
             self.file = None
             return
-        lines = []
-        if os.path.exists(path):
-            with open(path) as f:
-                raw = f.read().split('\n')
-            for line in raw:
+        lines, complete = [], 0
+        if os.path.exists(path) and not restart:
+            with open(path, 'rb') as f:
+                raw = f.read()
+            for line in raw.split(b'\n')[:-1]:  # the part after the last newline is a line cut short
                 try:
                     lines.append(json.loads(line))
                 except ValueError:
-                    break  # a line cut short by a kill: it and anything after it are redone
+                    break  # a damaged line: it and anything after it are redone
+                complete += len(line) + 1
             if lines and lines[0] != header:
-                raise ValueError(f'{path} was written by a search with other settings {lines[0]}; these are '
-                                 f'{header}: delete it or choose another log')
-        with open(path, 'w') as f:  # the complete lines only
-            f.writelines(json.dumps(line, sort_keys=True) + '\n' for line in lines)
-        self.file = open(path, 'a')
+                raise ValueError(f'{path} holds the scores of another search ({header_differences(lines[0], header)}): '
+                                 'start over with --restart (scripts/evolution_search.py), or choose another log')
+            if complete < len(raw):
+                os.truncate(path, complete)
         if not lines:
-            self._write(header)
+            atomic_write_text(path, json.dumps(header, sort_keys=True) + '\n')
+            lines = [header]
+        self.file = open(path, 'a')
         self.replay = lines[1:]
 
     def _write(self, record):
@@ -103,7 +129,8 @@ class EvolutionSearch:
     """`criterion(config) -> score` (config a tuple of 8 ints), `higher_is_better` its direction;
     `macs(config) -> int` the cost checked against `settings.budget` (evaluation.macs.mobile_macs)."""
 
-    def __init__(self, space, criterion, higher_is_better, macs, settings, log_path=None, progress=True):
+    def __init__(self, space, criterion, higher_is_better, macs, settings, log_path=None, progress=True,
+                 inputs=None, restart=False):
         settings.check()
         self.space = space if isinstance(space, ChannelConfigs) else ChannelConfigs(space)
         self.space.rng.seed(settings.seed)
@@ -112,6 +139,8 @@ class EvolutionSearch:
         self.macs = macs
         self.settings = settings
         self.log_path = log_path
+        self.inputs = inputs
+        self.restart = restart
         self.progress = progress
         self.macs_cache = {}
         self.score_cache = {}
@@ -121,8 +150,13 @@ class EvolutionSearch:
                              f'{encode_config(self.space.smallest())} ({smallest:.4g} MACs)')
 
     def header(self):
-        return {'kind': 'settings', 'space': self.space.name or self.space.choices,
-                'higher_is_better': self.higher_is_better, **asdict(self.settings)}
+        """The log's first line: the settings and, when given, what the scores depend on (`inputs`: weights,
+        images, criterion, statistics); a log whose header differs is not replayed."""
+        header = {'kind': 'settings', 'space': self.space.name or self.space.choices,
+                  'higher_is_better': self.higher_is_better, **asdict(self.settings)}
+        if self.inputs is not None:
+            header['inputs'] = self.inputs
+        return header
 
     def _cost(self, config):
         key = encode_config(config)
@@ -153,8 +187,9 @@ class EvolutionSearch:
                 score = logged['score']  # replaying a resumed search: the score was measured before
             else:
                 score = float(self.criterion(config))
-            if math.isnan(score):
-                raise ValueError(f'the criterion gave NaN for configuration {key}')
+            if not math.isfinite(score):
+                raise ValueError(f'the criterion gave {score} for configuration {key}: a non-finite score cannot be '
+                                 'ranked (check the statistics, weights and images it is computed from)')
             self.score_cache[key] = score
             record = {'kind': 'candidate', 'index': index, 'generation': generation, 'origin': origin,
                       'config': key, 'macs': self._cost(config), 'score': score, 'cached': cached}
@@ -169,7 +204,7 @@ class EvolutionSearch:
         s = self.settings
         n_parents = max(1, int(round(s.parent_ratio * s.population_size)))
         n_mutations = int(round(s.mutation_ratio * s.population_size))
-        self._log = _Log(self.log_path, self.header())
+        self._log = _Log(self.log_path, self.header(), self.restart)
         self._count = 0
         self._bar = tqdm(total=s.population_size * (s.generations + 1), desc='evolution search', unit='cand',
                          disable=not self.progress)
@@ -215,15 +250,33 @@ def load_run_generator(run_dir, epoch='latest', device='cpu'):
     and the run's options."""
     from evaluation.curves import load_run_options
     from models.networks import generator_from_options
-    from util.util import safe_torch_load, strip_module_prefix
+    from util.util import safe_torch_load, state_dict_mismatch, strip_module_prefix
     opts = load_run_options(run_dir)
     path = os.path.join(run_dir, f'{epoch}_net_G.pth')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path} not found (expected <checkpoints_dir>/<name>/<epoch>_net_G.pth)')
     net = generator_from_options(opts, init_weights=False)
-    try:
-        net.load_state_dict(strip_module_prefix(safe_torch_load(path)), strict=True)
-    except RuntimeError as exc:
-        raise RuntimeError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
-                           f'{exc}') from exc
+    state = strip_module_prefix(safe_torch_load(path))
+    mismatch = state_dict_mismatch(net.state_dict(), state)
+    if mismatch:
+        raise ValueError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
+                         f'{mismatch}')
+    net.load_state_dict(state, strict=True)
     return net.to(device).eval(), opts
+
+
+def file_sha256(path):
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_digest(paths):
+    """{'count', 'sha256'} of a list of files: one digest over their names and bytes, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.path.basename(str(path)).encode() + b'\0' + file_sha256(path).encode())
+    return {'count': len(paths), 'sha256': digest.hexdigest()}

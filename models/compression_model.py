@@ -21,6 +21,7 @@ uninterrupted one would.
 """
 import argparse
 import os
+import re
 import sys
 from collections import OrderedDict
 
@@ -63,6 +64,20 @@ class FixedConfig:
 
     def load_state_dict(self, state):
         pass
+
+
+def teacher_flags_advice(state):
+    """What to pass for a teacher state dict that does not fit: the --teacher_netG / --teacher_ngf of a ResNet
+    generator file (model.1 is its first convolution, model.<i>.conv_block its blocks), or the converter for an
+    official file (its blocks keep a Dropout, so their second convolution is conv_block.6)."""
+    if any(re.search(r'\.conv_block\.6\.', k) for k in state) and not any('.conv_block.5.' in k for k in state):
+        return 'an official gan-compression / Hneg_SRC file: convert it with scripts/import_teacher.py first'
+    first = state.get('model.1.weight')
+    blocks = {k.split('.')[1] for k in state if '.conv_block.' in k}
+    if first is None or getattr(first, 'dim', lambda: 0)() != 4 or not blocks:
+        return 'the file is not a ResNet generator of this project (--teacher_path: a <run>/latest_net_G.pth)'
+    return (f'it holds a ResNet with {len(blocks)} blocks and ngf {first.shape[0]}: pass --teacher_netG '
+            f'resnet_{len(blocks)}blocks --teacher_ngf {first.shape[0]} (and the --normG it was trained with)')
 
 
 class MappingLayers(nn.ModuleList):
@@ -207,13 +222,12 @@ class CompressionModel(BaseModel):
                 raise FileNotFoundError(f'--teacher_path {opt.teacher_path}: no such file (the teacher generator\'s '
                                         f'state dict, e.g. checkpoints/<teacher run>/latest_net_G_A.pth)')
             state = util.strip_module_prefix(util.safe_torch_load(opt.teacher_path))
-            try:
-                teacher.load_state_dict(state, strict=True)
-            except RuntimeError as exc:
-                raise RuntimeError(f'--teacher_path {opt.teacher_path} does not fit --teacher_netG {opt.teacher_netG} '
-                                   f'--teacher_ngf {self.teacher_ngf} --normG {opt.normG} without anti-aliasing '
-                                   f'(official gan-compression / Hneg_SRC files: convert them with '
-                                   f'scripts/import_teacher.py): {exc}') from exc
+            mismatch = util.state_dict_mismatch(teacher.state_dict(), state, n=2)
+            if mismatch:
+                raise ValueError(f'--teacher_path {opt.teacher_path} does not fit --teacher_netG {opt.teacher_netG} '
+                                 f'--teacher_ngf {self.teacher_ngf} --normG {opt.normG} without anti-aliasing '
+                                 f'({mismatch}); {teacher_flags_advice(state)}')
+            teacher.load_state_dict(state, strict=True)
             print(f'loaded the teacher from {opt.teacher_path}')
         else:
             print('warning: no --teacher_path: the teacher keeps its random initialisation (tests and smoke runs '

@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evaluation import macs as counting  # noqa: E402
 from models.networks import GENERATORS, define_G  # noqa: E402
-from util import util  # noqa: E402
+from util import errors, util  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,6 +38,9 @@ def count(args):
     netG = args.netG or ('sub_mobile_resnet_9blocks' if args.config else 'resnet_9blocks')
     if netG == 'sub_mobile_resnet_9blocks' and not args.config:
         raise SystemExit('error: --netG sub_mobile_resnet_9blocks needs --config (8 widths joined by "_")')
+    if args.config and not netG.endswith('mobile_resnet_9blocks'):
+        raise ValueError(f'--config {args.config} is a channel configuration of a mobile ResNet; --netG {netG} has '
+                         'none (leave out --netG, or pass --netG sub_mobile_resnet_9blocks)')
     net = define_G(args.input_nc, args.output_nc, args.ngf, netG, norm=args.normG, no_antialias=not args.antialias,
                    no_antialias_up=not args.antialias, crop_size=args.crop_size, load_size=args.crop_size,
                    config_str=args.config, init_weights=False)
@@ -73,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(errors.guard(lambda argv: main(argv) and 0))

@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evaluation.macs import count_params, mobile_macs  # noqa: E402
 from models.networks import generator_from_options  # noqa: E402
-from models.networks.compression import encode_config, export_subnet  # noqa: E402
-from util import util  # noqa: E402
+from models.networks.compression import decode_config, encode_config, export_subnet  # noqa: E402
+from util import errors, util  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -71,19 +71,24 @@ def chosen_config(args):
         raise SystemExit('error: give --config_str or --search_result (one of them)')
     if args.config_str:
         return args.config_str
-    with open(args.search_result) as f:
-        return json.load(f)['best']['config']
+    try:
+        with open(args.search_result) as f:
+            return json.load(f)['best']['config']
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f'--search_result {args.search_result}: not a result.json of scripts/evolution_search.py '
+                         f'({type(exc).__name__}: {exc})') from exc
 
 
 def main(argv=None):
     args = parse_args(argv)
-    config = encode_config(chosen_config(args).split('_'))
+    config = encode_config(decode_config(chosen_config(args)))
     path, opts = source_options(args)
     supernet = generator_from_options(opts, init_weights=False, netG='super_mobile_resnet_9blocks', config_str=None)
-    try:
-        supernet.load_state_dict(util.strip_module_prefix(util.safe_torch_load(path)), strict=True)
-    except RuntimeError as exc:
-        raise SystemExit(f'error: {path} is not a super_mobile_resnet_9blocks of --ngf {opts["ngf"]}: {exc}') from exc
+    state = util.strip_module_prefix(util.safe_torch_load(path))
+    mismatch = util.state_dict_mismatch(supernet.state_dict(), state)
+    if mismatch:
+        raise ValueError(f'{path} is not a super_mobile_resnet_9blocks of --ngf {opts["ngf"]}: {mismatch}')
+    supernet.load_state_dict(state, strict=True)
     sub = export_subnet(supernet.eval(), config).eval()
     crop = opts.get('crop_size', args.crop_size)
     x = torch.rand(2, opts['input_nc'], crop, crop, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -117,4 +122,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(errors.guard(lambda argv: main(argv) and 0))

@@ -9,14 +9,17 @@ Key changes: the 'module.' prefix of DataParallel files is removed; the official
 a Dropout module, so their second convolution `conv_block.6` becomes this project's `conv_block.5` (kept as
 .6 with --use_dropout); instance-norm running statistics of old PyTorch files are dropped. The result is
 loaded strictly into the generator the flags describe: a mismatch names the file and the missing and
-unexpected keys. Into a run folder it writes `<epoch>_net_G.pth` and, when the folder has none, a
-train_opt.json with the generator's options (so test.py and the compression model rebuild it).
+unexpected keys. Into a run folder it writes a train_opt.json with the generator's options (so test.py and the
+compression model rebuild it), then `<epoch>_net_G.pth`, each atomically. A folder that already holds weights or
+another run's options, or an existing --output file, is refused unless --overwrite is given.
 
 gan-compression's pix2pix teachers (`pretrained/pix2pix/{map2sat,cityscapes}/full/latest_net_G.pth`) have the same
 generator: `--model pix2pix --direction BtoA` records that the run is one, so test.py translates labels or maps
 (the right half of the aligned pairs) with it.
 """
 import argparse
+import glob
+import json
 import os
 import re
 import sys
@@ -27,7 +30,7 @@ import torch.nn as nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models.networks import define_G  # noqa: E402
 from models.networks.generators import ResnetBlock  # noqa: E402
-from util import util  # noqa: E402
+from util import errors, util  # noqa: E402
 
 _BLOCK_KEY = re.compile(r'^(model\.\d+\.conv_block\.)(\d+)(\..+)$')
 _NORM_STATS = ('running_mean', 'running_var', 'num_batches_tracked')
@@ -59,23 +62,17 @@ def convert_official_state(state, net):
     return converted
 
 
-def _some(keys, n=8):
-    return f'{keys[:n]}{" ..." if len(keys) > n else ""}'
-
-
 def load_official_teacher(path, net):
     """Load the official file `path` into `net` strictly; a mismatch raises naming the file and the keys."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'--source {path}: no such file (an official *_net_G.pth generator file)')
     state = util.safe_torch_load(path)
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError(f'{path} is not a state dict of tensors (an official *_net_G.pth file is one)')
     converted = convert_official_state(state, net)
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in converted]
-    unexpected = [k for k in converted if k not in expected]
-    wrong_shape = [k for k, v in converted.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        raise ValueError(f'{path} does not fit the generator: missing keys {_some(missing)}, unexpected keys '
-                         f'{_some(unexpected)}, other shapes {_some(wrong_shape)} (check --ngf, --netG, '
+    mismatch = util.state_dict_mismatch(net.state_dict(), converted)
+    if mismatch:
+        raise ValueError(f'{path} does not fit the generator: {mismatch} (check --ngf, --netG, '
                          f'--input_nc / --output_nc, --normG)')
     net.load_state_dict(converted, strict=True)
     return net
@@ -98,6 +95,8 @@ def parse_args(argv=None):
                    help="the model test.py rebuilds the run as: pix2pix for gan-compression's pix2pix teachers")
     p.add_argument('--direction', default='AtoB', choices=['AtoB', 'BtoA'],
                    help="with --model pix2pix: the teacher's direction (BtoA for map->satellite and Cityscapes)")
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace the weights and options of an existing run folder (or an existing --output file)')
     args = p.parse_args(argv)
     if (args.output is None) == (args.checkpoints_dir is None or args.name is None):
         p.error('give either --output or both --checkpoints_dir and --name')
@@ -117,18 +116,37 @@ def main(argv=None):
         options['direction'] = args.direction
     if args.output:
         target = args.output
+        if os.path.exists(target) and not args.overwrite:
+            raise FileExistsError(f'--output {target} exists; pass --overwrite to replace it')
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     else:
         folder = os.path.join(args.checkpoints_dir, args.name)
-        os.makedirs(folder, exist_ok=True)
         target = os.path.join(folder, f'{args.epoch}_net_G.pth')
         opt_path = os.path.join(folder, 'train_opt.json')
-        if not os.path.exists(opt_path):
-            util.atomic_write_json(opt_path, options)
+        if not args.overwrite:
+            refuse_existing_run(folder, opt_path)
+        os.makedirs(folder, exist_ok=True)
+        util.atomic_write_json(opt_path, options)  # first: the weights file marks a finished import
     util.atomic_torch_save(net.state_dict(), target)
     print(f'imported {args.source} -> {target} ({sum(p.numel() for p in net.parameters()) / 1e6:.3f} M params)')
     return target
 
 
+def refuse_existing_run(folder, opt_path):
+    """Raise when `folder` holds weights, or options that are not those of an unfinished import."""
+    weights = sorted(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(folder), '*_net_*.pth')))
+    other_options = False
+    if os.path.isfile(opt_path):
+        try:
+            with open(opt_path) as f:
+                other_options = 'imported_from' not in json.load(f)
+        except (OSError, ValueError, TypeError):
+            other_options = True
+    if weights or other_options:
+        held = ', '.join(weights[:4]) + (' ...' if len(weights) > 4 else '') if weights else 'train_opt.json'
+        raise FileExistsError(f'run folder {folder} exists ({held}); pass --overwrite to replace its weights and '
+                              'options, or choose another --name')
+
+
 if __name__ == '__main__':
-    main()
+    sys.exit(errors.guard(lambda argv: main(argv) and 0))

@@ -155,7 +155,7 @@ def test_the_teacher_is_loaded_frozen_and_checked(tmp_path):
     assert 'T' not in model.model_names  # the teacher is an input, not saved with the run
     with pytest.raises(FileNotFoundError, match='--teacher_path'):
         build(tmp_path / 'missing', '--teacher_path', str(tmp_path / 'none.pth'))
-    with pytest.raises(RuntimeError, match='--teacher_ngf 4'):
+    with pytest.raises(ValueError, match='--teacher_ngf 4 .*pass --teacher_netG resnet_9blocks --teacher_ngf 8'):
         build(tmp_path / 'narrow', '--teacher_path', str(path), '--teacher_ngf', '4')
     with pytest.raises(ValueError, match='--teacher_ngf 16 > --ngf 8'):
         build(tmp_path / 'wide', '--teacher_ngf', '16')

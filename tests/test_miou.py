@@ -148,10 +148,11 @@ def test_a_known_confusion_gives_the_hand_computed_miou(tmp_path):
 
 @pytest.mark.slow
 def test_a_perfect_prediction_scores_100_through_the_cli(d105, tmp_path, capsys):
-    """Random DRN-D-105 weights; the labels are its own predictions upsampled to 48x64 (plus ignored pixels)."""
+    """Random DRN-D-105 weights; the labels are its own predictions upsampled to 32x64 (2:1, as the Cityscapes
+    frames), plus ignored pixels."""
     rng = np.random.default_rng(3)
     photos = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
-    labels = list(miou.predict_full_size(d105, photos, (48, 64), 'cpu'))
+    labels = list(miou.predict_full_size(d105, photos, (32, 64), 'cpu'))
     assert all(len(np.unique(label)) >= 3 for label in labels)  # several classes, boundaries to upsample
     labels[0][:4] = 255
     results, table, root = write_set(tmp_path, photos, labels, names=['city_000000_000019_leftImg8bit', '1'])
@@ -161,7 +162,7 @@ def test_a_perfect_prediction_scores_100_through_the_cli(d105, tmp_path, capsys)
                '--device', 'cpu', '--batch-size', '2', '--expect-count', '2'])
     result = json.loads((results / 'metrics_miou.json').read_text())
     assert result['metrics']['mIoU'] == pytest.approx(100.0)
-    assert result['num_images'] == 2 and result['label_sizes'] == [[48, 64]] and result['kind'] == 'cityscapes_miou'
+    assert result['num_images'] == 2 and result['label_sizes'] == [[32, 64]] and result['kind'] == 'cityscapes_miou'
     assert json.loads(capsys.readouterr().out)['metrics'] == result['metrics']
 
 

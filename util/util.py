@@ -164,6 +164,19 @@ def strip_module_prefix(state):
     return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
 
 
+def state_dict_mismatch(expected, given, n=4):
+    """'' when the state dict `given` has the keys and shapes of `expected`, else one line naming the first `n`
+    missing keys, unexpected keys and keys of other shapes (load_state_dict's own message runs to many lines)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f'{k} {tuple(given[k].shape)} (expected {tuple(expected[k].shape)})' for k in given
+              if k in expected and hasattr(given[k], 'shape') and given[k].shape != expected[k].shape]
+    parts = [f'{len(keys)} {what} ({", ".join(keys[:n])}{", ..." if len(keys) > n else ""})'
+             for what, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                                ('keys of another shape', shapes)) if keys]
+    return '; '.join(parts)
+
+
 def safe_torch_load(path, map_location='cpu'):
     """torch.load restricted to tensors and plain containers (weights_only=True).
 
