@@ -2,6 +2,7 @@
 Adam takes the loss scaler's found-inf flag on the device), R1 under fp16 by AMP's gradient-penalty recipe,
 compiled networks split at DDP's buckets, the EMA in one multi-tensor kernel, no discarded monitor, TF32 stated."""
 import copy
+import os
 import sys
 
 import pytest
@@ -202,3 +203,61 @@ def test_tf32_is_stated_for_training_and_off_for_fid():
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
     finally:
         set_tf32(*before)
+
+
+
+def compile_recording(monkeypatch):
+    """Module.compile in place with an eager backend that records, per graph, whether dynamo's DDPOptimizer
+    (torch/_dynamo/backends/distributed.py) split it at DDP's buckets."""
+    import inspect
+    compiled = []
+
+    def backend(gm, example_inputs):
+        compiled.append(any(f.filename.endswith(os.path.join('backends', 'distributed.py')) for f in inspect.stack()))
+        return gm.forward
+    in_place = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, **kwargs: in_place(self, backend=backend))
+    return compiled
+
+
+@pytest.fixture
+def gloo_group():
+    import torch.distributed as dist
+    torch._dynamo.reset()
+    dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+    torch._dynamo.reset()
+
+
+def test_networks_compile_in_place_and_ddp_wraps_the_compiled_ones(tmp_path, monkeypatch, gloo_group):
+    """The order of --compile under torchrun: each network compiled in place, then wrapped in DDP. Compilation
+    happens at the first call, inside DDP's forward (next test)."""
+    from torch.nn.parallel import DistributedDataParallel
+    events = []
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, **kwargs: events.append(('compile', self)))
+    wrap = DistributedDataParallel.__init__
+
+    def init(self, module, *args, **kwargs):
+        events.append(('ddp', module))
+        wrap(self, module, *args, **kwargs)
+    monkeypatch.setattr(DistributedDataParallel, '__init__', init)
+    model = build('src_hdce', tmp_path, '--compile')
+    model.distribute()
+    nets = [model._unwrapped(n) for n in ('G', 'F', 'D')]
+    assert [(what, id(net)) for what, net in events] == \
+        [('compile', id(n)) for n in nets] + [('ddp', id(n)) for n in nets]
+
+
+def test_a_module_compiled_in_place_then_wrapped_splits_at_ddps_buckets(monkeypatch, gloo_group):
+    """Six 1 MiB layers, 1 MiB buckets: the graph reaches the backend as six pieces, each bucket's gradients
+    ready (and all-reduced) while the backward of the layers below it goes on. Compiling the wrapper instead
+    (torch.compile(ddp) or ddp.compile()) compiled nothing at all in torch 2.14 here: dynamo breaks the graph in
+    DDP's forward and the layers run eagerly."""
+    from torch.nn.parallel import DistributedDataParallel
+    compiled = compile_recording(monkeypatch)
+    net = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(6)])
+    net.compile()
+    ddp = DistributedDataParallel(net, bucket_cap_mb=1)
+    ddp(torch.randn(2, 512)).sum().backward()
+    assert compiled == [True] * 6
