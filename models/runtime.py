@@ -58,7 +58,7 @@ class Runtime:
     the plain layers, as the official code runs them) and, on the CPU, heap trimming before backward."""
 
     def __init__(self, device='cpu', *, amp='off', channels_last=False, compile=False, conv_algo='auto',
-                 training=False, fast_kernels=True, trim_heap=True):
+                 training=False, fast_kernels=True, trim_heap=True, fused_adam=None):
         if amp not in PRECISIONS:
             raise ValueError(f'--amp must be one of {", ".join(PRECISIONS)}, got {amp!r}')
         if conv_algo not in ('auto', 'direct'):
@@ -78,16 +78,17 @@ class Runtime:
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=training and self.amp_dtype == torch.float16)
         # CUDA's fused Adam takes the scaler's found-inf flag on the device (GradScaler.step reads it on the host
         # for any other optimizer: a sync per optimizer and step); the CPU keeps PyTorch's default Adam
-        self.fused_adam = self.device.type == 'cuda'
+        self.fused_adam = self.device.type == 'cuda' if fused_adam is None else fused_adam
         self.tf32 = None  # set by configure_process
         self.swapped = Counter()  # what prepare() swapped, for the start-up report
 
     @classmethod
-    def from_options(cls, opt, device=None, *, fast_kernels=True):
+    def from_options(cls, opt, device=None, *, fast_kernels=True, fused_adam=None):
         """The runtime the flags ask for; `device` defaults to `flag_device(opt)`."""
         device = flag_device(opt) if device is None else device
         return cls(device, amp=opt.amp, channels_last=opt.channels_last, compile=opt.compile, conv_algo=opt.conv_algo,
-                   training=opt.isTrain, fast_kernels=fast_kernels, trim_heap=not getattr(opt, 'no_malloc_trim', False))
+                   training=opt.isTrain, fast_kernels=fast_kernels, trim_heap=not getattr(opt, 'no_malloc_trim', False),
+                   fused_adam=fused_adam)
 
     def configure_process(self, preprocess='resize_and_crop'):
         """Process-wide: cuDNN's autotuner when every input has one size (a --preprocess mode that crops, cuts

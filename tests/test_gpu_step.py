@@ -3,7 +3,6 @@ Adam takes the loss scaler's found-inf flag on the device), R1 under fp16 by AMP
 compiled networks split at DDP's buckets, the EMA in one multi-tensor kernel, no discarded monitor, TF32 stated."""
 import copy
 import os
-import sys
 
 import pytest
 import torch
@@ -11,8 +10,10 @@ import torch
 from models import losses, objectives
 from models.networks.averaging import moving_average
 from models.runtime import Runtime, set_tf32
-from tests.conftest import build_model, model_batch, train_step
+from tests.conftest import build_model, load_script, model_batch, train_step
 from tests.test_stargan_v2 import built_model
+
+gpu_check = load_script('scripts/gpu_check.py')
 
 MODELS = {  # every model with a GAN step, tiny; stargan_v2 runs its R1 penalty
     'src_hdce': (), 'cut': (), 'sin_src_hdce': ('--lambda_R1', '1'), 'cycle_gan': (), 'pix2pix': (),
@@ -50,22 +51,6 @@ def test_every_model_builds_its_optimizers_with_the_runtime(model, tmp_path, mon
     assert built.optimizers and all(o.defaults['fused'] is True for o in built.optimizers)
 
 
-def host_reads(monkeypatch):
-    """Every read of a tensor to the host, by anyone (torch's GradScaler included): the caller of each."""
-    calls = []
-
-    def counted(original):
-        def wrapper(*args, **kwargs):
-            caller = sys._getframe(1)
-            if caller.f_code.co_name != 'check_domains':  # StarGAN's label check, on the CPU alone (not on a GPU)
-                calls.append(f'{caller.f_code.co_filename}:{caller.f_lineno} {original.__name__}')
-            return original(*args, **kwargs)
-        return wrapper
-    for name in ('item', 'tolist', '__float__', '__int__', '__bool__', 'cpu', 'numpy'):
-        monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
-    return calls
-
-
 @pytest.mark.parametrize('model', ['src_hdce', 'stargan_v2'])
 def test_fp16_step_reads_nothing_back_with_the_fused_adam(model, tmp_path, monkeypatch):
     """GradScaler.step reads the found-inf flag on the host (`.item()`) for a plain Adam, once per optimizer; the
@@ -78,9 +63,8 @@ def test_fp16_step_reads_nothing_back_with_the_fused_adam(model, tmp_path, monke
     train_step(built, batch)
     before = [p.detach().clone() for p in built.netG.parameters()]
     built.set_input(batch)
-    calls = host_reads(monkeypatch)
-    built.optimize_parameters()
-    monkeypatch.undo()
+    with gpu_check.host_reads('cpu') as calls:  # on the CPU: every Tensor.item / __bool__ / ... a GPU would wait at
+        built.optimize_parameters()
     assert calls == []
     assert any(not torch.equal(a, b) for a, b in zip(before, built.netG.parameters()))
     assert built.runtime.grad_scaler.get_scale() == 1.0

@@ -21,8 +21,6 @@ import sys
 import time
 
 import numpy as np
-import requests
-import visdom
 from tqdm import tqdm
 
 from util import distributed, html, util
@@ -71,27 +69,35 @@ def _finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
-class _BoundedVisdom(visdom.Visdom):
-    """A visdom client whose requests time out and raise ConnectionError (never print or hang).
+def _bounded_visdom(server, port, env, timeout):
+    """A connected _BoundedVisdom; visdom and requests are imported here, by runs that display (a machine
+    without them trains with --display_id 0)."""
+    import requests
+    import visdom
 
-    Built with send=False so the base constructor neither posts nor opens its event socket; the
-    environment is then registered here, which raises ConnectionError if no server answers.
-    """
+    class _BoundedVisdom(visdom.Visdom):
+        """A visdom client whose requests time out and raise ConnectionError (never print or hang).
 
-    def __init__(self, server, port, env, timeout):
-        self._timeout = timeout
-        super().__init__(server=server, port=port, env=env, raise_exceptions=True,
-                         use_incoming_socket=False, send=False)
-        self.send = True
-        self._session = requests.Session()
-        self._send({'eid': env}, endpoint='env/' + env)
+        Built with send=False so the base constructor neither posts nor opens its event socket; the
+        environment is then registered here, which raises ConnectionError if no server answers.
+        """
 
-    def _handle_post(self, url, data=None):
-        response = self.session.post(url, data=data, timeout=self._timeout)
-        # visdom routes every path (errors are 500s); these come from something else on that address
-        if response.status_code == 404 or 502 <= response.status_code <= 504:
-            raise ConnectionError(f'HTTP {response.status_code} from {url}: not a visdom server')
-        return response.text
+        def __init__(self, server, port, env, timeout):
+            self._timeout = timeout
+            super().__init__(server=server, port=port, env=env, raise_exceptions=True,
+                             use_incoming_socket=False, send=False)
+            self.send = True
+            self._session = requests.Session()
+            self._send({'eid': env}, endpoint='env/' + env)
+
+        def _handle_post(self, url, data=None):
+            response = self.session.post(url, data=data, timeout=self._timeout)
+            # visdom routes every path (errors are 500s); these come from something else on that address
+            if response.status_code == 404 or 502 <= response.status_code <= 504:
+                raise ConnectionError(f'HTTP {response.status_code} from {url}: not a visdom server')
+            return response.text
+
+    return _BoundedVisdom(server, port, env, timeout)
 
 
 class VisdomLink:
@@ -120,7 +126,7 @@ class VisdomLink:
         """The connected client, or None while the server is unreachable and no retry is due."""
         if self._client is None and time.monotonic() >= self._next_try:
             try:
-                self._client = _BoundedVisdom(self.server, self.port, self.env, self.timeout)
+                self._client = _bounded_visdom(self.server, self.port, self.env, self.timeout)
             except ConnectionError as exc:
                 self._lost(exc)
             else:
