@@ -146,6 +146,16 @@ class Runtime:
             memory.release_free_heap()
         self.grad_scaler.scale(loss).backward()
 
+    @staticmethod
+    def load_optimizer_state(optimizer, state):
+        """optimizer.load_state_dict(state), keeping the implementation the optimizer was built with: a state saved
+        on the CPU says fused None, and loaded as it is into CUDA's fused Adam it turned the fused kernel off (and
+        under --amp fp16 GradScaler then handed a found-inf flag to an Adam that refuses it)."""
+        kept = [{k: g[k] for k in ('fused', 'foreach', 'capturable') if k in g} for g in optimizer.param_groups]
+        optimizer.load_state_dict(state)
+        for group, implementation in zip(optimizer.param_groups, kept):
+            group.update(implementation)
+
     def loss_scale(self):
         """The fp16 loss scale as a device tensor (no host read), None when no scaler runs: for gradients taken
         with torch.autograd.grad, which the scaler does not see (losses.r1_penalty's `scale`)."""

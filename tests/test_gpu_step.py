@@ -83,6 +83,27 @@ def test_fused_adam_skips_an_overflowed_step_on_the_device():
     assert torch.equal(weight.detach(), torch.ones(4)) and runtime.grad_scaler.get_scale() == scale / 2
 
 
+@pytest.mark.parametrize('saved_on, resumed_on', [('cpu', 'cuda'), ('cuda', 'cpu')])
+def test_an_optimizer_state_of_the_other_device_kind_keeps_the_resuming_optimizer(saved_on, resumed_on):
+    """A CPU run's Adam state (fused None) resumed on CUDA left the fused kernel off, and under fp16 GradScaler
+    then handed its found-inf flag to a plain Adam, which raises; a CUDA state resumed on the CPU turned it on."""
+    weight = torch.nn.Parameter(torch.ones(3))
+
+    def adam(device):
+        return Runtime(device).adam([weight], lr=0.1, betas=(0.5, 0.999))
+    saved = adam(saved_on)
+    weight.grad = torch.ones(3)
+    saved.step()
+    resumed = adam(resumed_on)
+    Runtime.load_optimizer_state(resumed, saved.state_dict())
+    assert resumed.param_groups[0]['fused'] == resumed.defaults['fused']
+    assert resumed.state[weight]['step'] == 1
+    scaler = torch.amp.GradScaler('cpu')
+    scaler.scale((weight * 2).sum()).backward()
+    scaler.step(resumed)  # a fused Adam for CUDA (its kernel runs on the CPU too)
+    scaler.update()
+
+
 class TinyD(torch.nn.Module):
     """Two convolutions whose weights (1e-5 each) make ∂D/∂x ~1e-9: below float16's smallest subnormal (6e-8)."""
 
