@@ -15,8 +15,9 @@
 # (--compile under TORCH_LOGS=recompiles: train.py and the sync-free step), models (stargan_v2 trained and
 # evaluated), distributed (an NCCL process group and train.py under a one-process torchrun; two processes where
 # two GPUs are visible), pytest (the tests marked cuda), benchmark and benchmark_compile (scripts/benchmark.py at
-# 256 px against the in-repo official step, side by side). One line per check, PASS or FAIL (with its log); every
-# check runs whatever failed before; the exit status is the number of failures; summary.json lists every check.
+# 256 px against the in-repo official step, side by side), compression (studies/compression/gpu_check.py).
+# One line per check, PASS or FAIL (with its log); every check runs whatever failed before; the exit status is the
+# number of failures; summary.json lists every check.
 #
 # Environment:
 #   PYTHON=.venv/bin/python     the interpreter (python3 where .venv is missing)
@@ -60,7 +61,7 @@ CHECKS=(
     distributed/process_group distributed/torchrun_one_process distributed/torchrun_two_processes@2gpu
     pytest/pytest_cuda@cuda
     benchmark/benchmark_float32 benchmark/benchmark_bf16 benchmark/benchmark_channels_last
-    benchmark_compile/benchmark_compile
+    benchmark_compile/benchmark_compile compression/compression_table3
 )
 
 name_of() { local c=${1#*/}; echo "${c%@*}"; }
@@ -257,6 +258,11 @@ for variant in float32 bf16 channels_last compile; do
     want benchmark_$variant && T=480 check benchmark_$variant "$PYTHON" scripts/benchmark.py --alternate \
         --crop_size "$BENCH_SIZE" --gpu_ids "$GPU" $flags --warmup 2 --repeats 5 --out "$DIR/benchmark_$variant.json"
 done
+
+# Table 3's step 1 on the device: both arms' speed and memory, sub-nets against the super-net, MACs (torchprofile)
+want compression_table3 && T=480 check compression_table3 "$PYTHON" studies/compression/gpu_check.py \
+    --device "$DEVICE" --json "$DIR/compression_table3.json" \
+    $([[ "$CPU" == 1 ]] && echo --size 32 --ngf 8 --steps 2 --warmup 1)
 
 write_summary
 echo "$FAILED check(s) failed; logs and summary.json in $DIR"

@@ -70,6 +70,23 @@ def test_fp16_step_reads_nothing_back_with_the_fused_adam(model, tmp_path, monke
     assert built.runtime.grad_scaler.get_scale() == 1.0
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize('model', ['src_hdce', 'stargan_v2'])
+def test_fp16_step_on_cuda_makes_no_host_sync(model, tmp_path):
+    """On a GPU (scripts/gpu_check.sh runs `pytest -m cuda`): torch's sync debug mode raises at a host wait."""
+    built = build(model, tmp_path, '--amp', 'fp16', '--gpu_ids', '0')
+    batch = model_batch(model, built.opt.batch_size, built.opt.crop_size)
+    for _ in range(2):  # one-time questions (cuDNN, the blur filters)
+        train_step(built, batch)
+    built.set_input(batch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        built.optimize_parameters()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+
+
 def test_fused_adam_skips_an_overflowed_step_on_the_device():
     """What the sync-free path relies on: an inf gradient leaves the weights alone and halves the scale."""
     weight = torch.nn.Parameter(torch.ones(4))
