@@ -115,9 +115,10 @@ def sync_free(args, workdir):
     model, data = build(args.model, args.device, workdir, *extra, fused_adam=True)
     for i in range(args.warmup):  # compilation and the training kernels' one-time questions
         step(model, data, seed=i)
+    model.set_input(data)  # train.py's batches come from pinned memory; these do not
     with host_reads(args.device) as reads:
-        for i in range(args.steps):
-            step(model, data, seed=100 + i)
+        for _ in range(args.steps):
+            model.optimize_parameters()
     model.runtime.synchronize()
     print(f'{args.model} {" ".join(extra)} on {args.device}: {len(reads)} host reads in {args.steps} steps')
     for read in reads:
@@ -129,21 +130,20 @@ def device_vs_cpu(args, workdir, rtol=1e-2, atol=1e-4):
     """src_hdce's first step on the CPU and on the device from the same weights and batch. Every patch position is
     sampled (--num_patches above the largest map): the losses do not depend on the order the device draws them in.
     The tolerance leaves room for cuDNN's TF32 convolutions (models/runtime.py)."""
-    losses = {}
-    reference = None
+    losses, weights = [], None
     for device in ('cpu', args.device):
-        model, data = build('src_hdce', device, os.path.join(workdir, device.replace(':', '')), '--num_patches', '4096')
-        if reference is None:
-            reference = {n: model._unwrapped(n).state_dict() for n in model.model_names}
+        model, data = build('src_hdce', device, os.path.join(workdir, str(len(losses))), '--num_patches', '4096')
+        if weights is None:  # copies: the CPU step updates the weights in place
+            weights = {n: {k: v.clone() for k, v in model._unwrapped(n).state_dict().items()} for n in model.model_names}
         else:
-            for name, state in reference.items():
+            for name, state in weights.items():
                 model._unwrapped(name).load_state_dict(state)
         step(model, data)
-        losses[device] = model.get_current_losses()
-    bad = [k for k, v in losses['cpu'].items()
-           if not math.isclose(losses[args.device][k], v, rel_tol=rtol, abs_tol=atol)]
-    for k, v in losses['cpu'].items():
-        print(f'{k:>20} cpu {v:.6f}  {args.device} {losses[args.device][k]:.6f}{"  differs" if k in bad else ""}')
+        losses.append(model.get_current_losses())
+    cpu, dev = losses
+    bad = [k for k, v in cpu.items() if not math.isclose(dev[k], v, rel_tol=rtol, abs_tol=atol)]
+    for k, v in cpu.items():
+        print(f'{k:>20} cpu {v:.6f}  {args.device} {dev[k]:.6f}{"  differs" if k in bad else ""}')
     return 1 if bad else 0
 
 
