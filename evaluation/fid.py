@@ -75,6 +75,7 @@ def build_inception(state_dict, *, dims=2048, device='cpu', source='the given st
             model = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
     except RuntimeError as exc:
         raise EvaluationError(f'{source} is not an FID Inception state dict ({FID_WEIGHTS_FILE}): {exc}') from exc
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # FID in float32: TF32 off
     return model.to(device).eval()
 
 

@@ -460,7 +460,7 @@ class BaseModel(ABC):
                 raise RuntimeError(f'{net_path} is not the file {path} was saved with: a save was interrupted '
                                    f'between renames. Resume from an epoch checkpoint (--epoch N) instead.')
         for opt_, s in zip(self.optimizers, state['optimizers']):
-            opt_.load_state_dict(s)
+            self.runtime.load_optimizer_state(opt_, s)  # the state of a run on another device kind too
         for sch, s in zip(self.schedulers, state['schedulers']):
             sch.load_state_dict(s)
         set_rng_state(state['rng'], self.device)

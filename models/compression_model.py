@@ -201,7 +201,7 @@ class CompressionModel(BaseModel):
         self.restore_networks(opt)
 
         def adam(params):
-            return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            return self.runtime.adam(params, lr=opt.lr, betas=(opt.beta1, opt.beta2))
         self.optimizer_G = adam(list(G.parameters()) + list(self.netA.parameters()))  # A with G, as upstream
         self.optimizer_D = adam(self.netD.parameters())
         self.optimizers = [self.optimizer_G, self.optimizer_D]

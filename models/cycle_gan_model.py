@@ -52,10 +52,10 @@ class CycleGANModel(BaseModel):
             self.fake_A_pool = ImagePool(opt.pool_size)
             self.fake_B_pool = ImagePool(opt.pool_size)
             betas = (opt.beta1, opt.beta2)
-            self.optimizer_G = torch.optim.Adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
-                                                lr=opt.lr, betas=betas)
-            self.optimizer_D = torch.optim.Adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
-                                                lr=opt.lr, betas=betas)
+            self.optimizer_G = self.runtime.adam(itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
+                                               lr=opt.lr, betas=betas)
+            self.optimizer_D = self.runtime.adam(itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
+                                               lr=opt.lr, betas=betas)
             self.optimizers = [self.optimizer_G, self.optimizer_D]
 
     def forward(self):

@@ -226,7 +226,13 @@ def gan_loss(prediction, target_is_real, mode, for_discriminator=None):
     raise ValueError(f'unknown gan_mode {mode!r}; valid: {GAN_MODES}')
 
 
-def r1_penalty(real_pred, real_img):
-    """R1 penalty ||d sum(D(x)) / dx||^2 per real sample (B,), differentiable; SinCUT scales it by lambda_R1 / 2."""
-    grad, = torch.autograd.grad(real_pred.sum(), real_img, create_graph=True)
+def r1_penalty(real_pred, real_img, scale=None):
+    """R1 penalty ||d sum(D(x)) / dx||^2 per real sample (B,), differentiable; SinCUT scales it by lambda_R1 / 2.
+    `scale` (--amp fp16's loss scale, a tensor): PyTorch's AMP gradient-penalty recipe, the sum scaled before
+    autograd.grad and the gradient divided by it, so that D's float16 backward does not underflow."""
+    if scale is None:
+        grad, = torch.autograd.grad(real_pred.sum(), real_img, create_graph=True)
+    else:
+        grad, = torch.autograd.grad(real_pred.sum() * scale, real_img, create_graph=True)
+        grad = grad / scale
     return grad.pow(2).flatten(1).sum(dim=1)

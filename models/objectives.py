@@ -125,15 +125,15 @@ class SemanticRelation:
         total = sum(losses.src_loss(f_q, f_k, self.src_reduction) for f_q, f_k in zip(q, k)) * self.lambda_src
         return self.over_layers(total, len(q))
 
-    def contrastive(self, q, k, gamma):
-        """Eq. 4-6: λ_hDCE · the row's contrastive loss (mean over patches), and the
+    def contrastive(self, q, k, gamma, monitor=True):
+        """Eq. 4-6: λ_hDCE · the row's contrastive loss (mean over patches), and (with `monitor`, else None) the
         coupled-CE monitor on the same scale, each reduced over layers."""
         paper = self.weighting == 'paper'
-        total, monitor = 0.0, 0.0
+        total, coupled = 0.0, 0.0
         for f_q, f_k in zip(q, k):
             w_official = w = None
             if self.hard_negatives:
-                w_official = losses.relation_weights(f_k, gamma)
+                w_official = losses.relation_weights(f_k, gamma) if monitor or not paper else None
                 w = losses.relation_weights(f_k, gamma, normalize='mean') if paper else w_official
             if self.contrast == 'dce':
                 per_patch = losses.dce_loss(f_q, f_k, tau=self.tau, weight=w,
@@ -141,9 +141,11 @@ class SemanticRelation:
             else:
                 per_patch = losses.info_nce_loss(f_q, f_k, tau=self.tau, weight=w)
             total = total + per_patch.mean() * self.lambda_hdce
-            with torch.no_grad():
-                monitor = monitor + losses.info_nce_loss(f_q, f_k, tau=self.tau, weight=w_official).mean()
-        return self.over_layers(total, len(q)), self.over_layers(monitor * self.lambda_hdce, len(q))
+            if monitor:
+                with torch.no_grad():
+                    coupled = coupled + losses.info_nce_loss(f_q, f_k, tau=self.tau, weight=w_official).mean()
+        coupled = self.over_layers(coupled * self.lambda_hdce, len(q)) if monitor else None
+        return self.over_layers(total, len(q)), coupled
 
     def __call__(self, sample, epoch):
         terms = OrderedDict((name, torch.zeros(())) for name in self.term_names)
@@ -158,7 +160,7 @@ class SemanticRelation:
         terms['HDCE'], terms['monitor_coupled_CE'] = self.contrastive(q, k, gamma)
         if self.identity:
             q_y, k_y, _ = sample('Y', ids)
-            terms['HDCE_Y'] = self.contrastive(q_y, k_y, gamma)[0]
+            terms['HDCE_Y'] = self.contrastive(q_y, k_y, gamma, monitor=False)[0]  # the monitor logs X's alone
         return terms
 
     def total(self, terms):

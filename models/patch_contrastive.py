@@ -90,8 +90,8 @@ class PatchContrastiveModel(BaseModel):
                                  init_type=opt.init_type, init_gain=opt.init_gain,
                                  no_antialias=opt.no_antialias, crop_size=opt.crop_size,
                                  load_size=opt.load_size).to(self.device)
-            self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
-            self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizer_G = self.runtime.adam(self.netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+            self.optimizer_D = self.runtime.adam(self.netD.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
             self.optimizers = [self.optimizer_G, self.optimizer_D]
             if opt.G_ema_beta > 0:
                 self.netG_ema = copy.deepcopy(self.netG).requires_grad_(False)
@@ -112,7 +112,7 @@ class PatchContrastiveModel(BaseModel):
             self.netF.to(self.device)
         params = list(self.netF.parameters())
         if params and self.objective.uses_features:
-            self.optimizer_F = torch.optim.Adam(params, lr=self.opt.lr, betas=(self.opt.beta1, self.opt.beta2))
+            self.optimizer_F = self.runtime.adam(params, lr=self.opt.lr, betas=(self.opt.beta1, self.opt.beta2))
             self.optimizers.append(self.optimizer_F)
 
     def set_epoch(self, epoch):

@@ -68,8 +68,8 @@ class Pix2PixModel(BaseModel):
                              load_size=opt.load_size).to(self.device)
         self.recon_loss = RECON_LOSSES[opt.recon_loss_type]
         betas = (opt.beta1, opt.beta2)
-        self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=opt.lr, betas=betas)
-        self.optimizer_D = torch.optim.Adam(self.netD.parameters(), lr=opt.lr, betas=betas)
+        self.optimizer_G = self.runtime.adam(self.netG.parameters(), lr=opt.lr, betas=betas)
+        self.optimizer_D = self.runtime.adam(self.netD.parameters(), lr=opt.lr, betas=betas)
         self.optimizers = [self.optimizer_G, self.optimizer_D]
 
     def set_input(self, input):

@@ -22,6 +22,14 @@ PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 MIN_GRAD_SCALE = 2.0 ** -24
 
 
+def set_tf32(convolutions, matmul):
+    """TensorFloat-32 (Ampere and later GPUs: float32 inputs rounded to a 10-bit mantissa) for cuDNN's
+    convolutions and for matrix products, set explicitly; returns the setting in words for the log."""
+    torch.backends.cudnn.allow_tf32 = convolutions
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+    return f'TF32 convolutions {"on" if convolutions else "off"}, matmul {"on" if matmul else "off"}'
+
+
 def require_cuda_for_gpu_ids(argv):
     """Training with --gpu_ids N (N >= 0; CUT's default is 0) on a machine without CUDA is an error that says
     how to train on the CPU, as CUT users expect a GPU flag to mean a GPU. Read from train.py's command line
@@ -50,7 +58,7 @@ class Runtime:
     the plain layers, as the official code runs them) and, on the CPU, heap trimming before backward."""
 
     def __init__(self, device='cpu', *, amp='off', channels_last=False, compile=False, conv_algo='auto',
-                 training=False, fast_kernels=True, trim_heap=True):
+                 training=False, fast_kernels=True, trim_heap=True, fused_adam=None):
         if amp not in PRECISIONS:
             raise ValueError(f'--amp must be one of {", ".join(PRECISIONS)}, got {amp!r}')
         if conv_algo not in ('auto', 'direct'):
@@ -68,14 +76,19 @@ class Runtime:
         self.trim_heap = training and trim_heap and self.device.type == 'cpu' and self.allocator == 'glibc'
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=training and self.amp_dtype == torch.float16)
+        # CUDA's fused Adam takes the scaler's found-inf flag on the device (GradScaler.step reads it on the host
+        # for any other optimizer: a sync per optimizer and step); the CPU keeps PyTorch's default Adam
+        self.fused_adam = self.device.type == 'cuda' if fused_adam is None else fused_adam
+        self.tf32 = None  # set by configure_process
         self.swapped = Counter()  # what prepare() swapped, for the start-up report
 
     @classmethod
-    def from_options(cls, opt, device=None, *, fast_kernels=True):
+    def from_options(cls, opt, device=None, *, fast_kernels=True, fused_adam=None):
         """The runtime the flags ask for; `device` defaults to `flag_device(opt)`."""
         device = flag_device(opt) if device is None else device
         return cls(device, amp=opt.amp, channels_last=opt.channels_last, compile=opt.compile, conv_algo=opt.conv_algo,
-                   training=opt.isTrain, fast_kernels=fast_kernels, trim_heap=not getattr(opt, 'no_malloc_trim', False))
+                   training=opt.isTrain, fast_kernels=fast_kernels, trim_heap=not getattr(opt, 'no_malloc_trim', False),
+                   fused_adam=fused_adam)
 
     def configure_process(self, preprocess='resize_and_crop'):
         """Process-wide: cuDNN's autotuner when every input has one size (a --preprocess mode that crops, cuts
@@ -84,6 +97,14 @@ class Runtime:
         from data.base_dataset import preprocess_steps
         if self.device.type == 'cuda' and preprocess_steps(preprocess) & {'crop', 'patch', 'resize'}:
             torch.backends.cudnn.benchmark = True
+        # training's TF32 choice: convolutions on, matmul off, PyTorch's defaults and so how the official code
+        # trained, stated so that another default cannot change it (FID sets both off: evaluation/fid.py)
+        self.tf32 = set_tf32(convolutions=True, matmul=False)
+
+    def adam(self, params, lr, betas, weight_decay=0.0):
+        """torch.optim.Adam for the model's optimizers: the fused kernel on CUDA (see `fused_adam`)."""
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay,
+                                fused=True if self.fused_adam else None)
 
     def prepare(self, net):
         """`net` on the device in the memory layout, with the training kernels when training, compiled under
@@ -105,7 +126,8 @@ class Runtime:
         swaps = ', '.join(f'{n} {what}' for what, n in sorted(self.swapped.items())) or 'none'
         layout = 'channels-last' if self.memory_format == torch.channels_last else 'NCHW'
         heap = ', heap trimmed before backward' if self.trim_heap else ''
-        return (f'runtime: {self.device}, amp {self.amp}, {layout}{", compiled" if self.compile else ""}, '
+        tf32 = f', {self.tf32}' if self.tf32 and self.device.type == 'cuda' else ''
+        return (f'runtime: {self.device}, amp {self.amp}, {layout}{", compiled" if self.compile else ""}{tf32}, '
                 f'allocator {self.allocator}{heap}; training kernels: {swaps}')
 
     def to_input(self, tensor):
@@ -123,6 +145,23 @@ class Runtime:
         if self.trim_heap:
             memory.release_free_heap()
         self.grad_scaler.scale(loss).backward()
+
+    @staticmethod
+    def load_optimizer_state(optimizer, state):
+        """optimizer.load_state_dict(state), keeping the implementation the optimizer was built with: a state saved
+        on the CPU says fused None, and loaded as it is into CUDA's fused Adam it turned the fused kernel off (and
+        under --amp fp16 GradScaler then handed a found-inf flag to an Adam that refuses it)."""
+        kept = [{k: g[k] for k in ('fused', 'foreach', 'capturable') if k in g} for g in optimizer.param_groups]
+        optimizer.load_state_dict(state)
+        for group, implementation in zip(optimizer.param_groups, kept):
+            group.update(implementation)
+
+    def loss_scale(self):
+        """The fp16 loss scale as a device tensor (no host read), None when no scaler runs: for gradients taken
+        with torch.autograd.grad, which the scaler does not see (losses.r1_penalty's `scale`)."""
+        if not self.grad_scaler.is_enabled():
+            return None
+        return self.grad_scaler.scale(torch.ones((), device=self.device))
 
     def step(self, *optimizers):
         """Optimizer steps; under --amp fp16 the gradients are unscaled first and a step whose gradients

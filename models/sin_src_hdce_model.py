@@ -46,7 +46,8 @@ class SinSRCHDCEModel(SRCHDCEModel):
             return super().compute_D_loss()
         self.real_B.requires_grad_()
         loss_gan = super().compute_D_loss()
-        self.losses['D_R1'] = losses.r1_penalty(self.pred_real, self.real_B).mean() * (self.opt.lambda_R1 * 0.5)
+        r1 = losses.r1_penalty(self.pred_real, self.real_B, self.runtime.loss_scale())  # scaled under --amp fp16
+        self.losses['D_R1'] = r1.mean() * (self.opt.lambda_R1 * 0.5)
         return loss_gan + self.losses['D_R1']
 
     def generator_regularisers(self):

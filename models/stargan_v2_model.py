@@ -140,7 +140,7 @@ class StarGANV2Model(BaseModel):
         self.loss_names += ['lambda_ds']
 
         def adam(params, lr):
-            return torch.optim.Adam(params, lr=lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay)
+            return self.runtime.adam(params, lr=lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay)
         self.optimizer_G = adam(self.netG.parameters(), opt.lr)
         self.optimizer_M = adam(self.netM.parameters(), opt.f_lr)
         self.optimizer_E = adam(self.netE.parameters(), opt.lr)
@@ -214,7 +214,9 @@ class StarGANV2Model(BaseModel):
         self.losses[f'D_{prefix}_fake'] = losses.gan_loss(pred_fake, False, self.opt.gan_mode).mean()
         loss = self.losses[f'D_{prefix}_real'] + self.losses[f'D_{prefix}_fake']
         if self.opt.lambda_reg > 0:  # StarGAN v2's R1: ½ ||∇_x D(x)||² per image, mean over the batch
-            self.losses[f'D_{prefix}_reg'] = losses.r1_penalty(pred_real, real).mean() * 0.5
+            with self.runtime.autocast():  # scaled and unscaled under --amp fp16 (AMP's gradient-penalty recipe)
+                r1 = losses.r1_penalty(pred_real, real, self.runtime.loss_scale())
+            self.losses[f'D_{prefix}_reg'] = r1.mean() * 0.5
             loss = loss + self.opt.lambda_reg * self.losses[f'D_{prefix}_reg']
         else:
             self.losses[f'D_{prefix}_reg'] = torch.zeros((), device=self.device)

@@ -5,15 +5,16 @@ import torch
 
 @torch.no_grad()
 def moving_average(net, net_ema, beta=0.999):
-    """EMA of the weights, in place: ema <- beta * ema + (1 - beta) * param (upstream's lerp); buffers copied."""
+    """EMA of the weights, in place: ema <- beta * ema + (1 - beta) * param, written as ema + (1 - beta) * (param -
+    ema) in one multi-tensor kernel (upstream's torch.lerp(param, ema, beta) per tensor); buffers copied."""
     params, params_ema = dict(net.named_parameters()), dict(net_ema.named_parameters())
     buffers, buffers_ema = dict(net.named_buffers()), dict(net_ema.named_buffers())
     if params.keys() != params_ema.keys() or buffers.keys() != buffers_ema.keys():
         raise ValueError('moving_average: the network and its EMA copy have different parameters or buffers')
-    for name, param in params.items():
-        params_ema[name].copy_(torch.lerp(param, params_ema[name], beta))
-    for name, buf in buffers.items():
-        buffers_ema[name].copy_(buf)
+    if params:
+        torch._foreach_lerp_([params_ema[n] for n in params], list(params.values()), 1.0 - beta)
+    if buffers:
+        torch._foreach_copy_([buffers_ema[n] for n in buffers], list(buffers.values()))
 
 
 def warmed_up_decay(beta, step):
