@@ -1,6 +1,6 @@
 """Testing flags (CUT's names and defaults); load_size defaults to crop_size to avoid cropping."""
 import models
-from util.similarity import FEATURE_CHOICES
+from evaluation.similarity import FEATURE_CHOICES
 
 from .base_options import BaseOptions, read_run_options
 

@@ -9,7 +9,7 @@ import pytest
 from datasets.make_synthetic_dataset import make_synthetic_dataset
 from models.runtime import Runtime
 from tests.conftest import H2Z, ROOT, SMALL_TRAIN, assert_same_weights, saved_weights, train_opt
-from util import cpu_allocator
+from cpu import allocator as cpu_allocator
 
 
 def libraries(folder, *names):

@@ -1,5 +1,6 @@
 """Small helpers shared by every component: image conversion, atomic writes, option parsing."""
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -123,6 +124,18 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + '\n')
+
+
+def sha256(source):
+    """Hex SHA-256 of `source`: bytes, or the path of a file (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        digest.update(source)
+        return digest.hexdigest()
+    with open(source, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def cpu_name():

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .generators import G_OUTPUTS, residual_tanh
-from .layers import forward_with_features, get_norm_layer, pad_layer
+from .layers import InstanceNorm2d, forward_with_features, get_norm_layer, pad_layer
 from .registry import register_generator
 
 CONFIG_LENGTH = 8
@@ -188,7 +188,7 @@ def _separable(in_channels, out_channels, padding):
     """Depthwise 3x3, non-affine instance norm, pointwise 1x1 (keys conv.0 / conv.2, both with bias)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=padding, groups=in_channels, bias=True),
-        nn.InstanceNorm2d(in_channels),
+        InstanceNorm2d(in_channels),
         nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=True))
 
 

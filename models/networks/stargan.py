@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import check_layer_indices
+from .layers import InstanceNorm2d, check_layer_indices
 from .registry import _register, build
 
 LEAKY_SLOPE = 0.2
@@ -87,8 +87,8 @@ class ResBlk(nn.Module):
         self.conv1 = nn.Conv2d(dim_in, dim_in, 3, 1, 1)
         self.conv2 = nn.Conv2d(dim_in, dim_out, 3, 1, 1)
         if normalize:
-            self.norm1 = nn.InstanceNorm2d(dim_in, affine=True)
-            self.norm2 = nn.InstanceNorm2d(dim_in, affine=True)
+            self.norm1 = InstanceNorm2d(dim_in, affine=True)
+            self.norm2 = InstanceNorm2d(dim_in, affine=True)
         if dim_in != dim_out:
             self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False)
 
@@ -152,7 +152,7 @@ class ConvBlk(nn.Module):
             raise ValueError(f"ConvBlk mode must be 'down' or 'up'; got {mode!r}")
         self.dim_out = dim_out
         self.resize = 0.5 if mode == 'down' else 2
-        self.norm1 = nn.InstanceNorm2d(dim_in, affine=True)
+        self.norm1 = InstanceNorm2d(dim_in, affine=True)
         self.conv1 = nn.Conv2d(dim_in, dim_out, 4, 2, 1) if mode == 'down' else nn.Conv2d(dim_in, dim_out, 3, 1, 1)
 
     def forward(self, x, s=None):
@@ -175,7 +175,7 @@ class StyleGenerator(nn.Module):
         self.from_rgb = nn.Conv2d(3, base_dim, 3, 1, 1)
         self.encode = nn.ModuleList(encode_blocks)  # stored in _modules['encode']
         self.decode = nn.ModuleList(decode_blocks)
-        self.to_rgb = nn.Sequential(nn.InstanceNorm2d(base_dim, affine=True), nn.LeakyReLU(LEAKY_SLOPE),
+        self.to_rgb = nn.Sequential(InstanceNorm2d(base_dim, affine=True), nn.LeakyReLU(LEAKY_SLOPE),
                                     nn.Conv2d(base_dim, 3, 1, 1, 0))
         self.feature_sizes = []  # spatial size of each encoder block's output at img_size
         size = img_size
