@@ -16,14 +16,15 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
+# CPU training runs on tcmalloc/jemalloc where installed: the launcher sets LD_PRELOAD (cpu/launch.py)
 test: venv
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+	$(PYTHON) -m cpu.launch -- $(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 test-fast: venv
-	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(PYTHON) -m cpu.launch -- $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: venv
-	PYTHON=$(PYTHON) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
+	PYTHON=$(PYTHON) DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m cpu.launch -- bash scripts/demo.sh
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

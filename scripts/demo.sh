@@ -45,8 +45,8 @@ for name, value in ours.items():
 print('   note: networks smaller than the paper\'s (resnet_9blocks, ngf/ndf 64, 256 patches, antialiased '
       'resampling, 256 px): recipes/cpu_budget.txt')
 EOF
-# shellcheck disable=SC2086
-"$PYTHON" train.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \
+# shellcheck disable=SC2086  # the launcher preloads tcmalloc/jemalloc where installed (cpu/launch.py)
+"$PYTHON" -m cpu.launch -- "$PYTHON" train.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \
   "${BUDGET[@]}" "${SCHEDULE[@]}" "${RECIPE[@]}" --load_size "$SIZE" --crop_size "$SIZE" \
   --gpu_ids -1 --num_threads 0 --display_id 0 --print_freq 200 --display_freq 400 --save_epoch_freq 1 --seed 0 \
   $EXTRA_ARGS
