@@ -16,7 +16,8 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
-# CPU training runs on tcmalloc/jemalloc where installed: the launcher sets LD_PRELOAD (cpu/launch.py)
+# the tests' CPU training runs on tcmalloc/jemalloc where installed: the launcher sets LD_PRELOAD (cpu/launch.py;
+# scripts/demo.sh launches its train.py the same way)
 test: venv
 	$(PYTHON) -m cpu.launch -- $(PYTHON) -m pytest -q -p no:cacheprovider tests
 
@@ -24,7 +25,7 @@ test-fast: venv
 	$(PYTHON) -m cpu.launch -- $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: venv
-	PYTHON=$(PYTHON) DEMO_DIR=$(DEMO_DIR) $(PYTHON) -m cpu.launch -- bash scripts/demo.sh
+	PYTHON=$(PYTHON) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

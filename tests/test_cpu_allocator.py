@@ -121,7 +121,7 @@ def test_the_option_checks_a_path(tmp_path):
 
 def train_process(dataset, ckpt, name, *extra):
     """train.py started by the launcher (python -m cpu.launch) in its own process; its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(cpu_allocator.ENV_CHOSEN)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(cpu_allocator.ENV_CHOSEN) and k != 'LD_PRELOAD'}
     argv = [sys.executable, '-m', 'cpu.launch', '--', sys.executable, 'train.py', '--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name,
             *H2Z, *SMALL_TRAIN, '--seed', '3', '--n_epochs', '1', '--n_epochs_decay', '1', *extra]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
