@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from models.networks.generators import ResnetBlock
 from models.networks.layers import Downsample, InstanceNorm2d, Upsample, binomial_filter
+from util.errors import ConfigError
 from util.util import sha256
 
 from . import winograd
@@ -308,7 +309,7 @@ def accelerate(net, *, conv_algo='auto', device=torch.device('cpu'), amp=None, c
     there); Winograd convolutions only with `conv_algo` 'auto', in float32 (`amp` None) and without
     torch.compile."""
     if conv_algo not in ('auto', 'direct'):
-        raise ValueError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
+        raise ConfigError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
     swapped = Counter()
     if torch.device(device).type != 'cpu':
         return swapped

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from models.networks.compression import ChannelConfigs, decode_config, encode_config
+from util.errors import CheckpointError, ConfigError, MissingFileError
 
 MAX_REDRAWS = 100000
 
@@ -40,12 +41,12 @@ class SearchSettings:
 
     def check(self):
         if self.population_size < 1 or self.generations < 0:
-            raise ValueError(f'population_size must be >= 1 and generations >= 0, got {self.population_size} and '
+            raise ConfigError(f'population_size must be >= 1 and generations >= 0, got {self.population_size} and '
                              f'{self.generations}')
         if not 0 < self.parent_ratio <= 1 or not 0 <= self.mutation_ratio <= 1 or not 0 <= self.mutate_prob <= 1:
-            raise ValueError('parent_ratio must be in (0, 1], mutation_ratio and mutate_prob in [0, 1]')
+            raise ConfigError('parent_ratio must be in (0, 1], mutation_ratio and mutate_prob in [0, 1]')
         if self.weight_strategy not in ('arithmetic', 'geometric'):
-            raise ValueError(f'unknown weight strategy {self.weight_strategy!r}; valid names: arithmetic, geometric')
+            raise ConfigError(f'unknown weight strategy {self.weight_strategy!r}; valid names: arithmetic, geometric')
 
 
 class _Log:
@@ -67,7 +68,7 @@ class _Log:
                 except ValueError:
                     break  # a line cut short by a kill: it and anything after it are redone
             if lines and lines[0] != header:
-                raise ValueError(f'{path} was written by a search with other settings {lines[0]}; these are '
+                raise ConfigError(f'{path} was written by a search with other settings {lines[0]}; these are '
                                  f'{header}: delete it or choose another log')
         with open(path, 'w') as f:  # the complete lines only
             f.writelines(json.dumps(line, sort_keys=True) + '\n' for line in lines)
@@ -87,7 +88,7 @@ class _Log:
             logged = self.replay[index]
             if (logged['config'], logged['generation'], logged['origin']) != \
                     (record['config'], record['generation'], record['origin']):
-                raise ValueError(f'{self.path}: candidate {index} was {logged["config"]} ({logged["origin"]}), '
+                raise ConfigError(f'{self.path}: candidate {index} was {logged["config"]} ({logged["origin"]}), '
                                  f'this search draws {record["config"]}: the log belongs to another search')
             return logged
         if self.file is not None:
@@ -117,7 +118,7 @@ class EvolutionSearch:
         self.score_cache = {}
         smallest = self._cost(self.space.smallest())
         if smallest > settings.budget:
-            raise ValueError(f'budget {settings.budget:.4g} MACs is below the smallest configuration '
+            raise ConfigError(f'budget {settings.budget:.4g} MACs is below the smallest configuration '
                              f'{encode_config(self.space.smallest())} ({smallest:.4g} MACs)')
 
     def header(self):
@@ -135,7 +136,7 @@ class EvolutionSearch:
             config = decode_config(draw())
             if self._cost(config) <= self.settings.budget:
                 return config
-        raise RuntimeError(f'no {what} under the budget {self.settings.budget:.4g} MACs in {MAX_REDRAWS} draws')
+        raise CheckpointError(f'no {what} under the budget {self.settings.budget:.4g} MACs in {MAX_REDRAWS} draws')
 
     def _key(self, entry):
         return -entry['score'] if self.higher_is_better else entry['score']
@@ -154,7 +155,7 @@ class EvolutionSearch:
             else:
                 score = float(self.criterion(config))
             if math.isnan(score):
-                raise ValueError(f'the criterion gave NaN for configuration {key}')
+                raise ConfigError(f'the criterion gave NaN for configuration {key}')
             self.score_cache[key] = score
             record = {'kind': 'candidate', 'index': index, 'generation': generation, 'origin': origin,
                       'config': key, 'macs': self._cost(config), 'score': score, 'cached': cached}
@@ -219,11 +220,11 @@ def load_run_generator(run_dir, epoch='latest', device='cpu'):
     opts = load_run_options(run_dir)
     path = os.path.join(run_dir, f'{epoch}_net_G.pth')
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path} not found (expected <checkpoints_dir>/<name>/<epoch>_net_G.pth)')
+        raise MissingFileError(f'{path} not found (expected <checkpoints_dir>/<name>/<epoch>_net_G.pth)')
     net = generator_from_options(opts, init_weights=False)
     try:
         net.load_state_dict(strip_module_prefix(safe_torch_load(path)), strict=True)
     except RuntimeError as exc:
-        raise RuntimeError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
+        raise CheckpointError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
                            f'{exc}') from exc
     return net.to(device).eval(), opts

@@ -13,6 +13,8 @@ from torch.optim import lr_scheduler
 
 from util import distributed, util
 
+from util.errors import CheckpointError, ConfigError, MissingFileError
+
 from .runtime import Runtime
 
 STATE_FORMAT = 1
@@ -34,7 +36,7 @@ def get_scheduler(optimizer, opt, epoch_count=1):
         return lr_scheduler.StepLR(optimizer, step_size=opt.lr_decay_iters, gamma=0.1)
     if opt.lr_policy == 'cosine':
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt.n_epochs, eta_min=0)
-    raise ValueError(f'unknown --lr_policy {opt.lr_policy!r}; valid: {", ".join(LR_POLICIES)}')
+    raise ConfigError(f'unknown --lr_policy {opt.lr_policy!r}; valid: {", ".join(LR_POLICIES)}')
 
 
 def rng_state(device=None):
@@ -316,7 +318,7 @@ class BaseModel(ABC):
         for name in self.model_names:
             path = self.network_path(epoch, name, load_dir)
             if not os.path.isfile(path):
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f'checkpoint {path} not found (--name {self.opt.name} --epoch {epoch}); '
                     f'expected files <checkpoints_dir>/<name>/<epoch>_net_<{"|".join(self.model_names)}>.pth')
             state = util.safe_torch_load(path, map_location=str(self.device))
@@ -325,7 +327,7 @@ class BaseModel(ABC):
             try:
                 net.load_state_dict(state, strict=True)
             except RuntimeError as exc:
-                raise RuntimeError(
+                raise CheckpointError(
                     f'{path} does not fit net{name} built from the current options '
                     f'(--netG {self.opt.netG} --ngf {self.opt.ngf} --netD {self.opt.netD} --ndf {self.opt.ndf} '
                     f'--normG {self.opt.normG} --no_antialias {self.opt.no_antialias} ...): {exc}') from exc
@@ -362,7 +364,7 @@ class BaseModel(ABC):
     def _read_state_file(self, path, epoch):
         state = util.safe_torch_load(path)
         if state.get('format') != STATE_FORMAT:
-            raise RuntimeError(f'{path}: unknown training-state format {state.get("format")!r}')
+            raise CheckpointError(f'{path}: unknown training-state format {state.get("format")!r}')
         # states written before epoch_count had its own key kept it in the options
         state.setdefault('epoch_count', state['options'].get('epoch_count', 1))
         state['epoch_tag'] = epoch
@@ -446,13 +448,13 @@ class BaseModel(ABC):
         """Restore optimizers, schedulers, RNGs and the loss scaler from `read_training_state`'s result, after
         checking that the weight files loaded are those the state was saved with; returns the counters."""
         if len(state['optimizers']) != len(self.optimizers):
-            raise RuntimeError(f'{self.state_path(state["epoch_tag"])} holds {len(state["optimizers"])} optimizer '
+            raise CheckpointError(f'{self.state_path(state["epoch_tag"])} holds {len(state["optimizers"])} optimizer '
                                f'states but the model has {len(self.optimizers)}; was it written by another --model?')
         epoch, path = state['epoch_tag'], self.state_path(state['epoch_tag'])
         for name, digest in state.get('net_sha256', {}).items():
             net_path = self.network_path(epoch, name)
             if os.path.isfile(net_path) and _sha256(net_path) != digest:
-                raise RuntimeError(f'{net_path} is not the file {path} was saved with: a save was interrupted '
+                raise CheckpointError(f'{net_path} is not the file {path} was saved with: a save was interrupted '
                                    f'between renames. Resume from an epoch checkpoint (--epoch N) instead.')
         for opt_, s in zip(self.optimizers, state['optimizers']):
             opt_.load_state_dict(s)

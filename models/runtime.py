@@ -9,6 +9,8 @@ from collections import Counter
 
 import torch
 
+from util.errors import ConfigError, DivergedError
+
 # --amp: the dtype network forwards autocast to (None: float32 throughout); losses stay float32
 PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 # Under --amp fp16 the loss scale halves at every step whose gradients overflow. Below float16's smallest
@@ -48,9 +50,9 @@ class Runtime:
     def __init__(self, device='cpu', *, amp='off', channels_last=False, compile=False, conv_algo='auto',
                  training=False, fast_kernels=True, trim_heap=True):
         if amp not in PRECISIONS:
-            raise ValueError(f'--amp must be one of {", ".join(PRECISIONS)}, got {amp!r}')
+            raise ConfigError(f'--amp must be one of {", ".join(PRECISIONS)}, got {amp!r}')
         if conv_algo not in ('auto', 'direct'):
-            raise ValueError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
+            raise ConfigError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
         self.device = torch.device(device)
         self.amp = amp
         self.amp_dtype = PRECISIONS[amp]
@@ -142,7 +144,7 @@ class Runtime:
         """Under --amp fp16, stop once the loss scale has collapsed (reads it from the device: train.py calls it
         when it reads the losses, not at every step)."""
         if self.grad_scaler.is_enabled() and self.grad_scaler.get_scale() < MIN_GRAD_SCALE:
-            raise FloatingPointError(
+            raise DivergedError(
                 f'--amp fp16: the loss scale fell to {self.grad_scaler.get_scale():.3g}: the gradients kept '
                 f'overflowing float16 whatever the scale, and every such step was skipped; train with --amp bf16 '
                 f'or --amp off')

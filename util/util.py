@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from util.errors import CheckpointError
+
 
 def str2bool(v):
     """argparse type accepting yes/no, true/false, t/f, y/n, 1/0."""
@@ -190,10 +192,10 @@ def safe_torch_load(path, map_location='cpu'):
     except pickle.UnpicklingError as exc:
         found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(exc))
         culprit = found.group(1) if found else 'an object that is not a tensor or plain container'
-        raise RuntimeError(
+        raise CheckpointError(
             f'refused to load {path}: it contains {culprit}, and unpickling it would run code named in '
             'the file (only tensors and plain containers are loaded, weights_only=True). If you trust '
             'its source, re-save it as a plain state_dict of tensors.') from exc
     except Exception as exc:
-        raise RuntimeError(f'could not load {path}: the file is damaged or not a PyTorch checkpoint '
+        raise CheckpointError(f'could not load {path}: the file is damaged or not a PyTorch checkpoint '
                            f'({type(exc).__name__}: {exc})') from exc

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import requests
 from tqdm import tqdm
 
+from util.errors import ProjectError
 from util.util import sha256
 
 DEFAULT_REGISTRY = 'https://registry.npmjs.org'
@@ -39,7 +40,7 @@ TIMEOUT = (10, 60)  # seconds to connect, seconds between received bytes
 _SRI_ALGORITHMS = ('sha512', 'sha384', 'sha256', 'sha1')  # strongest first
 
 
-class AssetError(RuntimeError):
+class AssetError(ProjectError, RuntimeError):
     """A package could not be fetched, verified or found; the message says which and from where."""
 
 

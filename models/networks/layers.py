@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from util.errors import ConfigError
+
 NORM_TYPES = ('batch', 'instance', 'none')
 
 PAD_LAYERS = {'reflect': nn.ReflectionPad2d, 'replicate': nn.ReplicationPad2d, 'zero': nn.ZeroPad2d}
@@ -16,14 +18,14 @@ PAD_LAYERS = {'reflect': nn.ReflectionPad2d, 'replicate': nn.ReplicationPad2d, '
 
 def pad_layer(pad_type, padding):
     if pad_type not in PAD_LAYERS:
-        raise ValueError(f'unknown padding {pad_type!r}; valid names: {", ".join(PAD_LAYERS)}')
+        raise ConfigError(f'unknown padding {pad_type!r}; valid names: {", ".join(PAD_LAYERS)}')
     return PAD_LAYERS[pad_type](padding)
 
 
 def binomial_filter(filt_size):
     """(k, k) float32 blur kernel: outer product of the k-th row of Pascal's triangle, summing to 1."""
     if filt_size < 1:
-        raise ValueError(f'filt_size must be >= 1, got {filt_size}')
+        raise ConfigError(f'filt_size must be >= 1, got {filt_size}')
     row = torch.tensor([comb(filt_size - 1, i) for i in range(filt_size)], dtype=torch.float32)
     kernel = row[:, None] * row[None, :]
     return kernel / kernel.sum()
@@ -100,14 +102,14 @@ def get_norm_layer(norm_type='instance'):
         return functools.partial(InstanceNorm2d, affine=False, track_running_stats=False)
     if norm_type == 'none':
         return lambda num_channels: Identity()
-    raise ValueError(f'unknown norm {norm_type!r}; valid names: {", ".join(NORM_TYPES)}')
+    raise ConfigError(f'unknown norm {norm_type!r}; valid names: {", ".join(NORM_TYPES)}')
 
 
 def check_layer_indices(layers, num_layers, what='--nce_layers'):
     """The one range check of feature-layer indices (generators call it; the model reports it by flag)."""
     bad = [i for i in layers if not 0 <= i < num_layers]
     if bad:
-        raise ValueError(f'{what}: indices {bad} are outside the generator (valid: 0..{num_layers - 1})')
+        raise ConfigError(f'{what}: indices {bad} are outside the generator (valid: 0..{num_layers - 1})')
 
 
 def forward_with_features(children, x, layers=None, encode_only=False):
