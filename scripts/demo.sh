@@ -41,7 +41,7 @@ for name, value in ours.items():
     if paper.get(name) != value:
         theirs = paper[name] if name in paper else "CUT's default (it does not set the flag)"
         print(f'   note: {name} {value} here; the paper\'s horse2zebra recipe: {theirs} '
-              f'(why: recipes/cpu_demo.txt, docs/results.md 2.2)')
+              f'(why: recipes/cpu_demo.txt, studies/results_cpu.md 2.2)')
 print('   note: networks smaller than the paper\'s (resnet_9blocks, ngf/ndf 64, 256 patches, antialiased '
       'resampling, 256 px): recipes/cpu_budget.txt')
 EOF
