@@ -14,14 +14,12 @@ import torch.nn.functional as nnf
 from PIL import Image, ImageDraw, ImageFont
 
 from models.networks import define_F
+from options.test_options import FEATURE_CHOICES
 from util import util
 from util.errors import CheckpointError, ConfigError, MissingFileError
 
 # viridis sampled at 0, 1/4, 1/2, 3/4, 1 (perceptually ordered, readable in greyscale)
 _COLORMAP_STOPS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
-# projected: through F's patch MLPs (what the losses see); encoder: G's raw features; auto: projected
-# when the checkpoint has F's weights
-FEATURE_CHOICES = ('auto', 'projected', 'encoder')
 
 
 def load_sampler(path, *, kind, nc, in_channels, device='cpu'):
