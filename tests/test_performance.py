@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cpu import kernels as fast
-from models.networks.layers import Downsample, Upsample
+from models.networks.layers import Downsample, InstanceNorm2d, Upsample
 from tests.conftest import (H2Z, assert_same_step, build_model as build, fake_batch, load_script, saved_bytes,
                             train_step)
 
@@ -77,7 +77,7 @@ def test_affine_instance_norm_keeps_its_affine_map_and_its_gradients():
     """StarGAN v2's instance norms are affine: the training kernel must apply weight and bias and train them
     (it once dropped them whenever a gradient flowed). Running-statistics norms are not swapped."""
     torch.manual_seed(0)
-    plain = torch.nn.InstanceNorm2d(8, affine=True).double()
+    plain = InstanceNorm2d(8, affine=True).double()
     with torch.no_grad():
         plain.weight.uniform_(0.5, 1.5), plain.bias.uniform_(-1, 1)
     swapped = copy.deepcopy(plain)
@@ -91,7 +91,7 @@ def test_affine_instance_norm_keeps_its_affine_map_and_its_gradients():
         torch.testing.assert_close(ours, expected)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert swapped(x.float().bfloat16()).dtype == torch.bfloat16
-    assert not fast.accelerate(torch.nn.InstanceNorm2d(8, track_running_stats=True))
+    assert not fast.accelerate(InstanceNorm2d(8, track_running_stats=True))
 
 
 def test_channels_last_gives_the_same_step(tmp_path):
