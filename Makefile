@@ -21,11 +21,13 @@ $(VENV)/.loggers: requirements-loggers.txt $(VENV)/.installed
 	$(PYTHON) -m pip install -q -r requirements-loggers.txt
 	touch $@
 
+# the tests' CPU training runs on tcmalloc/jemalloc where installed: the launcher sets LD_PRELOAD (cpu/launch.py;
+# scripts/demo.sh launches its train.py the same way)
 test: venv $(VENV)/.loggers
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+	$(PYTHON) -m cpu.launch -- $(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 test-fast: venv $(VENV)/.loggers
-	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(PYTHON) -m cpu.launch -- $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: venv
 	PYTHON=$(PYTHON) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh

@@ -20,10 +20,11 @@ import time
 from tqdm import tqdm
 
 from data import create_dataset
+from evaluation import similarity
 from models import create_model
 from models.runtime import Runtime
 from options.test_options import TestOptions
-from util import errors, similarity, util
+from util import errors, util
 from util.html import HTML
 from util.visualizer import save_images
 

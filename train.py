@@ -16,23 +16,18 @@ import signal
 import sys
 import time
 
-if __name__ == '__main__':
-    # before torch allocates anything: restart on tcmalloc/jemalloc when --cpu_allocator asks for one
-    from util import cpu_allocator
-    cpu_allocator.preload()
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from data import create_dataset  # noqa: E402
-from models import create_model  # noqa: E402
-from models.base_model import rng_state, set_rng_state  # noqa: E402
-from models.runtime import Runtime, flag_device, require_cuda_for_gpu_ids  # noqa: E402
-from options.train_options import TrainOptions  # noqa: E402
-from util import distributed, errors  # noqa: E402
-from util.run_lock import RunLock  # noqa: E402
-from util.visualizer import Visualizer  # noqa: E402
+from data import create_dataset
+from models import create_model
+from models.base_model import rng_state, set_rng_state
+from models.runtime import Runtime, flag_device, require_cuda_for_gpu_ids
+from options.train_options import TrainOptions
+from util import distributed, errors
+from util.run_lock import RunLock
+from util.visualizer import Visualizer
 
 
 class NonFiniteLossError(RuntimeError):

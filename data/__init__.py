@@ -9,6 +9,7 @@ import torch.utils.data
 from data.base_dataset import BaseDataset
 from util import distributed
 from util.registry import find_registered, registered_names
+from util.errors import ConfigError
 
 
 def available_datasets():
@@ -118,10 +119,10 @@ class DatasetLoader:
     def iterate(self, start_sample=0):
         """Batches of the current epoch, skipping the first `start_sample` samples of this process."""
         if start_sample % self.opt.batch_size:
-            raise ValueError(f'cannot resume at sample {start_sample}: not a multiple of --batch_size '
+            raise ConfigError(f'cannot resume at sample {start_sample}: not a multiple of --batch_size '
                              f'{self.opt.batch_size}')
         if self.opt.isTrain and self.samples_per_epoch() == 0:
-            raise ValueError(f'--batch_size {self.opt.batch_size} is larger than the {len(self.dataset)} '
+            raise ConfigError(f'--batch_size {self.opt.batch_size} is larger than the {len(self.dataset)} '
                              f'training samples of {self.opt.dataroot} (per process: {self.sampler.per_rank})')
         self.sampler.start = start_sample
         try:

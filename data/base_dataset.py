@@ -16,16 +16,13 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from data.image_folder import ImageLoadError, load_image, make_dataset
+from util.errors import ConfigError, PreprocessError
 
 PREPROCESS_MODES = (
     'resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'scale_shortside',
     'scale_shortside_and_crop', 'resize', 'zoom', 'patch', 'zoom_and_patch', 'none')
 
 DIRECTIONS = ('AtoB', 'BtoA')
-
-
-class PreprocessError(ValueError):
-    """An image cannot go through the requested preprocessing, e.g. it is smaller than crop_size."""
 
 
 class BaseDataset(torch.utils.data.Dataset, ABC):
@@ -56,7 +53,7 @@ class BaseDataset(torch.utils.data.Dataset, ABC):
 def domain_channels(opt):
     """(channels of domain A, channels of domain B): input_nc belongs to the source domain."""
     if opt.direction not in DIRECTIONS:
-        raise ValueError(f'unknown --direction {opt.direction!r}; valid: {", ".join(DIRECTIONS)}')
+        raise ConfigError(f'unknown --direction {opt.direction!r}; valid: {", ".join(DIRECTIONS)}')
     if opt.direction == 'AtoB':
         return opt.input_nc, opt.output_nc
     return opt.output_nc, opt.input_nc
@@ -143,7 +140,7 @@ def get_transform(opt, params=None, grayscale=False, method=Image.BICUBIC, conve
 def preprocess_steps(preprocess):
     """The set of steps named by a --preprocess mode, e.g. 'zoom_and_patch' -> {'zoom', 'patch'}."""
     if preprocess not in PREPROCESS_MODES:
-        raise ValueError(f'unknown --preprocess {preprocess!r}; valid modes: '
+        raise ConfigError(f'unknown --preprocess {preprocess!r}; valid modes: '
                          f'{", ".join(PREPROCESS_MODES)}')
     return frozenset(preprocess.split('_and_'))
 

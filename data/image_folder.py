@@ -5,16 +5,14 @@ import os
 import numpy as np
 from PIL import Image
 
+from util.errors import ConfigError, ImageLoadError, MissingFileError
+
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.tif', '.tiff', '.webp')
 
 _SIXTEEN_BIT_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
 _LISTED_BAD_FILES = 5  # how many unreadable files a skip warning names
 
 logger = logging.getLogger(__name__)
-
-
-class ImageLoadError(ValueError):
-    """A file that looks like an image (by its extension) could not be decoded."""
 
 
 def is_image_file(filename):
@@ -31,21 +29,21 @@ def make_dataset(dir, max_dataset_size=float('inf'), skip_bad=False):
     warning giving their count; an error is raised if none is readable.
     """
     if not os.path.isdir(dir):
-        raise FileNotFoundError(f"image folder '{dir}' does not exist or is not a folder")
+        raise MissingFileError(f"image folder '{dir}' does not exist or is not a folder")
     paths = sorted(
         os.path.join(root, name)
         for root, _, names in os.walk(dir, followlinks=True)
         for name in names
         if is_image_file(name) and not name.startswith('.'))
     if not paths:
-        raise ValueError(f"found no images in '{dir}'; supported extensions are "
+        raise ConfigError(f"found no images in '{dir}'; supported extensions are "
                          f'{", ".join(IMG_EXTENSIONS)} (any letter case)')
     if skip_bad:
         paths, bad = readable_images(paths, limit=max_dataset_size)
         if bad:
             _warn_skipped(dir, bad, checked=len(paths) + len(bad))
         if not paths:
-            raise ValueError(f"none of the {len(bad)} images in '{dir}' can be read; first: {bad[0]}")
+            raise ConfigError(f"none of the {len(bad)} images in '{dir}' can be read; first: {bad[0]}")
     if max_dataset_size < len(paths):
         paths = paths[:int(max_dataset_size)]
     return paths

@@ -8,6 +8,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from data.base_dataset import BaseDataset, find_images, read_image, transform_image
+from util.errors import ConfigError, MissingFileError
 
 CROP_SCALE = (0.8, 1.0)  # StarGAN v2's random resized crop: share of the area kept
 CROP_RATIO = (0.9, 1.1)  # and aspect ratio
@@ -41,13 +42,13 @@ class MultidomainDataset(BaseDataset):
     def __init__(self, opt):
         super().__init__(opt)
         if not 0 <= opt.randcrop_prob <= 1:
-            raise ValueError(f'--randcrop_prob must lie in [0, 1], got {opt.randcrop_prob}')
+            raise ConfigError(f'--randcrop_prob must lie in [0, 1], got {opt.randcrop_prob}')
         self.dir = phase_folder(opt.dataroot, opt.phase)
         self.domains = domain_names(self.dir)
         check_same_domains(opt.dataroot)
         num_domains = getattr(opt, 'num_domains', None)
         if num_domains is not None and num_domains != len(self.domains):
-            raise ValueError(f'--num_domains {num_domains} but {self.dir} has {len(self.domains)} domain '
+            raise ConfigError(f'--num_domains {num_domains} but {self.dir} has {len(self.domains)} domain '
                              f'folders ({", ".join(self.domains)})')
         self.paths = [domain_images(opt, self.dir, name) for name in self.domains]  # per domain
         self.items = [(path, d) for d, paths in enumerate(self.paths) for path in paths]
@@ -106,12 +107,12 @@ def to_normalized_tensor(img):
 def phase_folder(root, phase):
     """<root>/<phase>, or <root>/val for a phase 'test' that has no folder of its own."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"--dataroot '{root}' does not exist or is not a folder")
+        raise MissingFileError(f"--dataroot '{root}' does not exist or is not a folder")
     folder = os.path.join(root, phase)
     if phase == 'test' and not os.path.isdir(folder):
         folder = os.path.join(root, 'val')
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"'{folder}' does not exist: --dataset_mode multidomain reads "
+        raise MissingFileError(f"'{folder}' does not exist: --dataset_mode multidomain reads "
                                 f'<dataroot>/{phase}/<domain>/<images> (one subfolder per domain)')
     return folder
 
@@ -121,7 +122,7 @@ def domain_names(folder):
     names = sorted(name for name in os.listdir(folder)
                    if os.path.isdir(os.path.join(folder, name)) and not name.startswith('.'))
     if len(names) < 2:
-        raise ValueError(f"'{folder}' must hold one subfolder of images per domain, at least two; found "
+        raise ConfigError(f"'{folder}' must hold one subfolder of images per domain, at least two; found "
                          f'{len(names)}{": " + names[0] if names else ""}')
     return names
 
@@ -132,7 +133,7 @@ def check_same_domains(root):
     if os.path.isdir(train) and os.path.isdir(val):
         train_names, val_names = domain_names(train), domain_names(val)
         if train_names != val_names:
-            raise ValueError(f"the domains of '{train}' ({', '.join(train_names)}) and '{val}' "
+            raise ConfigError(f"the domains of '{train}' ({', '.join(train_names)}) and '{val}' "
                              f"({', '.join(val_names)}) differ; both must hold the same domain folders")
 
 
@@ -141,4 +142,4 @@ def domain_images(opt, folder, name):
     try:
         return find_images(opt, os.path.join(folder, name))
     except ValueError as err:
-        raise ValueError(f'domain {name!r}: {err}') from err
+        raise ConfigError(f'domain {name!r}: {err}') from err

@@ -6,6 +6,7 @@ from PIL import Image
 
 from data.base_dataset import BaseDataset, domain_channels, get_transform, read_image, transform_image
 from data.image_folder import make_dataset
+from util.errors import ConfigError
 
 CROPS_PER_EPOCH = 100_000
 
@@ -58,7 +59,7 @@ class SingleImageDataset(BaseDataset):
 def _only_image(folder, skip_bad):
     paths = make_dataset(folder, skip_bad=skip_bad)
     if len(paths) != 1:
-        raise ValueError(f"the singleimage dataset needs exactly one image in '{folder}', "
+        raise ConfigError(f"the singleimage dataset needs exactly one image in '{folder}', "
                          f'found {len(paths)}')
     return paths[0]
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import torch
 
+from util.errors import ProjectError
 from util.util import atomic_write_json
 
 IMAGE_SUFFIXES = ('.bmp', '.jpg', '.jpeg', '.pgm', '.png', '.ppm', '.tif', '.tiff', '.webp')
 EPOCH_CHOICES = ('best', 'last', 'fixed')
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ProjectError, ValueError):
     """Bad input to an evaluation (a folder, an image, a weights file); the message names it."""
 
 

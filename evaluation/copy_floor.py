@@ -26,6 +26,7 @@ from evaluation import curves, synthetic
 from evaluation.common import EvaluationError, cli, image_files
 from util.recipes import read_recipe
 from util.util import atomic_write_json
+from util.errors import DivergedError
 
 
 def generator_parser(defaults_from=None):
@@ -92,7 +93,7 @@ def train_copy(net, images, size, iters, lr, seed, data_root, eval_every, progre
         x = images[order.integers(len(images))]
         loss = F.l1_loss(net(x), x)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f'the L1 loss became {loss.item()} at step {step}; lower --lr')
+            raise DivergedError(f'the L1 loss became {loss.item()} at step {step}; lower --lr')
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

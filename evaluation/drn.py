@@ -19,6 +19,7 @@ from torch import nn
 
 from evaluation.common import EvaluationError
 from util.util import safe_torch_load, strip_module_prefix
+from util.errors import ConfigError
 
 NUM_CLASSES = 19
 # Mean and std of Cityscapes photos in [0, 1], from fyu/drn datasets/cityscapes/info.json.
@@ -160,7 +161,7 @@ class DRNSeg(nn.Module):
     def __init__(self, num_classes=NUM_CLASSES, arch='drn_d_22'):
         super().__init__()
         if arch not in ARCHS:
-            raise ValueError(f'unknown DRN arch {arch!r}; valid: {", ".join(ARCHS)}')
+            raise ConfigError(f'unknown DRN arch {arch!r}; valid: {", ".join(ARCHS)}')
         self.arch = arch
         self.base = ARCHS[arch][0]()
         self.seg = nn.Conv2d(_CHANNELS[-1], num_classes, kernel_size=1, bias=True)

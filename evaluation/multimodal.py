@@ -34,6 +34,7 @@ from evaluation.common import EvaluationError, cli, default_device, image_files
 from evaluation.fid import feature_statistics, trace_sqrt_product  # noqa: F401  (trace_sqrt_product: part of this API)
 from evaluation.fid import frechet_distance as fid_frechet_distance
 from util.util import atomic_write_json, atomic_write_text, safe_torch_load
+from util.errors import ConfigError
 
 MODES = ('latent', 'reference')
 ALEXNET_URL = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
@@ -153,7 +154,7 @@ def build_lpips(lpips_state=None, alexnet_state=None, *, source=None):
     weights came from, for errors and the result's settings.
     """
     if (lpips_state is None) != (alexnet_state is None):
-        raise ValueError('build_lpips needs both state dicts or neither')
+        raise ConfigError('build_lpips needs both state dicts or neither')
     net = LPIPS()
     if lpips_state is not None:
         source = source or {'lpips': 'the LPIPS state dict', 'alexnet': 'the AlexNet state dict'}
@@ -309,7 +310,7 @@ def enumerate_tasks(domains):
 def task_generator(seed, task):
     """A CPU generator for one task, seeded from the evaluation seed and the task's name."""
     if seed < 0:
-        raise ValueError(f'--seed must be >= 0, got {seed}')
+        raise ConfigError(f'--seed must be >= 0, got {seed}')
     state = np.random.SeedSequence([seed, zlib.crc32(task.encode())]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
@@ -385,16 +386,16 @@ def evaluate_multimodal(translator, val_root, train_root, out_dir, mode, *, lpip
     `fid_input_size` other than 299 is for tests only.
     """
     if mode not in MODES:
-        raise ValueError(f'mode must be one of {", ".join(MODES)}, got {mode!r}')
+        raise ConfigError(f'mode must be one of {", ".join(MODES)}, got {mode!r}')
     if num_outs_per_domain < 2:
-        raise ValueError(f'--num_outs_per_domain must be >= 2 (LPIPS compares pairs), got {num_outs_per_domain}')
+        raise ConfigError(f'--num_outs_per_domain must be >= 2 (LPIPS compares pairs), got {num_outs_per_domain}')
     domains = check_domains(translator, val_root, train_root)
     if real_stats is None:
         real_stats = DomainStatistics(fid_net, train_root, translator.img_size, input_size=fid_input_size,
                                       batch_size=batch_size, progress=progress)
     expected = (fid_net, Path(train_root), translator.img_size, fid_input_size)
     if (real_stats.fid_net, real_stats.train_root, real_stats.img_size, real_stats.input_size) != expected:
-        raise ValueError('real_stats was built for another fid_net, train_root, img_size or fid_input_size')
+        raise ConfigError('real_stats was built for another fid_net, train_root, img_size or fid_input_size')
     val_files = {d: domain_files(val_root, d) for d in domains}
     transform = fid_transform(translator.img_size, fid_input_size)
     lpips, fid, generated = {}, {}, {}
@@ -442,9 +443,9 @@ def merge_results(results):
     for result in results:
         mode = next(k for k in result if k != 'settings')
         if mode in merged:
-            raise ValueError(f'two results for mode {mode!r}')
+            raise ConfigError(f'two results for mode {mode!r}')
         if result['settings'] != settings:
-            raise ValueError(f'the {mode} result was evaluated with other settings than the {next(iter(merged))} one')
+            raise ConfigError(f'the {mode} result was evaluated with other settings than the {next(iter(merged))} one')
         merged[mode] = result[mode]
     return dict(merged, settings=settings)
 

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from models.networks.compression import ChannelConfigs, decode_config, encode_config
-from util.util import atomic_write_text
+from util.errors import CheckpointError, ConfigError, DivergedError, MissingFileError
+from util.util import atomic_write_text, sha256
 
 MAX_REDRAWS = 100000
 
@@ -42,12 +43,12 @@ class SearchSettings:
 
     def check(self):
         if self.population_size < 1 or self.generations < 0:
-            raise ValueError(f'population_size must be >= 1 and generations >= 0, got {self.population_size} and '
+            raise ConfigError(f'population_size must be >= 1 and generations >= 0, got {self.population_size} and '
                              f'{self.generations}')
         if not 0 < self.parent_ratio <= 1 or not 0 <= self.mutation_ratio <= 1 or not 0 <= self.mutate_prob <= 1:
-            raise ValueError('parent_ratio must be in (0, 1], mutation_ratio and mutate_prob in [0, 1]')
+            raise ConfigError('parent_ratio must be in (0, 1], mutation_ratio and mutate_prob in [0, 1]')
         if self.weight_strategy not in ('arithmetic', 'geometric'):
-            raise ValueError(f'unknown weight strategy {self.weight_strategy!r}; valid names: arithmetic, geometric')
+            raise ConfigError(f'unknown weight strategy {self.weight_strategy!r}; valid names: arithmetic, geometric')
 
 
 def header_differences(old, new, prefix=''):
@@ -92,7 +93,7 @@ class _Log:
                     break  # a damaged line: it and anything after it are redone
                 complete += len(line) + 1
             if lines and lines[0] != header:
-                raise ValueError(f'{path} holds the scores of another search ({header_differences(lines[0], header)}): '
+                raise ConfigError(f'{path} holds the scores of another search ({header_differences(lines[0], header)}): '
                                  'start over with --restart (scripts/evolution_search.py), or choose another log')
             if complete < len(raw):
                 os.truncate(path, complete)
@@ -113,7 +114,7 @@ class _Log:
             logged = self.replay[index]
             if (logged['config'], logged['generation'], logged['origin']) != \
                     (record['config'], record['generation'], record['origin']):
-                raise ValueError(f'{self.path}: candidate {index} was {logged["config"]} ({logged["origin"]}), '
+                raise ConfigError(f'{self.path}: candidate {index} was {logged["config"]} ({logged["origin"]}), '
                                  f'this search draws {record["config"]}: the log belongs to another search')
             return logged
         if self.file is not None:
@@ -146,7 +147,7 @@ class EvolutionSearch:
         self.score_cache = {}
         smallest = self._cost(self.space.smallest())
         if smallest > settings.budget:
-            raise ValueError(f'budget {settings.budget:.4g} MACs is below the smallest configuration '
+            raise ConfigError(f'budget {settings.budget:.4g} MACs is below the smallest configuration '
                              f'{encode_config(self.space.smallest())} ({smallest:.4g} MACs)')
 
     def header(self):
@@ -169,7 +170,7 @@ class EvolutionSearch:
             config = decode_config(draw())
             if self._cost(config) <= self.settings.budget:
                 return config
-        raise RuntimeError(f'no {what} under the budget {self.settings.budget:.4g} MACs in {MAX_REDRAWS} draws')
+        raise CheckpointError(f'no {what} under the budget {self.settings.budget:.4g} MACs in {MAX_REDRAWS} draws')
 
     def _key(self, entry):
         return -entry['score'] if self.higher_is_better else entry['score']
@@ -188,7 +189,7 @@ class EvolutionSearch:
             else:
                 score = float(self.criterion(config))
             if not math.isfinite(score):
-                raise ValueError(f'the criterion gave {score} for configuration {key}: a non-finite score cannot be '
+                raise DivergedError(f'the criterion gave {score} for configuration {key}: a non-finite score cannot be '
                                  'ranked (check the statistics, weights and images it is computed from)')
             self.score_cache[key] = score
             record = {'kind': 'candidate', 'index': index, 'generation': generation, 'origin': origin,
@@ -254,29 +255,20 @@ def load_run_generator(run_dir, epoch='latest', device='cpu'):
     opts = load_run_options(run_dir)
     path = os.path.join(run_dir, f'{epoch}_net_G.pth')
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path} not found (expected <checkpoints_dir>/<name>/<epoch>_net_G.pth)')
+        raise MissingFileError(f'{path} not found (expected <checkpoints_dir>/<name>/<epoch>_net_G.pth)')
     net = generator_from_options(opts, init_weights=False)
     state = strip_module_prefix(safe_torch_load(path))
     mismatch = state_dict_mismatch(net.state_dict(), state)
     if mismatch:
-        raise ValueError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
+        raise CheckpointError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
                          f'{mismatch}')
     net.load_state_dict(state, strict=True)
     return net.to(device).eval(), opts
-
-
-def file_sha256(path):
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def files_digest(paths):
     """{'count', 'sha256'} of a list of files: one digest over their names and bytes, in order."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(os.path.basename(str(path)).encode() + b'\0' + file_sha256(path).encode())
+        digest.update(os.path.basename(str(path)).encode() + b'\0' + sha256(path).encode())
     return {'count': len(paths), 'sha256': digest.hexdigest()}

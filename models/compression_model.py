@@ -37,6 +37,7 @@ from models.networks.compression import (CONFIG_SETS, DISTILL_LAYERS, ChannelCon
 from models.networks.init import init_weights
 from models.src_hdce_model import add_semantic_relation_options, semantic_relation
 from util import util
+from util.errors import CheckpointError, ConfigError, MissingFileError
 
 RECON_LOSSES = {'l1': F.l1_loss, 'l2': F.mse_loss, 'smooth_l1': F.smooth_l1_loss}
 # the configuration set a super-net of --ngf samples unless --config_set names one
@@ -93,7 +94,7 @@ class MappingLayers(nn.ModuleList):
 
 def default_config_set(ngf):
     if ngf not in DEFAULT_CONFIG_SETS:
-        raise ValueError(f'--config_set: no default for a super-net of --ngf {ngf} (defaults: '
+        raise ConfigError(f'--config_set: no default for a super-net of --ngf {ngf} (defaults: '
                          f'{DEFAULT_CONFIG_SETS}); name one of {", ".join(CONFIG_SETS)}')
     return DEFAULT_CONFIG_SETS[ngf]
 
@@ -156,16 +157,16 @@ class CompressionModel(BaseModel):
             return
         G = self.netG
         if not hasattr(G, 'set_config'):
-            raise ValueError(f'--model compression trains a super-net: --netG super_mobile_resnet_9blocks, got '
+            raise ConfigError(f'--model compression trains a super-net: --netG super_mobile_resnet_9blocks, got '
                              f'--netG {opt.netG}')
         if opt.gan_mode not in losses.GAN_MODES:
-            raise ValueError(f'--gan_mode {opt.gan_mode!r}: valid {losses.GAN_MODES}')
+            raise ConfigError(f'--gan_mode {opt.gan_mode!r}: valid {losses.GAN_MODES}')
         if opt.num_patches <= 0:
-            raise ValueError(f'--num_patches must be > 0 (positions per layer), got {opt.num_patches}')
+            raise ConfigError(f'--num_patches must be > 0 (positions per layer), got {opt.num_patches}')
         self.aligned = opt.dataset_mode == 'aligned'
         self.teacher_ngf = opt.teacher_ngf or opt.ngf
         if self.teacher_ngf > opt.ngf:
-            raise ValueError(f'--teacher_ngf {self.teacher_ngf} > --ngf {opt.ngf}: F is built for the super-net\'s '
+            raise ConfigError(f'--teacher_ngf {self.teacher_ngf} > --ngf {opt.ngf}: F is built for the super-net\'s '
                              f'widest features (4 * ngf columns), which must hold the teacher\'s (4 * teacher_ngf)')
         if opt.config_str:
             self.configs = FixedConfig(opt.config_str)
@@ -173,7 +174,7 @@ class CompressionModel(BaseModel):
             self.configs = ChannelConfigs(opt.config_set or default_config_set(opt.ngf), seed=opt.seed)
             widest = max(self.configs.largest())
             if widest > opt.ngf:
-                raise ValueError(f'--config_set {self.configs.name} reaches width {widest} > --ngf {opt.ngf}')
+                raise ConfigError(f'--config_set {self.configs.name} reaches width {widest} > --ngf {opt.ngf}')
         self.config = G.config
         self.netT = self.build_teacher(opt)
         # networks in the official order: student (above), D, the mapping layers A; then F
@@ -219,12 +220,12 @@ class CompressionModel(BaseModel):
                            G_output=opt.G_output)
         if opt.teacher_path:
             if not os.path.isfile(opt.teacher_path):
-                raise FileNotFoundError(f'--teacher_path {opt.teacher_path}: no such file (the teacher generator\'s '
+                raise MissingFileError(f'--teacher_path {opt.teacher_path}: no such file (the teacher generator\'s '
                                         f'state dict, e.g. checkpoints/<teacher run>/latest_net_G_A.pth)')
             state = util.strip_module_prefix(util.safe_torch_load(opt.teacher_path))
             mismatch = util.state_dict_mismatch(teacher.state_dict(), state, n=2)
             if mismatch:
-                raise ValueError(f'--teacher_path {opt.teacher_path} does not fit --teacher_netG {opt.teacher_netG} '
+                raise CheckpointError(f'--teacher_path {opt.teacher_path} does not fit --teacher_netG {opt.teacher_netG} '
                                  f'--teacher_ngf {self.teacher_ngf} --normG {opt.normG} without anti-aliasing '
                                  f'({mismatch}); {teacher_flags_advice(state)}')
             teacher.load_state_dict(state, strict=True)
@@ -242,13 +243,13 @@ class CompressionModel(BaseModel):
             if not path:
                 continue
             if not os.path.isfile(path):
-                raise FileNotFoundError(f'--restore_{name}_path {path}: no such file (a step-1 run\'s '
+                raise MissingFileError(f'--restore_{name}_path {path}: no such file (a step-1 run\'s '
                                         f'<epoch>_net_{name}.pth)')
             state = util.strip_module_prefix(util.safe_torch_load(path, map_location=str(self.device)))
             try:
                 getattr(self, 'net' + name).load_state_dict(state, strict=True)
             except RuntimeError as exc:
-                raise RuntimeError(f'--restore_{name}_path {path} does not fit net{name} of this run (--ngf '
+                raise CheckpointError(f'--restore_{name}_path {path} does not fit net{name} of this run (--ngf '
                                    f'{opt.ngf} --ndf {opt.ndf} --netD {opt.netD} --dataset_mode {opt.dataset_mode}: '
                                    f'the step-1 run\'s flags): {exc}') from exc
             print(f'restored net{name} from {path}')
@@ -270,7 +271,7 @@ class CompressionModel(BaseModel):
         for layer, s, t in zip(DISTILL_LAYERS, student, teacher):
             expected = (4 * self.opt.ngf, 4 * self.teacher_ngf)
             if (s.shape[1], t.shape[1]) != expected or s.shape[2:] != t.shape[2:]:
-                raise ValueError(f'layer {layer}: the student\'s features {tuple(s.shape)} and the teacher\'s '
+                raise ConfigError(f'layer {layer}: the student\'s features {tuple(s.shape)} and the teacher\'s '
                                  f'{tuple(t.shape)} do not pair up (expected {expected[0]} and {expected[1]} channels '
                                  f'at one size): --teacher_netG {self.opt.teacher_netG} must be a ResNet in '
                                  f"gan-compression's layout")
@@ -286,7 +287,7 @@ class CompressionModel(BaseModel):
     def set_input(self, input):
         super().set_input(input)
         if self.isTrain and self.aligned and self.real_B is None:
-            raise ValueError('--dataset_mode aligned needs the target images')
+            raise ConfigError('--dataset_mode aligned needs the target images')
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(self):
@@ -309,7 +310,7 @@ class CompressionModel(BaseModel):
         """The objective's `sample`: F(student features) (q, with gradient) and F(teacher features) (k, no
         gradient) at shared positions, (B, N, C) per layer; F in float32."""
         if branch != 'X':
-            raise ValueError('the compression model has no identity branch')
+            raise ConfigError('the compression model has no identity branch')
         with torch.autocast(self.device.type, enabled=False):
             q, ids = self.netF(self.student_feats, self.opt.num_patches, ids, generator=self.patch_rng)
             with torch.no_grad():
@@ -375,7 +376,7 @@ class CompressionModel(BaseModel):
         counters = super().load_training_state(state)
         for key in ('config_rng', 'patch_rng'):
             if key not in state:
-                raise RuntimeError(f'{self.state_path(state["epoch_tag"])} has no {key}: not a compression run')
+                raise CheckpointError(f'{self.state_path(state["epoch_tag"])} has no {key}: not a compression run')
         self.configs.load_state_dict(state['config_rng'])
         self.patch_rng.set_state(state['patch_rng'])
         return counters

@@ -8,6 +8,7 @@ from models import losses
 from models.base_model import BaseModel
 from models.networks import define_D, generator_from_options
 from util.image_pool import ImagePool
+from util.errors import ConfigError
 
 
 class CycleGANModel(BaseModel):
@@ -48,7 +49,7 @@ class CycleGANModel(BaseModel):
             self.netD_A = discriminator(opt.output_nc)
             self.netD_B = discriminator(opt.input_nc)
             if opt.lambda_identity > 0.0 and opt.input_nc != opt.output_nc:
-                raise ValueError('--lambda_identity > 0 needs --input_nc == --output_nc')
+                raise ConfigError('--lambda_identity > 0 needs --input_nc == --output_nc')
             self.fake_A_pool = ImagePool(opt.pool_size)
             self.fake_B_pool = ImagePool(opt.pool_size)
             betas = (opt.beta1, opt.beta2)

@@ -9,6 +9,8 @@ the caller weights and reduces.
 import torch
 import torch.nn.functional as F
 
+from util.errors import ConfigError
+
 GAN_MODES = ('lsgan', 'vanilla', 'wgangp', 'nonsaturating', 'hinge')
 WEIGHT_MODES = ('official', 'paper')
 RELATION_NORMALIZATIONS = ('max', 'mean')
@@ -21,20 +23,20 @@ _SELF_LOGIT = -10.0
 def _check_features(feat_q, feat_k):
     for name, feat in (('feat_q', feat_q), ('feat_k', feat_k)):
         if feat.dim() != 3:
-            raise ValueError(f'{name} must be (B, N, C), got shape {tuple(feat.shape)}')
+            raise ConfigError(f'{name} must be (B, N, C), got shape {tuple(feat.shape)}')
     if feat_q.shape != feat_k.shape:
-        raise ValueError(f'feat_q {tuple(feat_q.shape)} and feat_k {tuple(feat_k.shape)} must have the same shape')
+        raise ConfigError(f'feat_q {tuple(feat_q.shape)} and feat_k {tuple(feat_k.shape)} must have the same shape')
 
 
 def _check_positive(name, value):
     if not value > 0:
-        raise ValueError(f'{name} must be > 0, got {value}')
+        raise ConfigError(f'{name} must be > 0, got {value}')
 
 
 def _check_weight(weight, feat_q):
     batch, patches, _ = feat_q.shape
     if weight is not None and weight.shape != (batch, patches, patches):
-        raise ValueError(f'weight must be (B, N, N) = {(batch, patches, patches)}, got {tuple(weight.shape)}')
+        raise ConfigError(f'weight must be (B, N, N) = {(batch, patches, patches)}, got {tuple(weight.shape)}')
 
 
 def _self_mask(patches, device):
@@ -63,7 +65,7 @@ def hdce_gamma(epoch, gamma, gamma_min, total_epochs, use_curriculum=True, step_
         return 1.0
     current = gamma + (gamma_min - gamma) * epoch / total_epochs
     if not current > 0:
-        raise ValueError(f'HDCE_gamma_min={gamma_min} gives gamma={current} <= 0 at epoch {epoch}')
+        raise ConfigError(f'HDCE_gamma_min={gamma_min} gives gamma={current} <= 0 at epoch {epoch}')
     return float(current)
 
 
@@ -78,10 +80,10 @@ def relation_weights(feat_k, gamma, normalize='max'):
     Returns (B, N, N).
     """
     if feat_k.dim() != 3:
-        raise ValueError(f'feat_k must be (B, N, C), got shape {tuple(feat_k.shape)}')
+        raise ConfigError(f'feat_k must be (B, N, C), got shape {tuple(feat_k.shape)}')
     _check_positive('gamma', gamma)
     if normalize not in RELATION_NORMALIZATIONS:
-        raise ValueError(f'unknown normalize {normalize!r}; valid: {RELATION_NORMALIZATIONS}')
+        raise ConfigError(f'unknown normalize {normalize!r}; valid: {RELATION_NORMALIZATIONS}')
     with torch.no_grad():
         feat_k = l2_normalize(feat_k)
         similarity = torch.bmm(feat_k, feat_k.transpose(1, 2))  # (B, N, N)
@@ -91,7 +93,7 @@ def relation_weights(feat_k, gamma, normalize='max'):
             return weight / weight.amax(dim=-1, keepdim=True)
         negatives = similarity.shape[-1] - 1
         if negatives < 1:
-            raise ValueError("normalize='mean' needs at least 2 patches per image")
+            raise ConfigError("normalize='mean' needs at least 2 patches per image")
         weight = torch.softmax((similarity / gamma).masked_fill(self_pair, float('-inf')), dim=-1)
         return weight * negatives
 
@@ -150,7 +152,7 @@ def dce_loss(feat_q, feat_k, tau=0.07, weight=None, weight_mode='official'):
     _check_positive('tau', tau)
     _check_weight(weight, feat_q)
     if weight_mode not in WEIGHT_MODES:
-        raise ValueError(f'unknown weight_mode {weight_mode!r}; valid: {WEIGHT_MODES}')
+        raise ConfigError(f'unknown weight_mode {weight_mode!r}; valid: {WEIGHT_MODES}')
     l_pos, l_neg = _contrastive_logits(feat_q, feat_k)
     self_pair = _self_mask(l_neg.shape[-1], l_neg.device)
     if weight_mode == 'official':
@@ -158,7 +160,7 @@ def dce_loss(feat_q, feat_k, tau=0.07, weight=None, weight_mode='official'):
             l_neg = l_neg * weight.detach()
         return _dce_from_logits(l_pos, l_neg.masked_fill(self_pair, _SELF_LOGIT), tau).flatten()
     if l_neg.shape[-1] < 2:
-        raise ValueError("weight_mode='paper' needs at least 2 patches per image")
+        raise ConfigError("weight_mode='paper' needs at least 2 patches per image")
     log_weight = torch.zeros_like(l_neg) if weight is None else weight.detach().log()
     log_weight = log_weight.masked_fill(self_pair, float('-inf'))  # (B, N, N)
     return _dce_from_logits(l_pos, l_neg, tau, log_weight).flatten()
@@ -187,7 +189,7 @@ def src_loss(feat_q, feat_k, reduction='mean'):
     q = torch.softmax(torch.bmm(feat_q, feat_q.transpose(1, 2)), dim=-1)  # (B, N, N), Eq. 2
     per_image = jsd(p, q).sum(dim=-1)
     if reduction not in REDUCTIONS:
-        raise ValueError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
+        raise ConfigError(f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
     return per_image.mean() if reduction == 'mean' else per_image.sum()
 
 
@@ -197,7 +199,7 @@ def hinge_loss(prediction, target_is_real, for_discriminator):
     if for_discriminator:
         return F.relu(1.0 - prediction) if target_is_real else F.relu(1.0 + prediction)
     if not target_is_real:
-        raise ValueError("the hinge generator loss has a real target only (target_is_real=True)")
+        raise ConfigError("the hinge generator loss has a real target only (target_is_real=True)")
     return -prediction
 
 
@@ -220,10 +222,10 @@ def gan_loss(prediction, target_is_real, mode, for_discriminator=None):
         return F.softplus(-prediction if target_is_real else prediction)
     if mode == 'hinge':
         if for_discriminator is None:
-            raise ValueError("gan_mode 'hinge' has different losses for D and G: pass for_discriminator=True or "
+            raise ConfigError("gan_mode 'hinge' has different losses for D and G: pass for_discriminator=True or "
                              "False (a model whose loss does not say which cannot train with --gan_mode hinge)")
         return hinge_loss(prediction, target_is_real, for_discriminator)
-    raise ValueError(f'unknown gan_mode {mode!r}; valid: {GAN_MODES}')
+    raise ConfigError(f'unknown gan_mode {mode!r}; valid: {GAN_MODES}')
 
 
 def r1_penalty(real_pred, real_img, scale=None):

@@ -11,6 +11,8 @@ from collections import OrderedDict
 
 import torch
 
+from util.errors import ConfigError
+
 from . import losses
 
 LAYER_REDUCTIONS = ('mean', 'sum')  # of each term over the feature layers
@@ -92,17 +94,17 @@ class SemanticRelation:
                  layer_reduction='mean'):
         losses._check_positive('--nce_T', tau)
         if contrast not in ('dce', 'infonce'):
-            raise ValueError(f"--patch_loss must be 'dce' or 'infonce', got {contrast!r}")
+            raise ConfigError(f"--patch_loss must be 'dce' or 'infonce', got {contrast!r}")
         if weighting not in losses.WEIGHT_MODES:
-            raise ValueError(f'--hneg_weighting must be one of {losses.WEIGHT_MODES}, got {weighting!r}')
+            raise ConfigError(f'--hneg_weighting must be one of {losses.WEIGHT_MODES}, got {weighting!r}')
         self.lambda_hdce, self.lambda_src, self.tau, self.identity = lambda_hdce, lambda_src, tau, identity
         self.contrast, self.hard_negatives, self.weighting = contrast, hard_negatives, weighting
         self.hardness = hardness or Curriculum()
         if src_reduction not in losses.REDUCTIONS:
-            raise ValueError(f'--src_batch_reduction must be one of {losses.REDUCTIONS}, got {src_reduction!r}')
+            raise ConfigError(f'--src_batch_reduction must be one of {losses.REDUCTIONS}, got {src_reduction!r}')
         self.src_reduction = src_reduction
         if layer_reduction not in LAYER_REDUCTIONS:
-            raise ValueError(f'layer_reduction must be one of {LAYER_REDUCTIONS}, got {layer_reduction!r}')
+            raise ConfigError(f'layer_reduction must be one of {LAYER_REDUCTIONS}, got {layer_reduction!r}')
         self.layer_reduction = layer_reduction
         self.term_names = ('HDCE', 'HDCE_Y', 'SRC', 'monitor_coupled_CE') if identity else \
             ('HDCE', 'SRC', 'monitor_coupled_CE')

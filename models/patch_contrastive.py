@@ -13,6 +13,7 @@ from models.base_model import BaseModel
 from models.networks import SAMPLERS, define_D, define_F, generator_from_options
 from models.networks.averaging import moving_average, warmed_up_decay
 from util import util
+from util.errors import ConfigError
 
 
 def add_patch_contrastive_options(parser):
@@ -45,9 +46,9 @@ def parse_layers(spec):
     try:
         layers = [int(t) for t in str(spec).split(',') if t.strip()]
     except ValueError:
-        raise ValueError(f'--nce_layers expects comma-separated integers, got {spec!r}') from None
+        raise ConfigError(f'--nce_layers expects comma-separated integers, got {spec!r}') from None
     if not layers:
-        raise ValueError('--nce_layers is empty')
+        raise ConfigError('--nce_layers is empty')
     return layers
 
 
@@ -67,9 +68,9 @@ class PatchContrastiveModel(BaseModel):
         self.use_idt = self.objective.identity and self.isTrain
         self.nce_layers = parse_layers(opt.nce_layers)
         if opt.num_patches < 0:
-            raise ValueError(f'--num_patches must be >= 0, got {opt.num_patches}')
+            raise ConfigError(f'--num_patches must be >= 0, got {opt.num_patches}')
         if not 0.0 <= opt.G_ema_beta < 1.0:
-            raise ValueError(f'--G_ema_beta must be in [0, 1), got {opt.G_ema_beta}')
+            raise ConfigError(f'--G_ema_beta must be in [0, 1), got {opt.G_ema_beta}')
         # Without batch statistics (batch norm) or random dropout masks, an image's features do not depend
         # on the other images of its pass: the main forward pass then yields the source features of the
         # patch objective, and one encoder pass over the whole translated batch serves both branches.

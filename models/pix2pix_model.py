@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from models import losses
 from models.base_model import BaseModel
 from models.networks import define_D, generator_from_options
+from util.errors import ConfigError
 
 RECON_LOSSES = {'l1': F.l1_loss, 'l2': F.mse_loss, 'smooth_l1': F.smooth_l1_loss}
 
@@ -55,10 +56,10 @@ class Pix2PixModel(BaseModel):
             self.model_names = ['G']
             return
         if opt.dataset_mode != 'aligned':
-            raise ValueError(f'--model pix2pix trains on pairs: --dataset_mode aligned, got --dataset_mode '
+            raise ConfigError(f'--model pix2pix trains on pairs: --dataset_mode aligned, got --dataset_mode '
                              f'{opt.dataset_mode}')
         if opt.gan_mode not in losses.GAN_MODES:
-            raise ValueError(f'--gan_mode {opt.gan_mode!r}: valid {losses.GAN_MODES}')
+            raise ConfigError(f'--gan_mode {opt.gan_mode!r}: valid {losses.GAN_MODES}')
         self.model_names = ['G', 'D']
         self.loss_names = ['G_gan', 'G_recon', 'D_real', 'D_fake']
         # conditional D: it sees the input beside the real or translated target
@@ -75,7 +76,7 @@ class Pix2PixModel(BaseModel):
     def set_input(self, input):
         super().set_input(input)
         if self.isTrain and self.real_B is None:
-            raise ValueError('--model pix2pix needs the target of every pair (--dataset_mode aligned)')
+            raise ConfigError('--model pix2pix needs the target of every pair (--dataset_mode aligned)')
 
     def forward(self):
         with self.runtime.autocast():

@@ -1,6 +1,6 @@
 """How the networks run, apart from what they compute: device, mixed precision and its loss scaler,
-memory layout, the training kernels (networks/fast.py), torch.compile and CPU heap trimming (with glibc's
-malloc; util/cpu_allocator.py chooses the malloc before the process starts).
+memory layout, torch.compile and, in CPU training, the CPU package (cpu/: its training kernels, heap trimming
+under glibc's malloc, the allocator the launcher preloaded); on a GPU the package is never imported.
 
 train.py and test.py build one Runtime from the options and hand it to the model; the model asks it
 for `prepare(net)`, `to_input`, `autocast()`, `backward(loss)`, `step(...)` and `update()`.
@@ -9,9 +9,7 @@ from collections import Counter
 
 import torch
 
-from util import cpu_allocator, memory
-
-from .networks import fast
+from util.errors import ConfigError, DivergedError
 
 # --amp: the dtype network forwards autocast to (None: float32 throughout); losses stay float32
 PRECISIONS = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -60,9 +58,9 @@ class Runtime:
     def __init__(self, device='cpu', *, amp='off', channels_last=False, compile=False, conv_algo='auto',
                  training=False, fast_kernels=True, trim_heap=True, fused_adam=None):
         if amp not in PRECISIONS:
-            raise ValueError(f'--amp must be one of {", ".join(PRECISIONS)}, got {amp!r}')
+            raise ConfigError(f'--amp must be one of {", ".join(PRECISIONS)}, got {amp!r}')
         if conv_algo not in ('auto', 'direct'):
-            raise ValueError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
+            raise ConfigError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
         self.device = torch.device(device)
         self.amp = amp
         self.amp_dtype = PRECISIONS[amp]
@@ -71,9 +69,17 @@ class Runtime:
         self.conv_algo = conv_algo
         self.training = training
         self.fast_kernels = training and fast_kernels
-        # malloc_trim is glibc's; tcmalloc / jemalloc (--cpu_allocator) keep their heaps compact without it
-        self.allocator = cpu_allocator.active()
-        self.trim_heap = training and trim_heap and self.device.type == 'cpu' and self.allocator == 'glibc'
+        self.cpu_training = training and self.device.type == 'cpu'
+        # malloc_trim is glibc's; tcmalloc / jemalloc (preloaded by `python -m cpu.launch`) keep their heaps
+        # compact without it
+        self.allocator = None
+        if self.cpu_training:
+            from cpu import allocator
+            self.allocator = allocator.active()
+        self.trim_heap = self.cpu_training and trim_heap and self.allocator == 'glibc'
+        if self.trim_heap:
+            from cpu.memory import release_free_heap
+            self._release_free_heap = release_free_heap
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=training and self.amp_dtype == torch.float16)
         # CUDA's fused Adam takes the scaler's found-inf flag on the device (GradScaler.step reads it on the host
@@ -110,11 +116,10 @@ class Runtime:
         """`net` on the device in the memory layout, with the training kernels when training, compiled under
         --compile (in place: state-dict keys stay CUT's)."""
         net = net.to(self.device, memory_format=self.memory_format)
-        if self.fast_kernels:
-            self.swapped += fast.accelerate(net, conv_algo=self.conv_algo, device=self.device, amp=self.amp_dtype,
-                                            compile=self.compile)
-        elif self.amp_dtype == torch.float16:
-            fast.fp16_safe(net)
+        if self.fast_kernels and self.cpu_training:
+            from cpu import kernels
+            self.swapped += kernels.accelerate(net, conv_algo=self.conv_algo, device=self.device, amp=self.amp_dtype,
+                                               compile=self.compile)
         if self.compile:
             # on the CPU, inductor's own channels-last choice breaks replication_pad2d_backward (a stride
             # assertion in torch 2.14; --channels_last picks the layout explicitly instead). The option is
@@ -127,8 +132,9 @@ class Runtime:
         layout = 'channels-last' if self.memory_format == torch.channels_last else 'NCHW'
         heap = ', heap trimmed before backward' if self.trim_heap else ''
         tf32 = f', {self.tf32}' if self.tf32 and self.device.type == 'cuda' else ''
-        return (f'runtime: {self.device}, amp {self.amp}, {layout}{", compiled" if self.compile else ""}{tf32}, '
-                f'allocator {self.allocator}{heap}; training kernels: {swaps}')
+        allocator = f', allocator {self.allocator}' if self.allocator else ''
+        return (f'runtime: {self.device}, amp {self.amp}, {layout}{", compiled" if self.compile else ""}{tf32}'
+                f'{allocator}{heap}; training kernels: {swaps}')
 
     def to_input(self, tensor):
         """An image batch on the device, in the networks' memory layout (asynchronous from pinned memory)."""
@@ -140,10 +146,10 @@ class Runtime:
 
     def backward(self, loss):
         """loss.backward(), the loss scaled under --amp fp16. On the CPU the heap's free pages go back to the
-        kernel first (util/memory.py; off with --no_malloc_trim): the forward's freed temporaries would
+        kernel first (cpu/memory.py; off with --no_malloc_trim): the forward's freed temporaries would
         otherwise stay resident through the backward, the step's peak."""
         if self.trim_heap:
-            memory.release_free_heap()
+            self._release_free_heap()
         self.grad_scaler.scale(loss).backward()
 
     @staticmethod
@@ -177,7 +183,7 @@ class Runtime:
         """Under --amp fp16, stop once the loss scale has collapsed (reads it from the device: train.py calls it
         when it reads the losses, not at every step)."""
         if self.grad_scaler.is_enabled() and self.grad_scaler.get_scale() < MIN_GRAD_SCALE:
-            raise FloatingPointError(
+            raise DivergedError(
                 f'--amp fp16: the loss scale fell to {self.grad_scaler.get_scale():.3g}: the gradients kept '
                 f'overflowing float16 whatever the scale, and every such step was skipped; train with --amp bf16 '
                 f'or --amp off')

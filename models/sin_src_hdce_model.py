@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from models import losses
 from models.src_hdce_model import SRCHDCEModel
+from util.errors import ConfigError
 
 
 class SinSRCHDCEModel(SRCHDCEModel):
@@ -38,7 +39,7 @@ class SinSRCHDCEModel(SRCHDCEModel):
         super().__init__(opt, runtime)
         if self.isTrain:
             if not self.use_idt and opt.lambda_identity > 0:
-                raise ValueError('--lambda_identity > 0 needs the identity branch: keep --dce_idt on')
+                raise ConfigError('--lambda_identity > 0 needs the identity branch: keep --dce_idt on')
             self.loss_names += (['D_R1'] if opt.lambda_R1 > 0 else []) + (['idt'] if opt.lambda_identity > 0 else [])
 
     def compute_D_loss(self):

@@ -27,6 +27,7 @@ from models.networks import define_F
 from models.networks import stargan
 from models.networks.averaging import moving_average
 from models.src_hdce_model import add_semantic_relation_options, semantic_relation
+from util.errors import ConfigError, MissingFileError
 
 SEMANTIC_QUERIES = ('source', 'translation')
 CYCLE_SOURCES = ('fake', 'real')
@@ -37,7 +38,7 @@ def _layers(spec):
     try:
         return [int(t) for t in str(spec).split(',') if t.strip()]
     except ValueError:
-        raise ValueError(f'--mm_nce_layers expects comma-separated integers, got {spec!r}') from None
+        raise ConfigError(f'--mm_nce_layers expects comma-separated integers, got {spec!r}') from None
 
 
 class StarGANV2Model(BaseModel):
@@ -96,11 +97,11 @@ class StarGANV2Model(BaseModel):
     def __init__(self, opt, runtime=None):
         super().__init__(opt, runtime)
         if opt.gan_mode not in losses.GAN_MODES:
-            raise ValueError(f'--gan_mode {opt.gan_mode!r}: valid {losses.GAN_MODES}')
+            raise ConfigError(f'--gan_mode {opt.gan_mode!r}: valid {losses.GAN_MODES}')
         if opt.num_domains < 2:
-            raise ValueError(f'--num_domains must be >= 2, got {opt.num_domains}')
+            raise ConfigError(f'--num_domains must be >= 2, got {opt.num_domains}')
         if opt.crop_size != opt.load_size:
-            raise ValueError(f'--crop_size {opt.crop_size} and --load_size {opt.load_size} differ: StarGAN v2 '
+            raise ConfigError(f'--crop_size {opt.crop_size} and --load_size {opt.load_size} differ: StarGAN v2 '
                              f'resizes images to one size (crops are --randcrop_prob\'s random resized crops)')
         img, base = opt.crop_size, opt.base_dim or None
         self.netG = stargan.build_generator(opt.mm_generator, img_size=img, style_dim=opt.style_dim,
@@ -229,7 +230,7 @@ class StarGANV2Model(BaseModel):
 
         def sample(branch, ids=None):
             if branch != 'X':
-                raise ValueError('the multi-modal model has no identity branch')
+                raise ConfigError('the multi-modal model has no identity branch')
             query_is_source = self.opt.semantic_query == 'source'
             with self.runtime.autocast():
                 with torch.set_grad_enabled(query_is_source):
@@ -361,15 +362,15 @@ def load_translator(checkpoints_dir, name, epoch='latest', device='cpu', dataroo
     from models.runtime import Runtime
     path = os.path.join(checkpoints_dir, name, 'train_opt.json')
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path} not found: --checkpoints_dir/--name must name a run trained with '
+        raise MissingFileError(f'{path} not found: --checkpoints_dir/--name must name a run trained with '
                                 f'--model stargan_v2')
     try:
         with open(path) as f:
             saved = json.load(f)
     except ValueError as exc:
-        raise ValueError(f'{path} is not valid JSON: {exc}') from exc
+        raise ConfigError(f'{path} is not valid JSON: {exc}') from exc
     if saved.get('model') != 'stargan_v2':
-        raise ValueError(f'{path}: the run was trained with --model {saved.get("model")}, not stargan_v2')
+        raise ConfigError(f'{path}: the run was trained with --model {saved.get("model")}, not stargan_v2')
     dataroot = dataroot or saved['dataroot']
     opt = argparse.Namespace(**dict(saved, isTrain=False, checkpoints_dir=checkpoints_dir, name=name,
                                     epoch=str(epoch), gpu_ids=[], pretrained_name=None, verbose=False))
@@ -380,6 +381,6 @@ def load_translator(checkpoints_dir, name, epoch='latest', device='cpu', dataroo
     domains = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d))) \
         if os.path.isdir(train_dir) else [str(i) for i in range(opt.num_domains)]
     if len(domains) != opt.num_domains:
-        raise ValueError(f'{train_dir} has {len(domains)} domain folders, the run was trained with --num_domains '
+        raise ConfigError(f'{train_dir} has {len(domains)} domain folders, the run was trained with --num_domains '
                          f'{opt.num_domains}')
     return Translator(model, domains)

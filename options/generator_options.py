@@ -22,7 +22,7 @@ def add_generator_options(p):
                         '[1,3,3,1] filter), conv]')
     p.add_argument('--G_output', type=str, default='tanh', choices=list(G_OUTPUTS),
                    help="resnet_* generators: tanh (CUT's) or residual: tanh(v + atanh(input)), which starts as "
-                        'the identity and keeps the input\'s colour and grain unless changed (docs/results.md 2.2)')
+                        'the identity and keeps the input\'s colour and grain unless changed (studies/results_cpu.md 2.2)')
     p.add_argument('--config_str', type=str, default=None,
                    help='GAN compression: the 8 channel widths of a mobile ResNet (e.g. 16_16_32_16_16_64_16_24), '
                         'needed by --netG sub_mobile_resnet_9blocks, fixing the configuration of the super-net')

@@ -1,8 +1,11 @@
 """Testing flags (CUT's names and defaults); load_size defaults to crop_size to avoid cropping."""
 import models
-from util.similarity import FEATURE_CHOICES
 
 from .base_options import BaseOptions, read_run_options
+
+# Figure 9's features (evaluation/similarity.py). projected: through F's patch MLPs (what the losses see);
+# encoder: G's raw features; auto: projected when the checkpoint has F's weights
+FEATURE_CHOICES = ('auto', 'projected', 'encoder')
 
 
 class TestOptions(BaseOptions):

@@ -2,7 +2,7 @@
 import argparse
 
 from models.losses import GAN_MODES
-from util import cpu_allocator, util
+from util import util
 from util.errors import OptionError
 from util.loggers import add_logger_options, check_installed
 
@@ -33,10 +33,10 @@ class TrainOptions(BaseOptions):
                        help='CPU, glibc malloc: do not return freed heap pages to the kernel before each backward '
                             'pass (malloc_trim: lower peak memory for more page faults; docs/performance.md)')
         p.add_argument('--cpu_allocator', type=str, default='auto',
-                       help='CPU training: the malloc train.py restarts itself on (LD_PRELOAD), one of '
-                            f'{", ".join(cpu_allocator.CHOICES)} or the path of a shared library; auto: tcmalloc, '
-                            'else jemalloc, when installed and training on the CPU, else glibc with heap trimming '
-                            '(util/cpu_allocator.py; docs/performance.md, "The heap")')
+                       help='CPU training: the malloc `python -m cpu.launch -- python train.py ...` starts '
+                            'train.py on (LD_PRELOAD): auto, glibc, tcmalloc, jemalloc or the path of a shared '
+                            'library; auto: tcmalloc, else jemalloc, when installed and training on the CPU, else '
+                            'glibc with heap trimming (cpu/allocator.py; studies/performance.md, "The heap")')
         p.add_argument('--no_html', action='store_true',
                        help='do not save intermediate training results to <checkpoints_dir>/<name>/web/')
         add_logger_options(p)  # --logger, --use_wandb, --wandb_project_name, --wandb_run_name
@@ -86,8 +86,10 @@ class TrainOptions(BaseOptions):
             raise OptionError(f'error: --epoch_count {opt.epoch_count} is past the last epoch, --n_epochs + '
                              f'--n_epochs_decay = {opt.n_epochs + opt.n_epochs_decay}: nothing would be trained '
                              f'(and the linear rule would give a negative learning rate)')
-        if opt.cpu_allocator not in cpu_allocator.CHOICES:
-            cpu_allocator.resolve(opt.cpu_allocator)  # a path: fails unless it is a file
+        if opt.cpu_allocator not in ('auto', 'glibc'):
+            from cpu import allocator
+            if opt.cpu_allocator not in allocator.CHOICES:
+                allocator.resolve(opt.cpu_allocator)  # a path: fails unless it is a file
         if opt.display_env is None:
             opt.display_env = opt.name
         check_installed(opt)

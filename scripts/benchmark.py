@@ -9,7 +9,7 @@ The step runs `--warmup` times untimed, then `--repeats` times timed one by one;
 time, the median, min and max. Peak memory is torch.cuda.max_memory_allocated over the timed steps on a
 GPU, and the process's peak resident set size on CPU (so measure one configuration per process).
 `--reference` computes the same losses and gradients the way the official Hneg_SRC / CUT code does (the
-test oracle, models/official_step.py): encoder features recomputed branch by branch, autograd graphs built for the
+test oracle, studies/official_step.py): encoder features recomputed branch by branch, autograd graphs built for the
 detached k side, CUT's plain layers (no training kernels) and no heap trimming. `--alternate` builds
 both models from the same seed and times their steps in turn.
 Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra recipe
@@ -29,13 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 if __name__ == '__main__':
     # as train.py: restart on the allocator --cpu_allocator (a training flag, after --) asks for
-    from util import cpu_allocator
+    from cpu import allocator as cpu_allocator
     cpu_allocator.preload([a for a in sys.argv[1:] if a != '--'], default_gpu_ids='-1')
 
 import torch  # noqa: E402
 
 from models import create_model  # noqa: E402
-from models.official_step import official_runtime, official_step  # noqa: E402
+from studies.official_step import official_runtime, official_step  # noqa: E402
 from models.patch_contrastive import PatchContrastiveModel  # noqa: E402
 from options.train_options import TrainOptions  # noqa: E402
 from util.recipes import read_recipe  # noqa: E402

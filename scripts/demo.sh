@@ -41,12 +41,12 @@ for name, value in ours.items():
     if paper.get(name) != value:
         theirs = paper[name] if name in paper else "CUT's default (it does not set the flag)"
         print(f'   note: {name} {value} here; the paper\'s horse2zebra recipe: {theirs} '
-              f'(why: recipes/cpu_demo.txt, docs/results.md 2.2)')
+              f'(why: recipes/cpu_demo.txt, studies/results_cpu.md 2.2)')
 print('   note: networks smaller than the paper\'s (resnet_9blocks, ngf/ndf 64, 256 patches, antialiased '
       'resampling, 256 px): recipes/cpu_budget.txt')
 EOF
-# shellcheck disable=SC2086
-"$PYTHON" train.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \
+# shellcheck disable=SC2086  # the launcher preloads tcmalloc/jemalloc where installed (cpu/launch.py)
+"$PYTHON" -m cpu.launch -- "$PYTHON" train.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \
   "${BUDGET[@]}" "${SCHEDULE[@]}" "${RECIPE[@]}" --load_size "$SIZE" --crop_size "$SIZE" \
   --gpu_ids -1 --num_threads 0 --display_id 0 --print_freq 200 --display_freq 400 --save_epoch_freq 1 --seed 0 \
   $EXTRA_ARGS

@@ -45,10 +45,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from evaluation import synthetic  # noqa: E402
 from evaluation.common import EvaluationError, default_device, image_files  # noqa: E402
 from evaluation.macs import mobile_macs, mobile_params  # noqa: E402
-from evaluation.search import (EvolutionSearch, SearchSettings, file_sha256, files_digest,  # noqa: E402
+from evaluation.search import (EvolutionSearch, SearchSettings, files_digest,  # noqa: E402
                                load_run_generator)
 from models.networks.compression import CONFIG_SETS, ChannelConfigs, SuperMobileResnetGenerator  # noqa: E402
 from util import errors, util  # noqa: E402
+from util.util import sha256  # noqa: E402
 from util.errors import FolderInUseError  # noqa: E402
 from util.run_lock import LOCK_NAME, RunLock  # noqa: E402
 
@@ -159,14 +160,14 @@ def fid_criterion(args, net, sources, device):
         raise SystemExit('error: --criterion fid needs --real_stats (a .npz with mu and sigma, or a folder)')
     if not os.path.isdir(args.real_stats):  # a statistics file: checked before the Inception weights are loaded
         real_stats = load_real_stats(args.real_stats, args.dims)
-        stats_digest = {'sha256': file_sha256(args.real_stats)}
+        stats_digest = {'sha256': sha256(args.real_stats)}
     state, path = load_fid_weights(args.fid_weights)
     features = InceptionFeatures(build_inception(state, dims=args.dims, device=device, source=str(path)),
                                  dims=args.dims, device=device)
     if os.path.isdir(args.real_stats):
         real_stats = feature_statistics(features(args.real_stats)[0])
         stats_digest = files_digest(image_files(args.real_stats))
-    inputs = {'metric': 'fid', 'dims': args.dims, 'fid_weights_sha256': file_sha256(path),
+    inputs = {'metric': 'fid', 'dims': args.dims, 'fid_weights_sha256': sha256(path),
               'real_stats': stats_digest}
 
     def score(config):
@@ -226,8 +227,8 @@ def miou_criterion(args, net, sources, device, segmenter=None):
     labels = dict(zip(stems, map(miou.read_train_ids, label_files)))
     for (stem, x), label_file in zip(sources, label_files):
         miou.check_label_size(x.shape[1:], labels[stem].shape, miou.output_stride(segmenter), stem, label_file)
-    inputs = {'metric': 'mIoU', 'table_sha256': file_sha256(args.table), 'labels': files_digest(label_files),
-              'drn_weights_sha256': file_sha256(args.drn_weights) if args.drn_weights else None}
+    inputs = {'metric': 'mIoU', 'table_sha256': sha256(args.table), 'labels': files_digest(label_files),
+              'drn_weights_sha256': sha256(args.drn_weights) if args.drn_weights else None}
 
     def score(config):
         images = translate(net.set_config(config), sources, args.batch_size, device)
@@ -268,7 +269,7 @@ def main(argv=None):
         criterion, higher, inputs = synthetic_criterion(args, net, sources, device, data_root)
     # what the scores depend on besides the settings: a log of other inputs is not replayed
     inputs = {'criterion': args.criterion, **inputs,
-              'weights_sha256': file_sha256(os.path.join(run_dir, f'{args.epoch}_net_G.pth')),
+              'weights_sha256': sha256(os.path.join(run_dir, f'{args.epoch}_net_G.pth')),
               'images': {'half': half, 'crop_size': crop, **files_digest(files)}}
     settings = SearchSettings(budget=args.budget, population_size=args.population_size,
                               generations=args.generations, parent_ratio=args.parent_ratio,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Best effort, for `make venv`: Debian's tcmalloc (package libtcmalloc-minimal4) into <venv>/lib, where
-# --cpu_allocator auto finds it for CPU training (util/cpu_allocator.py). Downloads the package, installs nothing
+# --cpu_allocator auto finds it for CPU training (cpu/allocator.py; cpu/launch.py preloads it). Downloads the package, installs nothing
 # system-wide, and leaves training on glibc's malloc (with heap trimming) when it cannot.
 set -uo pipefail
 lib="${1:?usage: fetch_tcmalloc.sh VENV}/lib"

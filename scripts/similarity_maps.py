@@ -20,7 +20,8 @@ from data.image_folder import load_image  # noqa: E402
 from models import create_model  # noqa: E402
 from options.base_options import read_run_options  # noqa: E402
 from options.test_options import TestOptions  # noqa: E402
-from util import similarity, util  # noqa: E402
+from evaluation import similarity
+from util import util  # noqa: E402
 
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,

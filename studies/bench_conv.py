@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models.networks.winograd import winograd_conv3x3  # noqa: E402
+from cpu.winograd import winograd_conv3x3  # noqa: E402
 from util.util import report_json  # noqa: E402
 
 # the 3x3 stride-1 layers of resnet_9blocks at 256 px, batch 2 as in a src_hdce step

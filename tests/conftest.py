@@ -107,9 +107,9 @@ def fixtures_dir():
 
 def build_model(tmp_path, model, *extra, batch_size=1, seed=0, official=False, official_kernels=False):
     """A model set up as train.py sets it up, on tiny settings, at epoch 3 of the curriculum; `official`:
-    run by the oracle's runtime (CUT's plain layers unless `official_kernels`, models/official_step.py)."""
+    run by the oracle's runtime (CUT's plain layers unless `official_kernels`, studies/official_step.py)."""
     import models
-    from models.official_step import official_runtime
+    from studies.official_step import official_runtime
     opt = train_opt(model, tmp_path, '--seed', str(seed), '--batch_size', str(batch_size), *extra)
     torch.manual_seed(seed)
     net = models.create_model(opt, official_runtime(opt, official_kernels) if official else None)
@@ -121,9 +121,9 @@ def build_model(tmp_path, model, *extra, batch_size=1, seed=0, official=False, o
 
 
 def train_step(model, batch, reference=False, seed=123):
-    """One training step (`reference`: the oracle's, models/official_step.py); the same seeds give every variant
+    """One training step (`reference`: the oracle's, studies/official_step.py); the same seeds give every variant
     the same patches and flips. Returns (losses, gradients per network)."""
-    from models.official_step import official_step
+    from studies.official_step import official_step
     model.set_input(batch)
     torch.manual_seed(seed)
     np.random.seed(seed)

@@ -1,15 +1,16 @@
-"""--cpu_allocator: which malloc is chosen, the restart of train.py on it, heap trimming only under glibc,
-and training that gives the same weights on every allocator."""
+"""--cpu_allocator: which malloc is chosen, the launcher that preloads it (python -m cpu.launch; train.py
+never restarts itself), heap trimming only under glibc, and training that gives the same weights on every
+allocator."""
 import os
 import subprocess
 import sys
 
 import pytest
 
+from cpu import allocator as cpu_allocator
 from datasets.make_synthetic_dataset import make_synthetic_dataset
 from models.runtime import Runtime
 from tests.conftest import H2Z, ROOT, SMALL_TRAIN, assert_same_weights, saved_weights, train_opt
-from util import cpu_allocator
 
 
 def libraries(folder, *names):
@@ -62,7 +63,7 @@ def test_gpu_training_is_not_cpu_training_where_a_gpu_exists(monkeypatch):
     assert cpu_allocator.requested(['--gpu_ids', '-1']) == ('auto', True)
 
 
-def test_the_restarted_process_environment():
+def test_the_preloaded_process_environment():
     env = cpu_allocator.preload_env('jemalloc', '/x/libjemalloc.so.2', {'LD_PRELOAD': '/y/libother.so', 'A': '1'})
     assert env['LD_PRELOAD'] == '/x/libjemalloc.so.2:/y/libother.so' and env['A'] == '1'
     assert env[cpu_allocator.ENV_CHOSEN] == 'jemalloc' and env[cpu_allocator.ENV_LIBRARY] == '/x/libjemalloc.so.2'
@@ -70,6 +71,26 @@ def test_the_restarted_process_environment():
     mine = cpu_allocator.preload_env('jemalloc', '/x/libjemalloc.so.2', {'MALLOC_CONF': 'narenas:1'})
     assert mine['MALLOC_CONF'] == 'narenas:1'
     assert 'MALLOC_CONF' not in cpu_allocator.preload_env('tcmalloc', '/x/libtcmalloc.so.4', {})
+
+
+def test_the_launcher_decides_once(tmp_path, monkeypatch):
+    """launch_env preloads what the command's flags ask for, nothing for glibc, and leaves the environment a
+    launcher already set (children of a launched command do not decide again)."""
+    libm = next(p for p in cpu_allocator.loaded_libraries() if os.path.basename(p).startswith('libm.so'))
+    env = cpu_allocator.launch_env(['python', 'train.py', '--cpu_allocator', libm], {'A': '1'})
+    assert env['LD_PRELOAD'] == libm and env[cpu_allocator.ENV_LIBRARY] == libm and env['A'] == '1'
+    assert cpu_allocator.launch_env(['python', 'train.py', '--cpu_allocator', 'glibc'], {}) == {
+        cpu_allocator.ENV_CHOSEN: 'glibc'}
+    assert cpu_allocator.launch_env(['python', 'train.py', '--cpu_allocator', libm], env) == env
+
+
+def test_no_process_of_the_product_restarts_itself():
+    """The preload is the launcher's (cpu/launch.py): train.py, util/ and models/ never exec."""
+    listed = subprocess.run(['git', 'grep', '-lE', r'\bexecv', '--', 'train.py', 'test.py', 'util', 'models'],
+                            cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode > 1:
+        pytest.skip('not a git checkout')
+    assert listed.stdout == ''
 
 
 def test_active_believes_only_a_mapped_library(monkeypatch):
@@ -99,9 +120,9 @@ def test_the_option_checks_a_path(tmp_path):
 
 
 def train_process(dataset, ckpt, name, *extra):
-    """train.py in its own process (the restart on an allocator happens only there); its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(cpu_allocator.ENV_CHOSEN)}
-    argv = [sys.executable, 'train.py', '--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name,
+    """train.py started by the launcher (python -m cpu.launch) in its own process; its stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(cpu_allocator.ENV_CHOSEN) and k != 'LD_PRELOAD'}
+    argv = [sys.executable, '-m', 'cpu.launch', '--', sys.executable, 'train.py', '--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', name,
             *H2Z, *SMALL_TRAIN, '--seed', '3', '--n_epochs', '1', '--n_epochs_decay', '1', *extra]
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -109,7 +130,7 @@ def train_process(dataset, ckpt, name, *extra):
 
 
 @pytest.mark.slow
-def test_train_py_restarts_on_the_preloaded_library_and_trains_the_same_weights(tmp_path):
+def test_the_launcher_starts_train_py_on_the_preloaded_library_and_it_trains_the_same_weights(tmp_path):
     dataset = tmp_path / 'data'
     make_synthetic_dataset(dataset, n_train=4, n_test=1, size=32, seed=1)
     ckpt = tmp_path / 'ckpt'

@@ -39,8 +39,7 @@ def test_rng_state_is_the_runs_own_device():
     assert 'cuda' not in rng_state('cpu')
 
 
-def test_training_kernels_on_cuda_are_the_device_independent_ones(tmp_path):
+def test_cuda_training_runs_the_plain_classes(tmp_path):
     model = build_model(tmp_path, 'src_hdce', *H2Z, '--gpu_ids', '0')
-    swaps = set(model.runtime.swapped)
-    assert not any('GroupInstanceNorm2d' in s or 'FastDownsample' in s or 'Winograd' in s for s in swaps), swaps
-    assert any('ShapeOnlyReflectionPad2d' in s for s in swaps)
+    assert not model.runtime.swapped  # no CPU kernel was measured faster on a GPU
+    assert not any(type(m).__module__.startswith('cpu.') for m in model.netG.modules())

@@ -10,7 +10,8 @@ import torch
 import train as train_script
 from evaluation.common import default_device
 from models.base_model import rng_state, set_rng_state
-from models.networks import define_G, fast
+from cpu import kernels as fast
+from models.networks import define_G
 from models.runtime import Runtime, require_cuda_for_gpu_ids
 from tests.conftest import ROOT, train_opt
 
@@ -77,9 +78,9 @@ def test_cudnn_autotuning_only_for_one_input_size(preprocess, autotuned, monkeyp
 def test_cpu_kernels_stay_on_the_cpu():
     swaps = {device: set(fast.accelerate(define_G(3, 3, 8, 'resnet_6blocks'), device=torch.device(device)))
              for device in ('cpu', 'cuda:0')}
-    cpu_only = {'InstanceNorm2d -> GroupInstanceNorm2d', 'Downsample -> FastDownsample', 'Upsample -> FastUpsample'}
-    assert cpu_only <= swaps['cpu'] and not cpu_only & swaps['cuda:0']
-    assert swaps['cuda:0'] == swaps['cpu'] - cpu_only and 'ResnetBlock -> FusedResnetBlock' in swaps['cuda:0']
+    cpu_only = {'InstanceNorm2d -> GroupInstanceNorm2d', 'Downsample -> FastDownsample', 'Upsample -> FastUpsample',
+                'ResnetBlock -> FusedResnetBlock'}
+    assert cpu_only <= swaps['cpu'] and not swaps['cuda:0']  # nothing was measured faster on a GPU
 
 
 def test_evaluation_device_follows_gpu_ids(monkeypatch):

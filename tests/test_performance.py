@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.networks import fast
-from models.networks.layers import Downsample, Upsample
+from cpu import kernels as fast
+from models.networks.layers import Downsample, InstanceNorm2d, Upsample
 from tests.conftest import (H2Z, assert_same_step, build_model as build, fake_batch, load_script, saved_bytes,
                             train_step)
 
@@ -28,7 +28,7 @@ CASES = {
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_optimised_step_equals_the_official_way(case, kernels, tmp_path):
     """The training kernels, reused encoder features, one encoder pass for both branches and no graphs on
-    the detached side give the losses and gradients of the official computation (models/official_step.py) on CUT's
+    the detached side give the losses and gradients of the official computation (studies/official_step.py) on CUT's
     plain layers. Over two steps the oracle runs the training kernels too: Adam turns the layers' float32
     differences in near-zero gradients (the discriminator once D(G(X)) ~ 0) into full-size steps."""
     name, extra, batch_size = CASES[case]
@@ -77,7 +77,7 @@ def test_affine_instance_norm_keeps_its_affine_map_and_its_gradients():
     """StarGAN v2's instance norms are affine: the training kernel must apply weight and bias and train them
     (it once dropped them whenever a gradient flowed). Running-statistics norms are not swapped."""
     torch.manual_seed(0)
-    plain = torch.nn.InstanceNorm2d(8, affine=True).double()
+    plain = InstanceNorm2d(8, affine=True).double()
     with torch.no_grad():
         plain.weight.uniform_(0.5, 1.5), plain.bias.uniform_(-1, 1)
     swapped = copy.deepcopy(plain)
@@ -91,7 +91,7 @@ def test_affine_instance_norm_keeps_its_affine_map_and_its_gradients():
         torch.testing.assert_close(ours, expected)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert swapped(x.float().bfloat16()).dtype == torch.bfloat16
-    assert not fast.accelerate(torch.nn.InstanceNorm2d(8, track_running_stats=True))
+    assert not fast.accelerate(InstanceNorm2d(8, track_running_stats=True))
 
 
 def test_channels_last_gives_the_same_step(tmp_path):
@@ -339,7 +339,7 @@ def test_accelerate_swaps_kernels_keeping_keys_values_and_gradients(tmp_path):
     import copy
     opt_flags = ['--netG', 'resnet_6blocks', '--ngf', '64']  # 256-channel blocks: Winograd's convolutions
     plain = build(tmp_path / 'plain', 'src_hdce', *H2Z, *opt_flags, official=True).netG
-    assert not any(type(m).__module__.endswith('networks.fast') for m in plain.modules())
+    assert not any(type(m).__module__.startswith("cpu.") for m in plain.modules())
     swapped = copy.deepcopy(plain)
     report = fast.accelerate(swapped)
     assert report == {'ReflectionPad2d -> ShapeOnlyReflectionPad2d': 16,
@@ -392,7 +392,7 @@ def test_default_downsample_on_small_and_odd_maps(size, layout):
 
 
 def test_release_free_heap_on_glibc():
-    from util import memory
+    from cpu import memory
     blocks = [bytearray(1 << 20) for _ in range(64)]
     del blocks[::2]  # holes inside the heap
     assert memory.release_free_heap() is True  # this Linux has glibc
@@ -400,7 +400,7 @@ def test_release_free_heap_on_glibc():
 
 @pytest.mark.parametrize('flags, device_trims', [((), True), (('--no_malloc_trim',), False)])
 def test_backward_trims_the_heap_on_cpu_unless_told_not_to(tmp_path, monkeypatch, flags, device_trims):
-    from util import memory
+    from cpu import memory
     calls = []
     monkeypatch.setattr(memory, 'release_free_heap', lambda: calls.append(1) or True)
     model = build(tmp_path, 'src_hdce', *flags)
@@ -411,7 +411,7 @@ def test_backward_trims_the_heap_on_cpu_unless_told_not_to(tmp_path, monkeypatch
 
 
 def test_benchmark_reference_step_leaves_the_heap_alone(tmp_path, monkeypatch, capsys):
-    from util import memory
+    from cpu import memory
     calls = []
     monkeypatch.setattr(memory, 'release_free_heap', lambda: calls.append(1) or True)
     tiny = ['--crop_size', '32', '--warmup', '0', '--repeats', '1']

@@ -12,7 +12,7 @@ import test as test_script
 from datasets.make_synthetic_dataset import make_synthetic_dataset
 from scripts import similarity_maps as cli
 from tests.conftest import fake_batch, train_opt
-from util import similarity
+from evaluation import similarity
 
 SIZE = 32
 ARCH = ['--netG', 'resnet_6blocks', '--nce_layers', '0,4,8,12']

@@ -5,7 +5,7 @@ import torch
 
 import models
 from tests.conftest import H2Z as RECIPE, fake_batch, train_opt
-from models.official_step import official_forward, official_sample
+from studies.official_step import official_forward, official_sample
 
 
 def build(tmp_path, *extra, batch=None, seed=0):
@@ -19,7 +19,7 @@ def build(tmp_path, *extra, batch=None, seed=0):
 
 
 def g_loss(model, batch, seed=123, official=False):
-    """The generator loss and its gradients; `official`: translation and features as models/official_step.py computes them."""
+    """The generator loss and its gradients; `official`: translation and features as studies/official_step.py computes them."""
     model.set_input(batch)
     official_forward(model) if official else model.forward()
     torch.manual_seed(seed)  # same patch locations for every variant

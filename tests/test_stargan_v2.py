@@ -93,7 +93,7 @@ def test_one_step_of_every_loss_combination(name, tmp_path):
 
 
 def test_training_kernels_give_the_generator_step_of_plain_layers(tmp_path):
-    """The kernels train.py swaps in (models/networks/fast.py) give the latent-guided generator loss and its
+    """The kernels train.py swaps in (cpu/kernels.py) give the latent-guided generator loss and its
     gradients of the plain layers (a step's weights are not compared: Adam turns the float32 noise of the
     exactly-zero gradients of biases before instance norms into full steps of either sign)."""
     results = []

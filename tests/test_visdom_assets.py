@@ -15,6 +15,7 @@ import pytest
 
 from util import visdom_assets, visdom_server
 from util.visdom_assets import ASSETS, AssetError, install_assets, package_versions, tarball_name
+from util.util import sha256
 
 
 def fake_content(asset):
@@ -33,7 +34,7 @@ def make_tarball(members):
 
 
 # the real table with the fake files' hashes: same packages, versions and paths
-FAKE_ASSETS = tuple(a._replace(sha256=hashlib.sha256(fake_content(a)).hexdigest()) for a in ASSETS)
+FAKE_ASSETS = tuple(a._replace(sha256=sha256(fake_content(a))) for a in ASSETS)
 TARBALLS = {(package, version): make_tarball({a.member: fake_content(a) for a in FAKE_ASSETS
                                               if (a.package, a.version) == (package, version)})
             for package, version in package_versions(FAKE_ASSETS)}

@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3) convolution (models/networks/winograd.py): exact transforms, the direct convolution's
+"""Winograd F(4x4, 3x3) convolution (cpu/winograd.py): exact transforms, the direct convolution's
 values and gradients, and the Conv2d layer that uses it only where it is measured faster."""
 from fractions import Fraction
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.networks import fast, winograd
-from models.networks.winograd import POINTS, pays_off, winograd_conv3x3, winograd_matrices
+from cpu import kernels as fast, winograd
+from cpu.winograd import POINTS, pays_off, winograd_conv3x3, winograd_matrices
 from tests.conftest import H2Z, assert_same_step, build_model as build, saved_bytes, train_step
 from tests.conftest import fake_batch, load_script, train_opt
 
@@ -249,7 +249,7 @@ def test_bench_conv_refuses_bad_shapes(shape, capsys):
 
 def test_results_never_share_the_scratch_buffers():
     """Intermediates live in reused buffers; outputs and gradients must be tensors of their own."""
-    from models.networks.winograd import SCRATCH
+    from cpu.winograd import SCRATCH
     gen = torch.Generator().manual_seed(2)
     weight = torch.randn(3, 2, 3, 3, generator=gen, requires_grad=True)
     results = []

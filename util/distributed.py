@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from util.errors import LaunchError
+
 
 def env_world_size():
     return int(os.environ.get('WORLD_SIZE', 1))
@@ -52,7 +54,7 @@ def init_from_env(use_cuda, gpu_ids=(0,)):
         return 0, 1, None
     for var in ('RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
         if var not in os.environ:
-            raise RuntimeError(f'WORLD_SIZE={world_size} but {var} is not set: launch with torchrun '
+            raise LaunchError(f'WORLD_SIZE={world_size} but {var} is not set: launch with torchrun '
                                f'(e.g. torchrun --nproc_per_node {world_size} train.py ...)')
     local_rank = env_local_rank()
     index = None
@@ -60,7 +62,7 @@ def init_from_env(use_cuda, gpu_ids=(0,)):
         local_world = int(os.environ.get('LOCAL_WORLD_SIZE', world_size))
         index = local_gpu(gpu_ids, local_rank, local_world)
         if index >= torch.cuda.device_count():
-            raise RuntimeError(f'LOCAL_RANK {local_rank} wants CUDA device {index} but only '
+            raise LaunchError(f'LOCAL_RANK {local_rank} wants CUDA device {index} but only '
                                f'{torch.cuda.device_count()} are visible on this node: use --nproc_per_node '
                                f'<= {torch.cuda.device_count()}')
         torch.cuda.set_device(index)

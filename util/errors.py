@@ -1,24 +1,63 @@
 """Errors the project raises on purpose, and the guard that prints them as one line at the command line.
 
 A deliberate error (a bad flag, an unreadable image, a missing folder, a damaged checkpoint, a folder in
-use by another run, a full disk) ends train.py, test.py and the evaluation commands with one line,
-`error: <message>`, and a non-zero exit status; an unexpected exception keeps its traceback. Set
-SRC_DEBUG=1 to see the traceback of deliberate errors too.
+use by another run, a full disk) is a ProjectError: it ends train.py, test.py and the evaluation commands
+with one line, `error: <message>`, and a non-zero exit status. Anything else, a researcher's own `raise`
+included, keeps its traceback. Set SRC_DEBUG=1 to see the traceback of deliberate errors too. Each class
+also derives from the built-in exception it stands for, so `except ValueError` and the like still catch it.
 """
 import errno
 import os
 import re
 import shutil
 import sys
-import traceback
 
 DEBUG_ENV = 'SRC_DEBUG'
-ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 class ProjectError(Exception):
     """An error whose message says what went wrong and what to do; `exit_code` is the status it ends with."""
     exit_code = 1
+
+
+class ConfigError(ProjectError, ValueError):
+    """A value refused by the component that reads it: an unknown name, a size or index out of range."""
+
+
+class DataError(ProjectError, ValueError):
+    """An input image or dataset that cannot be used."""
+
+
+class ImageLoadError(DataError):
+    """A file that looks like an image (by its extension) could not be decoded."""
+
+
+class PreprocessError(DataError):
+    """An image cannot go through the requested preprocessing, e.g. it is smaller than crop_size."""
+
+
+class MissingFileError(ProjectError, FileNotFoundError):
+    """A file or folder the command needs is not there."""
+
+
+class CheckpointError(ProjectError, RuntimeError):
+    """A checkpoint or weights file that is damaged or does not fit the networks of the run."""
+
+
+class LaunchError(ProjectError, RuntimeError):
+    """The process's surroundings do not fit the command: a launcher's variables, a device, a server."""
+
+
+class UnsupportedError(ProjectError, NotImplementedError):
+    """A combination of choices this code does not implement."""
+
+
+class RegistryError(ProjectError, TypeError):
+    """A module of a registry (models/<name>_model.py, data/<name>_dataset.py) without its class."""
+
+
+class DivergedError(ProjectError, FloatingPointError):
+    """A computation became non-finite (training, a fit), with what to change."""
 
 
 class OptionError(SystemExit, ProjectError, ValueError):
@@ -91,26 +130,10 @@ def disk_full(exc, folder, advice='Free space and run the command again.'):
     return DiskFullError(f'disk full while writing to {folder} ({room} on its file system; {detail}). {advice}')
 
 
-def _data_errors():
-    from data.base_dataset import PreprocessError
-    from data.image_folder import ImageLoadError
-    return ImageLoadError, PreprocessError
-
-
 def raised_on_purpose(exc):
-    """Whether `exc` is a ProjectError or an image error of data/ (also when a DataLoader worker raised it),
-    or was raised by a `raise` statement of this repository's own code (the loud errors of data/, models/,
-    options/ and util/, which name the file or flag); an exception from inside a library or a failed
-    built-in operation is unexpected."""
-    if isinstance(exc, (ProjectError,) + _data_errors()):
-        return True
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return False
-    last = frames[-1]
-    path = os.path.realpath(last.filename)
-    ours = path.startswith(ROOT + os.sep) and 'site-packages' not in path
-    return ours and (last.line or '').lstrip().startswith('raise ')
+    """Whether `exc` is deliberate: a ProjectError (also when a DataLoader worker raised it: the loader
+    raises it again with its type)."""
+    return isinstance(exc, ProjectError)
 
 
 def debugging():

@@ -3,6 +3,8 @@ import re
 import shlex
 from pathlib import Path
 
+from util.errors import ConfigError
+
 RECIPES_DIR = Path(__file__).resolve().parents[1] / 'recipes'
 
 
@@ -15,7 +17,7 @@ def read_recipe(name, with_model=True):
     `--model X` when `with_model` is False (the caller chooses the model)."""
     path = RECIPES_DIR / f'{name}.txt'
     if not path.is_file():
-        raise ValueError(f'unknown recipe {name!r}: {path} does not exist (valid: {", ".join(available())})')
+        raise ConfigError(f'unknown recipe {name!r}: {path} does not exist (valid: {", ".join(available())})')
     flags = []
     for line in path.read_text().splitlines():
         flags += shlex.split(line, comments=True)
@@ -37,7 +39,7 @@ def ablation_rows(paper_only=False):
             continue
         fields = re.split(r'\t+', line.strip())  # consecutive tabs are one separator, as in bash's read
         if len(fields) != 4 or fields[1] not in ('paper', 'extra'):
-            raise ValueError(f'{ABLATION_ROWS}:{number}: expected slug, paper|extra, label, flags separated '
+            raise ConfigError(f'{ABLATION_ROWS}:{number}: expected slug, paper|extra, label, flags separated '
                              f'by tabs; got {line!r}')
         slug, source, label, flags = fields
         if source == 'paper' or not paper_only:

@@ -1,5 +1,6 @@
 """Small helpers shared by every component: image conversion, atomic writes, option parsing."""
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -10,6 +11,8 @@ from argparse import Namespace
 import numpy as np
 import torch
 from PIL import Image
+
+from util.errors import CheckpointError
 
 
 def str2bool(v):
@@ -125,6 +128,18 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + '\n')
 
 
+def sha256(source):
+    """Hex SHA-256 of `source`: bytes, or the path of a file (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        digest.update(source)
+        return digest.hexdigest()
+    with open(source, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def cpu_name():
     """The CPU model from /proc/cpuinfo (else the platform's processor name) and the logical CPU count."""
     import platform
@@ -190,10 +205,10 @@ def safe_torch_load(path, map_location='cpu'):
     except pickle.UnpicklingError as exc:
         found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(exc))
         culprit = found.group(1) if found else 'an object that is not a tensor or plain container'
-        raise RuntimeError(
+        raise CheckpointError(
             f'refused to load {path}: it contains {culprit}, and unpickling it would run code named in '
             'the file (only tensors and plain containers are loaded, weights_only=True). If you trust '
             'its source, re-save it as a plain state_dict of tensors.') from exc
     except Exception as exc:
-        raise RuntimeError(f'could not load {path}: the file is damaged or not a PyTorch checkpoint '
+        raise CheckpointError(f'could not load {path}: the file is damaged or not a PyTorch checkpoint '
                            f'({type(exc).__name__}: {exc})') from exc

@@ -31,13 +31,16 @@ from typing import NamedTuple
 import requests
 from tqdm import tqdm
 
+from util.errors import ProjectError
+from util.util import sha256
+
 DEFAULT_REGISTRY = 'https://registry.npmjs.org'
 VISDOM_VERSION = '0.2.4'  # the release whose build.py the table below reproduces
 TIMEOUT = (10, 60)  # seconds to connect, seconds between received bytes
 _SRI_ALGORITHMS = ('sha512', 'sha384', 'sha256', 'sha1')  # strongest first
 
 
-class AssetError(RuntimeError):
+class AssetError(ProjectError, RuntimeError):
     """A package could not be fetched, verified or found; the message says which and from where."""
 
 
@@ -157,18 +160,10 @@ def missing_assets(static_dir=None, assets=ASSETS):
     return [asset.dest for asset in assets if not (static_dir / asset.dest).is_file()]
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def is_installed(static_dir, asset):
     """True when the asset's file is in place with its pinned content."""
     path = Path(static_dir) / asset.dest
-    return path.is_file() and _file_sha256(path) == asset.sha256
+    return path.is_file() and sha256(path) == asset.sha256
 
 
 def expected_digest(dist):
@@ -266,7 +261,7 @@ def read_assets(tarball, assets):
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise AssetError(f'{package}@{version}: cannot read {tarball}: {exc}') from exc
     for asset in assets:
-        got = hashlib.sha256(contents[asset.dest]).hexdigest()
+        got = sha256(contents[asset.dest])
         if got != asset.sha256:
             raise AssetError(f'{package}@{version}: {asset.member} in {tarball} has sha256 {got}, '
                              f'expected {asset.sha256}: not the published file (a cached or copied '

@@ -24,6 +24,7 @@ from pathlib import Path
 import requests
 
 from util import visdom_assets
+from util.errors import LaunchError
 
 DEFAULT_PORT = 8097
 LOOPBACK = '127.0.0.1'
@@ -87,12 +88,12 @@ def ensure_server(port=DEFAULT_PORT, hostname=LOOPBACK, timeout=30.0, env_path=N
             if proc.poll() is not None:
                 output.seek(0)
                 tail = output.read().decode(errors='replace')[-2000:]
-                raise RuntimeError(f'visdom server ({" ".join(cmd)}) exited with code '
+                raise LaunchError(f'visdom server ({" ".join(cmd)}) exited with code '
                                    f'{proc.returncode}:\n{tail}')
             if time.monotonic() > deadline:
                 proc.terminate()
                 proc.wait()
-                raise TimeoutError(f'visdom server started by {" ".join(cmd)} did not answer at '
+                raise LaunchError(f'visdom server started by {" ".join(cmd)} did not answer at '
                                    f'{url} within {timeout} s')
             time.sleep(0.1)
     return url, proc

@@ -2,6 +2,8 @@
 patch-contrastive models)."""
 import torch
 
+from util.errors import ConfigError
+
 
 @torch.no_grad()
 def moving_average(net, net_ema, beta=0.999):
@@ -10,7 +12,7 @@ def moving_average(net, net_ema, beta=0.999):
     params, params_ema = dict(net.named_parameters()), dict(net_ema.named_parameters())
     buffers, buffers_ema = dict(net.named_buffers()), dict(net_ema.named_buffers())
     if params.keys() != params_ema.keys() or buffers.keys() != buffers_ema.keys():
-        raise ValueError('moving_average: the network and its EMA copy have different parameters or buffers')
+        raise ConfigError('moving_average: the network and its EMA copy have different parameters or buffers')
     if params:
         torch._foreach_lerp_([params_ema[n] for n in params], list(params.values()), 1.0 - beta)
     if buffers:

@@ -23,8 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from util.errors import ConfigError
+
 from .generators import G_OUTPUTS, residual_tanh
-from .layers import forward_with_features, get_norm_layer, pad_layer
+from .layers import InstanceNorm2d, forward_with_features, get_norm_layer, pad_layer
 from .registry import register_generator
 
 CONFIG_LENGTH = 8
@@ -53,12 +55,12 @@ def decode_config(config):
         try:
             values = tuple(int(v) for v in config.split('_'))
         except ValueError:
-            raise ValueError(f'a channel configuration is {CONFIG_LENGTH} integers joined by "_" '
+            raise ConfigError(f'a channel configuration is {CONFIG_LENGTH} integers joined by "_" '
                              f'(e.g. 16_16_32_16_16_64_16_24), got {config!r}') from None
     else:
         values = tuple(int(v) for v in config)
     if len(values) != CONFIG_LENGTH or min(values) <= 0:
-        raise ValueError(f'a channel configuration has {CONFIG_LENGTH} positive widths, got {config!r}')
+        raise ConfigError(f'a channel configuration has {CONFIG_LENGTH} positive widths, got {config!r}')
     return values
 
 
@@ -74,14 +76,14 @@ class ChannelConfigs:
     def __init__(self, choices, seed=None):
         if isinstance(choices, str):
             if choices not in CONFIG_SETS:
-                raise ValueError(f'unknown configuration set {choices!r}; valid names: {", ".join(CONFIG_SETS)}')
+                raise ConfigError(f'unknown configuration set {choices!r}; valid names: {", ".join(CONFIG_SETS)}')
             self.name = choices
             choices = CONFIG_SETS[choices]
         else:
             self.name = None
         self.choices = [list(c) for c in choices]
         if len(self.choices) != CONFIG_LENGTH or not all(self.choices):
-            raise ValueError(f'a configuration set has {CONFIG_LENGTH} non-empty lists of widths')
+            raise ConfigError(f'a configuration set has {CONFIG_LENGTH} non-empty lists of widths')
         self.rng = random.Random(seed)
 
     def __len__(self):
@@ -99,7 +101,7 @@ class ChannelConfigs:
         config = decode_config(config)
         bad = [i for i, (v, c) in enumerate(zip(config, self.choices)) if v not in c]
         if bad:
-            raise ValueError(f'configuration {encode_config(config)}: positions {bad} are not in the set '
+            raise ConfigError(f'configuration {encode_config(config)}: positions {bad} are not in the set '
                              f'{self.name or self.choices}')
         return config
 
@@ -119,7 +121,7 @@ class ChannelConfigs:
             return [start + i for i in range(n)]
         if strategy == 'geometric':
             return [weighted_sample ** i for i in range(n)]
-        raise ValueError(f'unknown weight strategy {strategy!r}; valid names: arithmetic, geometric')
+        raise ConfigError(f'unknown weight strategy {strategy!r}; valid names: arithmetic, geometric')
 
     def sample(self, weighted_sample=1.0, weight_strategy='arithmetic'):
         """One configuration, each position drawn independently (uniformly unless weighted_sample > 1)."""
@@ -180,7 +182,7 @@ class SlicedInstanceNorm2d(nn.InstanceNorm2d):
 
     def forward(self, x):
         if self.affine or self.track_running_stats:
-            raise ValueError('a super-net normalises a variable number of channels: only non-affine instance norm')
+            raise ConfigError('a super-net normalises a variable number of channels: only non-affine instance norm')
         return F.instance_norm(x, None, None, None, None, True, self.momentum, self.eps)
 
 
@@ -188,7 +190,7 @@ def _separable(in_channels, out_channels, padding):
     """Depthwise 3x3, non-affine instance norm, pointwise 1x1 (keys conv.0 / conv.2, both with bias)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=padding, groups=in_channels, bias=True),
-        nn.InstanceNorm2d(in_channels),
+        InstanceNorm2d(in_channels),
         nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=True))
 
 
@@ -241,12 +243,12 @@ class MobileResnetBlock(nn.Module):
 
 def _check_arguments(norm, output, n_blocks):
     if norm == 'batch':
-        raise ValueError('the mobile ResNet generators support --normG instance or none (batch norm would need '
+        raise ConfigError('the mobile ResNet generators support --normG instance or none (batch norm would need '
                          "statistics per configuration, which gan-compression's ResNet students do not have)")
     if output not in G_OUTPUTS:
-        raise ValueError(f'output must be one of {", ".join(G_OUTPUTS)}, got {output!r}')
+        raise ConfigError(f'output must be one of {", ".join(G_OUTPUTS)}, got {output!r}')
     if n_blocks < 0:
-        raise ValueError(f'n_blocks must be >= 0, got {n_blocks}')
+        raise ConfigError(f'n_blocks must be >= 0, got {n_blocks}')
 
 
 def _block_group(i, n_blocks):
@@ -315,7 +317,7 @@ class SuperMobileResnetGenerator(_MobileResnetBase):
         """Use the first channels of every layer as `config` says (8 ints or their '_' string); returns self."""
         config = decode_config(config)
         if max(config) > self.ngf:
-            raise ValueError(f'configuration {encode_config(config)} is wider than the super-net (ngf {self.ngf})')
+            raise ConfigError(f'configuration {encode_config(config)} is wider than the super-net (ngf {self.ngf})')
         c0, c1, c2, c3, c4, c5, c6, c7 = config
         convs = [m for m in self.model if isinstance(m, SuperConv2d)]
         for conv, width in zip(convs, (c0, 2 * c1, 4 * c2)):
@@ -350,7 +352,7 @@ def export_subnet(super_net, config):
     every dimension, as gan-compression's export.py); same outputs as super_net.set_config(config)."""
     config = decode_config(config)
     if max(config) > super_net.ngf:
-        raise ValueError(f'configuration {encode_config(config)} is wider than the super-net (ngf {super_net.ngf})')
+        raise ConfigError(f'configuration {encode_config(config)} is wider than the super-net (ngf {super_net.ngf})')
     sub = SubMobileResnetGenerator(config=config, **super_net.build_args)
     source = super_net.state_dict()
     state = {}
@@ -372,7 +374,7 @@ def build_super_mobile_resnet(input_nc, output_nc, ngf, norm='instance', use_dro
 def build_sub_mobile_resnet(input_nc, output_nc, norm='instance', use_dropout=False, G_output='tanh',
                             config_str=None):
     if not config_str:
-        raise ValueError('--netG sub_mobile_resnet_9blocks needs --config_str, the 8 channel widths of the '
+        raise ConfigError('--netG sub_mobile_resnet_9blocks needs --config_str, the 8 channel widths of the '
                          'sub-net (e.g. 16_16_32_16_16_64_16_24)')
     return SubMobileResnetGenerator(input_nc, output_nc, config_str, n_blocks=9, norm=norm,
                                     dropout_rate=0.5 if use_dropout else 0.0, output=G_output)

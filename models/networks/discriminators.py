@@ -1,6 +1,8 @@
 """PatchGAN discriminators with CUT's state-dict layout (anti-aliased by default), and `define_D`."""
 import torch.nn as nn
 
+from util.errors import ConfigError
+
 from .init import init_weights as initialise
 from .layers import NORM_TYPES, Downsample, get_norm_layer
 from .registry import DISCRIMINATORS, build, register_discriminator
@@ -85,7 +87,7 @@ def define_D(input_nc, ndf, netD, n_layers_D=3, norm='instance', init_type='xavi
     """Build the discriminator registered as `netD` on the CPU and initialise its weights (networks that
     set `keeps_own_init` keep theirs, as in CUT); each builder receives the arguments its signature names."""
     if norm not in NORM_TYPES:
-        raise ValueError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
+        raise ConfigError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
     net = build(DISCRIMINATORS, 'discriminator', netD, input_nc=input_nc, ndf=ndf, n_layers_D=n_layers_D,
                 norm=norm, no_antialias=no_antialias, crop_size=crop_size, load_size=load_size)
     if init_weights and not getattr(net, 'keeps_own_init', False):

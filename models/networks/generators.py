@@ -10,6 +10,8 @@ import inspect
 import torch
 import torch.nn as nn
 
+from util.errors import ConfigError, UnsupportedError
+
 from .init import init_weights as initialise
 from .layers import NORM_TYPES, Downsample, Upsample, forward_with_features, get_norm_layer, pad_layer
 from .registry import GENERATORS, build, lookup, register_generator
@@ -63,9 +65,9 @@ class ResnetGenerator(nn.Module):
                  padding_type='reflect', no_antialias=False, no_antialias_up=False, output='tanh'):
         super().__init__()
         if n_blocks < 0:
-            raise ValueError(f'n_blocks must be >= 0, got {n_blocks}')
+            raise ConfigError(f'n_blocks must be >= 0, got {n_blocks}')
         if output not in G_OUTPUTS:
-            raise ValueError(f'output must be one of {", ".join(G_OUTPUTS)}, got {output!r}')
+            raise ConfigError(f'output must be one of {", ".join(G_OUTPUTS)}, got {output!r}')
         self.residual_output = output == 'residual'
         norm_layer = get_norm_layer(norm)
         use_bias = norm == 'instance'
@@ -150,7 +152,7 @@ class UnetGenerator(nn.Module):
     def __init__(self, input_nc, output_nc, num_downs, ngf=64, norm='batch', use_dropout=False):
         super().__init__()
         if num_downs < 5:
-            raise ValueError(f'num_downs must be >= 5, got {num_downs}')
+            raise ConfigError(f'num_downs must be >= 5, got {num_downs}')
         block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, norm=norm, innermost=True)
         for _ in range(num_downs - 5):
             block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=norm,
@@ -162,7 +164,7 @@ class UnetGenerator(nn.Module):
 
     def forward(self, x, layers=None, encode_only=False):
         if layers:
-            raise NotImplementedError('U-Net generators do not expose intermediate features; '
+            raise UnsupportedError('U-Net generators do not expose intermediate features; '
                                       'use a resnet_* generator for patch-wise (NCE / SRC) losses')
         return self.model(x)
 
@@ -194,11 +196,11 @@ def define_G(input_nc, output_nc, ngf, netG, norm='instance', use_dropout=False,
     set `keeps_own_init`, the StyleGAN2 ones, keep theirs, as in CUT). Each builder receives the
     arguments its signature names (`registry.build`)."""
     if norm not in NORM_TYPES:
-        raise ValueError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
+        raise ConfigError(f'unknown norm {norm!r}; valid names: {", ".join(NORM_TYPES)}')
     if G_output != 'tanh' and 'G_output' not in inspect.signature(lookup(GENERATORS, 'generator', netG)).parameters:
-        raise ValueError(f'--G_output {G_output} needs a resnet_* generator; --netG {netG} has only its own output')
+        raise ConfigError(f'--G_output {G_output} needs a resnet_* generator; --netG {netG} has only its own output')
     if G_output == 'residual' and input_nc != output_nc:
-        raise ValueError(f'--G_output residual adds the input to the output: --input_nc {input_nc} and --output_nc '
+        raise ConfigError(f'--G_output residual adds the input to the output: --input_nc {input_nc} and --output_nc '
                          f'{output_nc} must be equal')
     net = build(GENERATORS, 'generator', netG, input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm,
                 use_dropout=use_dropout, no_antialias=no_antialias, no_antialias_up=no_antialias_up,
@@ -231,7 +233,7 @@ def generator_from_options(opts, init_weights=True, **overrides):
     values = {**_KEY_DEFAULTS, **(opts if isinstance(opts, dict) else vars(opts)), **overrides}
     missing = missing_generator_options(values)
     if missing:
-        raise ValueError(f'generator options {missing} are missing')
+        raise ConfigError(f'generator options {missing} are missing')
     return define_G(values['input_nc'], values['output_nc'], values['ngf'], values['netG'], norm=values['normG'],
                     use_dropout=not values['no_dropout'], init_type=values['init_type'],
                     init_gain=values['init_gain'], no_antialias=values['no_antialias'],

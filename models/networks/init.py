@@ -2,6 +2,8 @@
 import torch.nn as nn
 from torch.nn import init
 
+from util.errors import ConfigError
+
 INIT_TYPES = ('normal', 'xavier', 'kaiming', 'orthogonal')
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -15,7 +17,7 @@ def init_weights(net, init_type='normal', init_gain=0.02):
     orthogonal(gain); their biases 0. BatchNorm2d: weight N(1, gain), bias 0.
     """
     if init_type not in INIT_TYPES:
-        raise ValueError(f'unknown init_type {init_type!r}; valid names: {", ".join(INIT_TYPES)}')
+        raise ConfigError(f'unknown init_type {init_type!r}; valid names: {", ".join(INIT_TYPES)}')
 
     def init_module(m):
         if isinstance(m, _WEIGHTED):

@@ -1,12 +1,15 @@
 """Building blocks of the generators and discriminators as CUT defines them: anti-aliased resampling
 (Zhang, "Making Convolutional Networks Shift-Invariant Again", ICML 2019), the normalisation choice and
-the feature-tapping forward pass of the patch-wise losses. Plain torch layers only: the training kernels
-that replace some of them are in fast.py and are applied by `fast.accelerate`."""
+the feature-tapping forward pass of the patch-wise losses. Plain torch layers only: CPU training uses
+fast copies of some of them (cpu/kernels.py) only while their forward here is unchanged."""
 import functools
 from math import comb
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from util.errors import ConfigError
 
 NORM_TYPES = ('batch', 'instance', 'none')
 
@@ -15,15 +18,14 @@ PAD_LAYERS = {'reflect': nn.ReflectionPad2d, 'replicate': nn.ReplicationPad2d, '
 
 def pad_layer(pad_type, padding):
     if pad_type not in PAD_LAYERS:
-        raise ValueError(f'unknown padding {pad_type!r}; valid names: {", ".join(PAD_LAYERS)}')
+        raise ConfigError(f'unknown padding {pad_type!r}; valid names: {", ".join(PAD_LAYERS)}')
     return PAD_LAYERS[pad_type](padding)
 
 
 def binomial_filter(filt_size):
     """(k, k) float32 blur kernel: outer product of the k-th row of Pascal's triangle, summing to 1."""
-    import torch
     if filt_size < 1:
-        raise ValueError(f'filt_size must be >= 1, got {filt_size}')
+        raise ConfigError(f'filt_size must be >= 1, got {filt_size}')
     row = torch.tensor([comb(filt_size - 1, i) for i in range(filt_size)], dtype=torch.float32)
     kernel = row[:, None] * row[None, :]
     return kernel / kernel.sum()
@@ -74,6 +76,16 @@ class Upsample(nn.Module):
         return out[:, :, 1:end, 1:end]
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d whose statistics of a float16 input (--amp fp16) are taken in float32, where they
+    cannot overflow; the same module and state-dict keys otherwise."""
+
+    def forward(self, x):
+        if x.dtype == torch.float16:
+            return super().forward(x.float()).to(x.dtype)
+        return super().forward(x)
+
+
 class Identity(nn.Module):
     def forward(self, x):
         return x
@@ -87,17 +99,17 @@ def get_norm_layer(norm_type='instance'):
     if norm_type == 'batch':
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if norm_type == 'instance':
-        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+        return functools.partial(InstanceNorm2d, affine=False, track_running_stats=False)
     if norm_type == 'none':
         return lambda num_channels: Identity()
-    raise ValueError(f'unknown norm {norm_type!r}; valid names: {", ".join(NORM_TYPES)}')
+    raise ConfigError(f'unknown norm {norm_type!r}; valid names: {", ".join(NORM_TYPES)}')
 
 
 def check_layer_indices(layers, num_layers, what='--nce_layers'):
     """The one range check of feature-layer indices (generators call it; the model reports it by flag)."""
     bad = [i for i in layers if not 0 <= i < num_layers]
     if bad:
-        raise ValueError(f'{what}: indices {bad} are outside the generator (valid: 0..{num_layers - 1})')
+        raise ConfigError(f'{what}: indices {bad} are outside the generator (valid: 0..{num_layers - 1})')
 
 
 def forward_with_features(children, x, layers=None, encode_only=False):

@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from util.errors import ConfigError
+
 from ..losses import l2_normalize
 from .init import init_weights
 
@@ -58,10 +60,10 @@ class PatchSampleF(nn.Module):
                 fits = channels == built
             if not fits:
                 bound = 'at most ' if self.slice_inputs else ''
-                raise ValueError(f'PatchSampleF was built for feature channels {bound}{list(built)}, '
+                raise ConfigError(f'PatchSampleF was built for feature channels {bound}{list(built)}, '
                                  f'got {list(channels)}')
         if patch_ids is not None and len(patch_ids) != len(feats):
-            raise ValueError(f'got {len(patch_ids)} patch id tensors for {len(feats)} features')
+            raise ConfigError(f'got {len(patch_ids)} patch id tensors for {len(feats)} features')
 
     def forward(self, feats, num_patches=64, patch_ids=None, generator=None):
         """Sample and embed each (B, C, H, W) feature map.
@@ -116,6 +118,6 @@ def define_F(netF, netF_nc=256, init_type='normal', init_gain=0.02, slice_inputs
     """'sample': positions only; 'mlp_sample': positions embedded by per-layer MLPs (call `build`, with the
     largest channel counts when `slice_inputs`)."""
     if netF not in SAMPLERS:
-        raise ValueError(f'unknown netF {netF!r}; valid names: {", ".join(SAMPLERS)}')
+        raise ConfigError(f'unknown netF {netF!r}; valid names: {", ".join(SAMPLERS)}')
     return PatchSampleF(use_mlp=netF == 'mlp_sample', nc=netF_nc, init_type=init_type, init_gain=init_gain,
                         slice_inputs=slice_inputs)

@@ -1,6 +1,8 @@
 """Name -> builder tables for networks; argparse choices are read from here."""
 import inspect
 
+from util.errors import ConfigError
+
 GENERATORS = {}
 DISCRIMINATORS = {}
 
@@ -8,7 +10,7 @@ DISCRIMINATORS = {}
 def _register(table, kind, name):
     def deco(builder):
         if name in table:
-            raise ValueError(f'{kind} {name!r} is registered twice')
+            raise ConfigError(f'{kind} {name!r} is registered twice')
         table[name] = builder
         return builder
     return deco
@@ -25,7 +27,7 @@ def register_discriminator(name):
 
 def lookup(table, kind, name):
     if name not in table:
-        raise ValueError(f'unknown {kind} {name!r}; valid names: {", ".join(sorted(table))}')
+        raise ConfigError(f'unknown {kind} {name!r}; valid names: {", ".join(sorted(table))}')
     return table[name]
 
 

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import check_layer_indices
+from util.errors import ConfigError
+
+from .layers import InstanceNorm2d, check_layer_indices
 from .registry import _register, build
 
 LEAKY_SLOPE = 0.2
@@ -36,12 +38,12 @@ def _leaky(x):
 def base_channels(img_size, base_dim=None):
     """Channels after the first conv: `base_dim`, or upstream's 2**14 // img_size when None."""
     if not (isinstance(img_size, int) and img_size >= MIN_IMG_SIZE and img_size & (img_size - 1) == 0):
-        raise ValueError(f'img_size must be a power of two >= {MIN_IMG_SIZE} (StarGAN v2 halves it down to '
+        raise ConfigError(f'img_size must be a power of two >= {MIN_IMG_SIZE} (StarGAN v2 halves it down to '
                          f'4 px); got {img_size!r}')
     if base_dim is None:
         return 2 ** 14 // img_size
     if not (isinstance(base_dim, int) and base_dim > 0):
-        raise ValueError(f'base_dim must be a positive int or None; got {base_dim!r}')
+        raise ConfigError(f'base_dim must be a positive int or None; got {base_dim!r}')
     return base_dim
 
 
@@ -58,11 +60,11 @@ def check_domains(y, num_domains, batch):
     where that costs nothing: on the CPU (the model checks a batch's labels there before moving them), not on a
     GPU (reading them back would wait for the device) nor under torch.compile (a graph break)."""
     if y.dtype != torch.long or y.shape != (batch,):
-        raise ValueError(f'domain labels y must be a long tensor of shape ({batch},); got {y.dtype} {tuple(y.shape)}')
+        raise ConfigError(f'domain labels y must be a long tensor of shape ({batch},); got {y.dtype} {tuple(y.shape)}')
     if y.device.type == 'cpu' and not torch.compiler.is_compiling():
         outside = sorted({int(v) for v in y.tolist() if not 0 <= v < num_domains})
         if outside:
-            raise ValueError(f'domain labels y must lie in [0, {num_domains}) (num_domains, --num_domains); '
+            raise ConfigError(f'domain labels y must lie in [0, {num_domains}) (num_domains, --num_domains); '
                              f'got {outside}')
 
 
@@ -73,7 +75,7 @@ def _pick_domain(out, y):
 
 def _check_w_hpf(w_hpf):
     if w_hpf != 0:
-        raise ValueError(f'--w_hpf {w_hpf}: the face-landmark high-pass path needs the FAN network, which is not '
+        raise ConfigError(f'--w_hpf {w_hpf}: the face-landmark high-pass path needs the FAN network, which is not '
                          'supported; use --w_hpf 0')
 
 
@@ -87,8 +89,8 @@ class ResBlk(nn.Module):
         self.conv1 = nn.Conv2d(dim_in, dim_in, 3, 1, 1)
         self.conv2 = nn.Conv2d(dim_in, dim_out, 3, 1, 1)
         if normalize:
-            self.norm1 = nn.InstanceNorm2d(dim_in, affine=True)
-            self.norm2 = nn.InstanceNorm2d(dim_in, affine=True)
+            self.norm1 = InstanceNorm2d(dim_in, affine=True)
+            self.norm2 = InstanceNorm2d(dim_in, affine=True)
         if dim_in != dim_out:
             self.conv1x1 = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=False)
 
@@ -149,10 +151,10 @@ class ConvBlk(nn.Module):
     def __init__(self, dim_in, dim_out, mode):
         super().__init__()
         if mode not in ('down', 'up'):
-            raise ValueError(f"ConvBlk mode must be 'down' or 'up'; got {mode!r}")
+            raise ConfigError(f"ConvBlk mode must be 'down' or 'up'; got {mode!r}")
         self.dim_out = dim_out
         self.resize = 0.5 if mode == 'down' else 2
-        self.norm1 = nn.InstanceNorm2d(dim_in, affine=True)
+        self.norm1 = InstanceNorm2d(dim_in, affine=True)
         self.conv1 = nn.Conv2d(dim_in, dim_out, 4, 2, 1) if mode == 'down' else nn.Conv2d(dim_in, dim_out, 3, 1, 1)
 
     def forward(self, x, s=None):
@@ -175,7 +177,7 @@ class StyleGenerator(nn.Module):
         self.from_rgb = nn.Conv2d(3, base_dim, 3, 1, 1)
         self.encode = nn.ModuleList(encode_blocks)  # stored in _modules['encode']
         self.decode = nn.ModuleList(decode_blocks)
-        self.to_rgb = nn.Sequential(nn.InstanceNorm2d(base_dim, affine=True), nn.LeakyReLU(LEAKY_SLOPE),
+        self.to_rgb = nn.Sequential(InstanceNorm2d(base_dim, affine=True), nn.LeakyReLU(LEAKY_SLOPE),
                                     nn.Conv2d(base_dim, 3, 1, 1, 0))
         self.feature_sizes = []  # spatial size of each encoder block's output at img_size
         size = img_size
@@ -212,7 +214,7 @@ class StyleGenerator(nn.Module):
         """The official rule (Hneg_SRC): the encoder blocks whose output is img_size / 4 px wide."""
         layers = [i for i, size in enumerate(self.feature_sizes) if size == self.img_size // 4]
         if not layers:
-            raise ValueError(f'no encoder block outputs img_size/4 = {self.img_size // 4} px at img_size '
+            raise ConfigError(f'no encoder block outputs img_size/4 = {self.img_size // 4} px at img_size '
                              f'{self.img_size} (block sizes {self.feature_sizes}); set --mm_nce_layers')
         return layers
 
@@ -282,7 +284,7 @@ def _downsampling_trunk(img_size, max_conv_dim, base_dim):
 
 def _check_images(x, img_size, what):
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (img_size, img_size):
-        raise ValueError(f'{what} takes (B, 3, {img_size}, {img_size}) images (img_size {img_size}); '
+        raise ConfigError(f'{what} takes (B, 3, {img_size}, {img_size}) images (img_size {img_size}); '
                          f'got {tuple(x.shape)}')
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from util.errors import ConfigError
+
 from .layers import forward_with_features
 from .registry import register_discriminator, register_generator
 
@@ -54,7 +56,7 @@ def network_resolution(crop_size, load_size=None):
 
 def _check_resolution(resolution, what):
     if resolution not in VALID_RESOLUTIONS:
-        raise ValueError(f'StyleGAN2 networks need {what} in {list(VALID_RESOLUTIONS)}; got {resolution} '
+        raise ConfigError(f'StyleGAN2 networks need {what} in {list(VALID_RESOLUTIONS)}; got {resolution} '
                          '(set by --crop_size, --load_size and --stylegan2_G_num_downsampling)')
 
 
@@ -253,7 +255,7 @@ class StyleGAN2Generator(nn.Module):
     def __init__(self, input_nc, output_nc, ngf, resolution, num_downsampling, num_resblocks, inject_noise):
         super().__init__()
         if num_downsampling < 0:
-            raise ValueError(f'--stylegan2_G_num_downsampling must be >= 0; got {num_downsampling}')
+            raise ConfigError(f'--stylegan2_G_num_downsampling must be >= 0; got {num_downsampling}')
         _check_resolution(resolution // 2 ** num_downsampling, 'the encoder output resolution')
         self.encoder = BlockStack(encoder_blocks(input_nc, ngf, resolution, num_downsampling, num_resblocks))
         self.decoder = BlockStack(decoder_blocks(output_nc, ngf, resolution, num_downsampling, num_resblocks,
@@ -265,7 +267,7 @@ class StyleGAN2Generator(nn.Module):
         (in the order asked), alone if `encode_only` (stopping after the deepest one), else (image, features)."""
         if not layers:
             if encode_only:
-                raise ValueError('encode_only=True needs a non-empty list of feature layers')
+                raise ConfigError('encode_only=True needs a non-empty list of feature layers')
             return self.decoder(self.encoder(x))
         out = forward_with_features(self.encoder.convs, x, list(layers), encode_only)
         if encode_only:
@@ -297,7 +299,7 @@ class StyleGAN2Discriminator(nn.Module):
 
     def forward(self, x):
         if tuple(x.shape[2:]) != (self.resolution, self.resolution):
-            raise ValueError(f'this StyleGAN2 discriminator takes {self.resolution}x{self.resolution} images '
+            raise ConfigError(f'this StyleGAN2 discriminator takes {self.resolution}x{self.resolution} images '
                              f'(the power of two nearest min(--load_size, --crop_size)); got '
                              f'{x.shape[2]}x{x.shape[3]}')
         x = self.final_conv(self.convs(x))  # (B, C, 4, 4)

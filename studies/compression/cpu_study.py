@@ -27,7 +27,6 @@ Every step writes its JSON under --work and is skipped when present; --out recei
 summary.json / summary.md.
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -69,10 +68,6 @@ def run(cmd, log, threads=1):
         done = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise RuntimeError(f'{" ".join(map(str, cmd[:3]))} failed ({done.returncode}); see {log}')
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def datasets(work):
@@ -261,7 +256,7 @@ def main(argv=None):
     reference = synthetic.testB_features(data)
     teacher_images = translate(teacher_net, sources)
     teacher_scores = scores(teacher_images, answers, reference)
-    teacher = {'weights': str(teacher_weights), 'sha256': sha256(teacher_weights), 'scores': teacher_scores,
+    teacher = {'weights': str(teacher_weights), 'sha256': util.sha256(teacher_weights), 'scores': teacher_scores,
                'macs': profile_macs(teacher_net, (1, 3, SIZE, SIZE)), 'params': count_params(teacher_net),
                'accepted': teacher_scores['stripe_iou'] >= 0.5 and teacher_scores['bg_l1'] <= 0.03}
     util.atomic_write_json(str(out / 'teacher.json'), teacher)

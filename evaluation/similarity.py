@@ -14,13 +14,12 @@ import torch.nn.functional as nnf
 from PIL import Image, ImageDraw, ImageFont
 
 from models.networks import define_F
+from options.test_options import FEATURE_CHOICES
 from util import util
+from util.errors import CheckpointError, ConfigError, MissingFileError
 
 # viridis sampled at 0, 1/4, 1/2, 3/4, 1 (perceptually ordered, readable in greyscale)
 _COLORMAP_STOPS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
-# projected: through F's patch MLPs (what the losses see); encoder: G's raw features; auto: projected
-# when the checkpoint has F's weights
-FEATURE_CHOICES = ('auto', 'projected', 'encoder')
 
 
 def load_sampler(path, *, kind, nc, in_channels, device='cpu'):
@@ -32,7 +31,7 @@ def load_sampler(path, *, kind, nc, in_channels, device='cpu'):
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise RuntimeError(f'{path} does not fit F --netF {kind} --netF_nc {nc} on feature channels '
+        raise CheckpointError(f'{path} does not fit F --netF {kind} --netF_nc {nc} on feature channels '
                            f'{list(in_channels)} (check --nce_layers): {exc}') from exc
     return net.to(device).eval()
 
@@ -41,11 +40,11 @@ def choose_sampler(features, path, *, kind, nc, in_channels, device='cpu'):
     """F loaded from `path` for `features` 'projected' (or 'auto' when `path` exists); None for G's raw
     encoder features."""
     if features not in FEATURE_CHOICES:
-        raise ValueError(f'unknown similarity features {features!r}; valid: {", ".join(FEATURE_CHOICES)}')
+        raise ConfigError(f'unknown similarity features {features!r}; valid: {", ".join(FEATURE_CHOICES)}')
     if features == 'encoder' or (features == 'auto' and not os.path.isfile(path)):
         return None
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'projected features need the weights of F, {path} is missing '
+        raise MissingFileError(f'projected features need the weights of F, {path} is missing '
                                 '(use the encoder features instead)')
     return load_sampler(path, kind=kind, nc=nc, in_channels=in_channels, device=device)
 
@@ -78,7 +77,7 @@ def query_cell(point, shape):
     """Row and column of the cell of an (h, w) map holding `point` = (x, y) in fractions of the image."""
     x, y = point
     if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-        raise ValueError(f'the query point is given as fractions of the image width and height in [0, 1], '
+        raise ConfigError(f'the query point is given as fractions of the image width and height in [0, 1], '
                          f'got ({x}, {y})')
     h, w = shape
     return min(int(y * h), h - 1), min(int(x * w), w - 1)

@@ -1,20 +1,30 @@
-"""Training kernels: drop-in replacements of plain layers that compute the same function with less memory
-or time during training, and `accelerate`, the one call that swaps them in (train.py; test.py never does).
+"""CPU training kernels: copies of plain layers that compute the same function with less memory or time in
+a CPU training step, and `accelerate`, the one call that uses them (CPU training only; test.py and CUDA
+never do).
 
-A replacement is a subclass of the plain layer with the same parameters and buffers (state-dict keys
-and values are unchanged; the swap changes the module's class in place, so optimizers built before keep
-their parameters). Each keeps the plain forward where its trick does not apply, e.g. without a gradient.
-Measured gains: docs/performance.md.
+A fast copy is a subclass of the plain layer with the same parameters and buffers (state-dict keys and
+values are unchanged; the copy is used by changing the module's class in place, so optimizers built before
+keep their parameters). Each keeps the plain forward where its trick does not apply, e.g. without a
+gradient. A copy that re-implements a forward of this project (ResnetBlock, Downsample, Upsample,
+InstanceNorm2d) is used only while that forward is the one it was written against: PLAIN_FORWARDS holds the
+SHA-256 of each plain forward's source; after an edit the plain class trains and one line says so.
+Measured gains: studies/performance.md.
 """
+import inspect
+import sys
+import textwrap
 from collections import Counter
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.networks.generators import ResnetBlock
+from models.networks.layers import Downsample, InstanceNorm2d, Upsample, binomial_filter
+from util.errors import ConfigError
+from util.util import sha256
+
 from . import winograd
-from .generators import ResnetBlock
-from .layers import Downsample, Upsample, binomial_filter
 
 _PAD_BACKWARD = {'reflect': torch.ops.aten.reflection_pad2d_backward,
                  'replicate': torch.ops.aten.replication_pad2d_backward}
@@ -217,7 +227,7 @@ class FastUpsample(Upsample):
         return self.crop(_FixedDepthwise.apply(self.pad(x), self.filt, self.stride, self.transposed_padding(), True))
 
 
-class GroupInstanceNorm2d(nn.InstanceNorm2d):
+class GroupInstanceNorm2d(InstanceNorm2d):
     """Instance norm without running statistics (CUT's; with its affine map, StarGAN v2's) computed, when a
     gradient flows, as group norm with one channel per group. The same normalisation with a better backward: it
     keeps the channels-last layout, returns a tensor rather than a view (the in-place ReLU after it needs no
@@ -226,15 +236,14 @@ class GroupInstanceNorm2d(nn.InstanceNorm2d):
     sampler's permuted view produces). Float16 statistics (--amp fp16) overflow: they are taken in float32."""
 
     def forward(self, x):
+        if not _needs_graph(x):
+            return super().forward(x)
         dtype = x.dtype
-        if dtype == torch.float16:
-            x = x.float()
-        if _needs_graph(x):
-            weight, bias = self.weight, self.bias
-            if self.affine and weight.dtype != x.dtype:  # bf16 maps under autocast
-                weight, bias = weight.to(x.dtype), bias.to(x.dtype)
-            return F.group_norm(x, self.num_features, weight, bias, eps=self.eps).to(dtype)
-        return super().forward(x).to(dtype)
+        x = x.float() if dtype == torch.float16 else x
+        weight, bias = self.weight, self.bias
+        if self.affine and weight.dtype != x.dtype:  # bf16 maps under autocast
+            weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        return F.group_norm(x, self.num_features, weight, bias, eps=self.eps).to(dtype)
 
 
 class WinogradConv2d(nn.Conv2d):
@@ -259,46 +268,65 @@ def winograd_eligible(conv):
             and conv.padding in ((0, 0), (1, 1)) and min(conv.in_channels, conv.out_channels) >= WINOGRAD_MIN_CHANNELS)
 
 
-# plain class -> its training kernel: those that keep less for backward on every device; those designed and
-# measured for the CPU (faster there; not measured on a GPU, where group_norm runs in float32 under autocast
-# and keeps a float32 copy of its input) on the CPU only
-_ANY_DEVICE = {nn.ReflectionPad2d: ShapeOnlyReflectionPad2d, nn.ReplicationPad2d: ShapeOnlyReplicationPad2d,
-               ResnetBlock: FusedResnetBlock}
-_CPU_ONLY = {Downsample: FastDownsample, Upsample: FastUpsample, nn.InstanceNorm2d: GroupInstanceNorm2d}
+def forward_fingerprint(cls):
+    """SHA-256 of the source of `cls.forward` (dedented): what a fast copy of `cls` was written against."""
+    return sha256(textwrap.dedent(inspect.getsource(cls.forward)).encode())
 
 
-def _swap(module, cls):
-    module.__class__ = cls
+# plain class -> its CPU training kernel (torch's paddings: shape-only backward; the rest designed and measured
+# on the CPU, docs/performance.md; not measured on a GPU, where nothing is swapped)
+KERNELS = {nn.ReflectionPad2d: ShapeOnlyReflectionPad2d, nn.ReplicationPad2d: ShapeOnlyReplicationPad2d,
+           ResnetBlock: FusedResnetBlock, Downsample: FastDownsample, Upsample: FastUpsample,
+           InstanceNorm2d: GroupInstanceNorm2d}
+# the plain forwards of this project that the fast copies above re-implement, as they were written against
+# (`forward_fingerprint`); after a change to one of them, check its fast copy and record the new value
+PLAIN_FORWARDS = {
+    ResnetBlock: 'c2a935ae44b91915e9b63647db86e1c03f3c7688b670b525c971cee6a228d04a',
+    Downsample: 'eae8baebd299d2dfe89b9efda845d30694a2f6d0504d82ba98157c6c07dde754',
+    Upsample: 'd35a4e6ace1c1785be0e3e69b2b2e566f9f89615420e06c3ac277b958ad6dbbd',
+    InstanceNorm2d: 'd7a138dbb49d493ae56f484a9869d850fd98298a4154bdfbc262ce3f8c6ef724',
+}
+_reported = set()  # plain classes whose changed forward was reported (one line per class and process)
+
+
+def unchanged(cls):
+    """Whether `cls.forward` is still the one its fast copy re-implements; says so in one line if not."""
+    expected = PLAIN_FORWARDS.get(cls)
+    if expected is None or forward_fingerprint(cls) == expected:
+        return True
+    if cls not in _reported:
+        _reported.add(cls)
+        fast = KERNELS[cls]
+        print(f'note: {cls.__module__}.{cls.__name__}.forward differs from the one cpu/kernels.py '
+              f'{fast.__name__} re-implements: training runs the plain {cls.__name__} (after checking '
+              f'{fast.__name__}, record its fingerprint in cpu/kernels.py PLAIN_FORWARDS)', file=sys.stderr)
+    return False
 
 
 def accelerate(net, *, conv_algo='auto', device=torch.device('cpu'), amp=None, compile=False):
-    """Swap `net`'s plain layers for the training kernels of this module, in place; returns a Counter of
-    'Plain -> Fast' swaps (what train.py prints). The CPU kernels (blurs, instance norm) on the CPU only;
-    Winograd convolutions only with `conv_algo` 'auto', on the CPU, in float32 (`amp` None) and without
+    """Use the CPU training kernels in `net`'s plain layers whose forward is unchanged, in place; returns a
+    Counter of 'Plain -> Fast' swaps (what train.py prints). Nothing on another device (not measured faster
+    there); Winograd convolutions only with `conv_algo` 'auto', in float32 (`amp` None) and without
     torch.compile."""
     if conv_algo not in ('auto', 'direct'):
-        raise ValueError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
-    on_cpu = torch.device(device).type == 'cpu'
-    winograd_ok = conv_algo == 'auto' and on_cpu and amp is None and not compile
-    kernels = {**_ANY_DEVICE, **_CPU_ONLY} if on_cpu else _ANY_DEVICE
+        raise ConfigError(f"--conv_algo must be 'auto' or 'direct', got {conv_algo!r}")
     swapped = Counter()
+    if torch.device(device).type != 'cpu':
+        return swapped
+    winograd_ok = conv_algo == 'auto' and amp is None and not compile
+    usable = {}  # plain class -> fast class, checked once per call
     for module in net.modules():
-        cls = kernels.get(type(module))
+        plain = type(module)
+        if plain not in usable:
+            usable[plain] = KERNELS[plain] if plain in KERNELS and unchanged(plain) else None
+        cls = usable[plain]
         if cls is GroupInstanceNorm2d and module.track_running_stats:
             cls = None  # group norm has no running statistics
         if cls is None and winograd_ok and winograd_eligible(module):
             cls = WinogradConv2d
         if cls is not None:
-            swapped[f'{type(module).__name__} -> {cls.__name__}'] += 1
-            _swap(module, cls)
+            swapped[f'{plain.__name__} -> {cls.__name__}'] += 1
+            module.__class__ = cls
             if cls in (FastDownsample, FastUpsample):  # answered now, so that compiled code reads the answer
                 _is_binomial(module, module.stride ** 2 if cls is FastUpsample else 1)
     return swapped
-
-
-def fp16_safe(net):
-    """Instance norms with float32 statistics (inference under --amp fp16, where accelerate is not called)."""
-    for module in net.modules():
-        if type(module) is nn.InstanceNorm2d:
-            _swap(module, GroupInstanceNorm2d)
-    return net

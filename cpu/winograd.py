@@ -15,6 +15,8 @@ from fractions import Fraction as Q
 import torch
 import torch.nn.functional as F
 
+from util.errors import ConfigError
+
 TILE = 4  # output tile m
 TAPS = 3  # filter size r
 SPAN = TILE + TAPS - 1  # input tile m + r - 1 = 6
@@ -225,8 +227,8 @@ def pays_off(shape, padding):
 def winograd_conv3x3(x, weight, bias=None, padding=0):
     """F.conv2d(x, weight, bias, stride=1, padding=padding) for (C_out, C_in, 3, 3) weights, zero padding."""
     if x.dim() != 4 or weight.shape[-2:] != (TAPS, TAPS) or weight.shape[1] != x.shape[1]:
-        raise ValueError(f'winograd_conv3x3 needs an NCHW input and a (C_out, {x.shape[1]}, 3, 3) weight, '
+        raise ConfigError(f'winograd_conv3x3 needs an NCHW input and a (C_out, {x.shape[1]}, 3, 3) weight, '
                          f'got {tuple(x.shape)} and {tuple(weight.shape)}')
     if x.shape[-2] + 2 * padding < TAPS or x.shape[-1] + 2 * padding < TAPS:
-        raise ValueError(f'input {tuple(x.shape)} with padding {padding} is smaller than the 3x3 filter')
+        raise ConfigError(f'input {tuple(x.shape)} with padding {padding} is smaller than the 3x3 filter')
     return _Winograd3x3.apply(x, weight, bias, padding)

@@ -1,21 +1,21 @@
 """Which malloc a CPU training process runs on (--cpu_allocator).
 
 glibc's malloc leaves the holes that tensors of many sizes free between live ones resident; trimming them
-before each backward pass (util/memory.py) keeps the peak down but costs a zero-filled page fault for every
+before each backward pass (cpu/memory.py) keeps the peak down but costs a zero-filled page fault for every
 page the step then reuses. tcmalloc and jemalloc (the allocators PyTorch's own CPU launcher,
 `torch.backends.xeon.run_cpu`, preloads) reuse freed memory with less fragmentation: a lower peak than the
-trimmed glibc heap and almost no faults (docs/performance.md, "The heap").
+trimmed glibc heap and almost no faults (studies/performance.md, "The heap").
 
-An allocator has to be in place before the first malloc, so train.py calls `preload(argv)` before it
-imports torch: when one is to be used and is not yet loaded, the process replaces itself by the same
-command with the library in LD_PRELOAD (same PID, so torchrun and job schedulers see nothing). Nothing
-here imports torch.
+An allocator has to be in place before the first malloc, so the launcher sets it: `python -m cpu.launch --
+python train.py ...` (Makefile, scripts/demo.sh) starts the command with the library in LD_PRELOAD, chosen by
+the command's own --cpu_allocator and --gpu_ids. train.py run directly runs on the malloc it was started with
+(its runtime line names it). Nothing here imports torch.
 """
 import argparse
 import os
 import sys
 
-# set in the environment of the process that preload() started: the allocator chosen ('glibc' for none)
+# set in the environment of the command the launcher started: the allocator chosen ('glibc' for none)
 # and its library
 ENV_CHOSEN, ENV_LIBRARY = 'HNEG_SRC_CPU_ALLOCATOR', 'HNEG_SRC_CPU_ALLOCATOR_LIBRARY'
 LIBRARIES = {
@@ -105,20 +105,26 @@ def preload_env(name, path, environ):
     return env
 
 
+def launch_env(command, environ, default_gpu_ids='0'):
+    """The environment to start `command` (a list: program and arguments) in: with the allocator its
+    --cpu_allocator / --gpu_ids ask for preloaded, unless a launcher already chose one (ENV_CHOSEN set, so
+    children do not decide again)."""
+    if ENV_CHOSEN in environ:
+        return dict(environ)
+    name, path = resolve(*requested(command[1:], default_gpu_ids))
+    return preload_env(name, path, environ) if path else {**environ, ENV_CHOSEN: name}
+
+
 def preload(argv=None, default_gpu_ids='0'):
-    """Restart this process on the allocator its command line (`argv`, default sys.argv) asks for, if it is
-    not running on it yet. Returns only when no restart is needed (then ENV_CHOSEN is set, so children do
-    not decide again)."""
-    if ENV_CHOSEN in os.environ:
-        return
-    choice, on_cpu = requested(sys.argv[1:] if argv is None else argv, default_gpu_ids)
-    name, path = resolve(choice, on_cpu)
-    if path is None:
-        os.environ[ENV_CHOSEN] = name
+    """For a lab script that is its own launcher (scripts/benchmark.py): restart this process on the allocator
+    its command line (`argv`, default sys.argv) asks for, if no launcher chose one yet."""
+    env = launch_env([sys.executable] + (sys.argv[1:] if argv is None else list(argv)), os.environ, default_gpu_ids)
+    if env.get('LD_PRELOAD') == os.environ.get('LD_PRELOAD'):
+        os.environ[ENV_CHOSEN] = env[ENV_CHOSEN]
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], preload_env(name, path, os.environ))
+    os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
 def loaded_libraries():
@@ -131,7 +137,7 @@ def loaded_libraries():
 
 
 def active():
-    """The allocator this process runs on: the one preload() chose if its library is really mapped (the
+    """The allocator this process runs on: the one the launcher chose if its library is really mapped (the
     loader only warns when it cannot preload one), else 'glibc'."""
     name, path = os.environ.get(ENV_CHOSEN, 'glibc'), os.environ.get(ENV_LIBRARY)
     if name == 'glibc' or not path:
