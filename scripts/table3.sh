@@ -216,7 +216,11 @@ root, split, held, aligned, meta = sys.argv[1], sys.argv[2], int(sys.argv[3]), s
 how = f'source {os.path.abspath(root)}; ' + (f'META_DIR lists {meta}' if meta else f'seed 0, SEARCH_IMAGES={held}')
 
 
+partial = split + '.partial'
+
+
 def fail(message):
+    shutil.rmtree(partial, ignore_errors=True)
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
 
@@ -235,7 +239,6 @@ if os.path.isdir(split):  # an unfinished split of an older table3.sh: only fold
             fail(f'{split} holds files that are not symlinks of a search split: remove it, or set SPLIT_DIR')
     shutil.rmtree(split)
 print(f'== split {root} into {split}: {how}', file=sys.stderr)
-partial = split + '.partial'
 shutil.rmtree(partial, ignore_errors=True)
 for folder in (['train'] if aligned else ['trainA', 'trainB']):
     files = sorted(image_files(os.path.join(root, folder)))
