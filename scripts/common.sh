@@ -302,16 +302,15 @@ require_dir() {
 }
 
 # train_command NAME DATAROOT [train.py flags...]: TRAIN_CMD, the training with the shared settings, then
-# EXTRA_ARGS; RESUME_ARGS, --continue_train when RESUME=1 and the run has a saved training state
+# EXTRA_ARGS; RESUME_ARGS, --continue_train when RESUME=1 and the run has a saved training state; TRAIN_LOG
 train_command() {
     local name=$1 dataroot=$2
     shift 2
     RESUME_ARGS=()
+    TRAIN_LOG="train $name ($dataroot)"
     if [[ "${RESUME:-1}" == 1 && -f "$CHECKPOINTS_DIR/$name/latest_train_state.pth" ]]; then
         RESUME_ARGS=(--continue_train)
-        log "train $name: resuming from $CHECKPOINTS_DIR/$name/latest_train_state.pth"
-    else
-        log "train $name ($dataroot)"
+        TRAIN_LOG="train $name: resuming from $CHECKPOINTS_DIR/$name/latest_train_state.pth"
     fi
     # shellcheck disable=SC2086
     TRAIN_CMD=("${TRAIN_LAUNCH[@]}" train.py --dataroot "$dataroot" --name "$name" --checkpoints_dir "$CHECKPOINTS_DIR"
@@ -321,6 +320,7 @@ train_command() {
 # train_run NAME DATAROOT [train.py flags...]: train (under torchrun with several processes)
 train_run() {
     train_command "$@"
+    log "$TRAIN_LOG"
     run "${TRAIN_CMD[@]}" "${RESUME_ARGS[@]}"
 }
 

@@ -394,6 +394,7 @@ step() {
 train_step() {
     train_command "$@"
     skip_step "$1.train" "${TRAIN_CMD[@]}" && return 0
+    log "$TRAIN_LOG"
     run "${TRAIN_CMD[@]}" "${RESUME_ARGS[@]}" >&2
     step_done "$1.train" "${TRAIN_CMD[@]}"
 }
