@@ -8,8 +8,12 @@
 # The full Cityscapes dataset needs a registration at https://www.cityscapes-dataset.com: download
 # gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip there, then run
 # datasets/prepare_cityscapes_dataset.py. CUT_DATASETS_MIRROR replaces the server
-# (default http://efrosgans.eecs.berkeley.edu, which also serves file:// mirrors).
+# (default http://efrosgans.eecs.berkeley.edu, which also serves file:// mirrors). The archive is unpacked
+# into a hidden folder beside TARGET_ROOT/NAME and renamed once whole: a download or an unpacking that fails
+# midway leaves no partial dataset folder.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
 
 UNPAIRED=(apple2orange summer2winter_yosemite horse2zebra monet2photo cezanne2photo ukiyoe2photo
           vangogh2photo maps facades iphone2dslr_flower grumpifycat mini)
@@ -51,7 +55,9 @@ if [[ -e $TARGET ]] && [[ -n $(ls -A "$TARGET") ]]; then
 fi
 mkdir -p "$ROOT"
 ARCHIVE="$ROOT/.$NAME.${URL##*.}.part"
-trap 'rm -f "$ARCHIVE"' EXIT
+PARTIAL="$ROOT/.$NAME.partial"  # unpacked here, renamed to TARGET once whole
+rm -rf "$PARTIAL"
+trap 'rm -rf "$ARCHIVE" "$PARTIAL"' EXIT
 
 echo "Downloading $URL" >&2
 if command -v curl > /dev/null; then
@@ -60,22 +66,27 @@ else
     wget --progress=bar:force --output-document "$ARCHIVE" "$URL" || fail "could not download $URL"
 fi
 
+mkdir -p "$PARTIAL"
 if [[ $NAME == "$CITYSCAPES_VAL" ]]; then
-    mkdir -p "$TARGET"
-    tar -xf "$ARCHIVE" -C "$TARGET" || fail "$URL is not a readable tar archive"
-    VAL_A=$(find "$TARGET" -type d -name valA | head -n 1)
+    tar -xf "$ARCHIVE" -C "$PARTIAL" || fail "$URL is not a readable tar archive"
+    VAL_A=$(find "$PARTIAL" -type d -name valA | head -n 1)
     if [[ -z $VAL_A || ! -d "$(dirname "$VAL_A")/valB" ]]; then
-        fail "unexpected layout in $URL: no folder holding valA and valB under $TARGET"
+        fail "unexpected layout in $URL: no folder holding valA and valB in it"
     fi
-    DATAROOT=$(dirname "$VAL_A")
+    rmdir "$TARGET" 2>/dev/null || true
+    mv "$PARTIAL" "$TARGET"
+    DATAROOT=$TARGET${VAL_A#"$PARTIAL"}
+    DATAROOT=$(dirname "$DATAROOT")
     echo "Cityscapes validation set ready: $(find "$DATAROOT/valA" -type f | wc -l) photos (valA)," \
          "$(find "$DATAROOT/valB" -type f | wc -l) label maps (valB)." >&2
     echo "Use: --dataroot $DATAROOT --phase val --direction BtoA" >&2
 else
-    unzip -q "$ARCHIVE" -d "$ROOT" || fail "$URL is not a readable zip archive"
+    unzip -q "$ARCHIVE" -d "$PARTIAL" || fail "$URL is not a readable zip archive"
     for split in trainA trainB; do
-        [[ -d "$TARGET/$split" ]] || fail "unexpected layout in $URL: $TARGET/$split is missing"
+        [[ -d "$PARTIAL/$NAME/$split" ]] || fail "unexpected layout in $URL: $NAME/$split is missing"
     done
+    rmdir "$TARGET" 2>/dev/null || true
+    mv "$PARTIAL/$NAME" "$TARGET"
     for split in trainA trainB testA testB; do
         if [[ -d "$TARGET/$split" ]]; then
             echo "$TARGET/$split: $(find "$TARGET/$split" -type f | wc -l) images" >&2

@@ -1,19 +1,33 @@
 # Shared settings and helpers of the reproduction scripts (sourced, not run).
 #
 # Settings, from the environment:
-#   GPU_IDS=0            train.py/test.py --gpu_ids and the evaluation networks' device (SMOKE: -1)
+#   GPU_IDS=0            the GPUs (SMOKE: -1, the CPU). Several (GPU_IDS=0,1,2,3) train with one process per GPU:
+#                        torchrun --standalone --nproc_per_node 4 train.py ... --gpu_ids 0,1,2,3 (process i on the
+#                        i-th id). test.py and the evaluations run as one process on the first id
+#   NPROC=               processes per node (default: the number of GPU_IDS; NPROC=2 GPU_IDS=-1: two CPU processes,
+#                        gloo). --batch_size is per process: N processes train on N x batch_size images a step
+#                        (the paper's recipes: one GPU, batch 1)
+#   NNODES=1 NODE_RANK=0 MASTER_ADDR= MASTER_PORT=29500   several nodes (torchrun --nnodes --node_rank
+#                        --master_addr --master_port; run the same command on every node); or RDZV_ENDPOINT=host:port
+#                        (c10d rendezvous, RDZV_ID=hneg_src). Nodes other than 0 only train
 #   DATASETS_DIR=./datasets  where horse2zebra/, cityscapes/ and single_image_monet_etretat/ live;
 #                        H2Z_DIR, CITYSCAPES_DIR, MONET_DIR point at one of them directly
-#   EPOCHS=200 EPOCHS_DECAY=200   --n_epochs / --n_epochs_decay (Monet: the model's own, 8 + 8)
+#   EPOCHS= EPOCHS_DECAY=   --n_epochs / --n_epochs_decay, passed only when set (unset: the recipe's, else
+#                        train.py's 200 + 200; Monet: the model's own, 8 + 8)
+#   SEED=0               --seed of every training, so that the arms a table compares start alike
 #   NAME_PREFIX=         prefix of every run name (NAME overrides the whole name of a single run)
 #   CHECKPOINTS_DIR=./checkpoints RESULTS_DIR=./results
 #   EXTRA_ARGS=          more train.py flags, word-split (e.g. "--batch_size 2 --save_epoch_freq 10")
-#   VISDOM=1 DISPLAY_PORT=8097   start (or reuse) the offline visdom server; VISDOM=0: no plots
+#   VISDOM=1 DISPLAY_PORT=8097   start (or reuse) the offline visdom server; VISDOM=0: no plots. A server the
+#                        script started is stopped when it exits (the plots stay in its env_path)
 #   FID_WEIGHTS=         pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache)
 #   DRN_WEIGHTS=         drn_d_22_cityscapes.pth, needed for the Cityscapes scores
+#                        (every weights file is loaded before the first training: scripts/check_weights.py)
 #   EPOCH_CHOICE=best    which epoch of each sweep the tables report (best or last)
 #   RESUME=1             a run with a saved training state continues (--continue_train); a finished
 #                        run is not trained again. RESUME=0 trains from scratch
+#   DRY_RUN=1            print every command the script would run, one per line on stdout (shell-quoted as
+#                        printf %q writes them), and run nothing: no folder is made, no input is required
 #   PYTHON=              the interpreter (default: the repository's .venv, else python3)
 #   SMOKE=1              the same pipeline on generated data (synthetic horse->zebra, a Cityscapes-like
 #                        label->photo set, one image pair), 32x32 crops, a tiny generator, SMOKE_ITERS
@@ -21,19 +35,24 @@
 #   SMOKE_DIR=${TMPDIR:-/tmp}/hneg_src_smoke SMOKE_ITERS=4
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then
+    script_help "${BASH_SOURCE[0]}"
+    exit 0
 fi
-export PYTHON
+REPO=$BASE_REPO
+cd "$REPO"
+find_python
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
 SMOKE=${SMOKE:-0}
+DRY_RUN=${DRY_RUN:-0}
+SEED=${SEED:-0}
 NAME_PREFIX=${NAME_PREFIX:-}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 EPOCH_CHOICE=${EPOCH_CHOICE:-best}
 DISPLAY_PORT=${DISPLAY_PORT:-8097}
+exec 3>&1  # DRY_RUN's lines go to the script's stdout, also from inside $(...) and >&2
 
 # The official recipes (Hneg_SRC's Single-modal README) and CUT's own, from recipes/*.txt.
 read -ra RECIPE_H2Z <<<"$(bash "$REPO/scripts/recipe.sh" horse2zebra)"
@@ -55,6 +74,7 @@ while IFS=$'\t' read -r slug source label flags; do
 done <"$REPO/recipes/table4_rows.tsv"
 unset slug source label flags
 
+
 if [[ "$SMOKE" == 1 ]]; then
     SMOKE_DIR=${SMOKE_DIR:-${TMPDIR:-/tmp}/hneg_src_smoke}
     SMOKE_ITERS=${SMOKE_ITERS:-4}
@@ -70,10 +90,11 @@ if [[ "$SMOKE" == 1 ]]; then
     # one epoch of SMOKE_ITERS images, so that epoch 1 is saved and swept like a real epoch
     SIZE_ARGS=(--ngf 4 --ndf 4 --netG resnet_6blocks --load_size 32 --crop_size 32)
     TRAIN_ARGS=("${SIZE_ARGS[@]}" --num_patches 16 --n_epochs 1 --n_epochs_decay 0 --max_iters "$SMOKE_ITERS"
-                --num_threads 0 --no_tqdm --print_freq 1 --seed 0)
+                --num_threads 0 --no_tqdm --print_freq 1 --seed "$SEED")
     TEST_ARGS=("${SIZE_ARGS[@]}")
     MONET_TRAIN_ARGS=(--ngf 4 --ndf 4 --load_size 64 --crop_size 32 --batch_size 2 --num_patches 1 --n_epochs 1
-                      --n_epochs_decay 0 --max_iters "$SMOKE_ITERS" --num_threads 0 --no_tqdm --print_freq 2 --seed 0)
+                      --n_epochs_decay 0 --max_iters "$SMOKE_ITERS" --num_threads 0 --no_tqdm --print_freq 2
+                      --seed "$SEED")
     MONET_TEST_ARGS=(--ngf 4 --load_size 64 --crop_size 32)
     # a random Inception at 64 dims and a random DRN: the numbers mean nothing, the pipeline runs
     EVAL_ARGS=(--dims 64 --no-kid --device cpu --num-workers 0 --fid-weights "$FID_WEIGHTS")
@@ -88,32 +109,117 @@ else
     FID_WEIGHTS=${FID_WEIGHTS:-}
     DRN_WEIGHTS=${DRN_WEIGHTS:-}
     VISDOM=${VISDOM:-1}
-    TRAIN_ARGS=(--n_epochs "${EPOCHS:-200}" --n_epochs_decay "${EPOCHS_DECAY:-200}")
+    # the schedule only when asked for: after the recipe's flags it would replace the recipe's (argparse keeps
+    # the last value)
+    SCHEDULE_ARGS=()
+    if [[ -n "${EPOCHS:-}" ]]; then SCHEDULE_ARGS+=(--n_epochs "$EPOCHS"); fi
+    if [[ -n "${EPOCHS_DECAY:-}" ]]; then SCHEDULE_ARGS+=(--n_epochs_decay "$EPOCHS_DECAY"); fi
+    TRAIN_ARGS=("${SCHEDULE_ARGS[@]}" --seed "$SEED")
     TEST_ARGS=()
-    MONET_TRAIN_ARGS=()
+    MONET_TRAIN_ARGS=(--seed "$SEED")
     MONET_TEST_ARGS=()
     EVAL_ARGS=()
     if [[ -n "$FID_WEIGHTS" ]]; then EVAL_ARGS=(--fid-weights "$FID_WEIGHTS"); fi
 fi
 DISPLAY_ARGS=(--display_id 0)
-# the evaluation modules (evaluation/*: FID's Inception, the DRN) take their default device from it
+# the evaluation modules (evaluation/*: FID's Inception, the DRN) take their default device from it (the first id)
 export GPU_IDS
+EVAL_GPU=${GPU_IDS%%,*}
+ALL_IMAGES=1000000  # --num_test of a test set that is not there yet (DRY_RUN): test.py translates all it finds
 
 log() {
     echo "== $*" >&2
 }
 
-# Start (or reuse) the offline visdom server and point training at it; on failure, train without plots.
-start_visdom() {
-    if [[ "${VISDOM}" != 1 ]]; then
+# run CMD...: run a command; with DRY_RUN=1 print it instead, one line, each word as printf %q quotes it
+run() {
+    if [[ "$DRY_RUN" == 1 ]]; then
+        local line
+        printf -v line '%q ' "$@"
+        echo "${line% }" >&3
         return 0
     fi
-    if PYTHON="$PYTHON" bash "$REPO/scripts/visdom_server.sh" --port "$DISPLAY_PORT" >&2; then
+    "$@"
+}
+
+# input_error MESSAGE: a missing or unusable input: one error line and exit 2 (DRY_RUN: a note, and go on)
+input_error() {
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "note: DRY_RUN: $*" >&2
+        return 0
+    fi
+    echo "error: $*" >&2
+    exit 2
+}
+
+# The launcher of train.py (TRAIN_LAUNCH): python, or torchrun (as `python -m torch.distributed.run`, the same
+# interpreter) with one process per GPU of GPU_IDS (or NPROC processes), over NNODES nodes.
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+gpu_count=1
+if [[ "$GPU_IDS" != -1 ]]; then gpu_count=$(tr ',' '\n' <<<"$GPU_IDS" | grep -c .); fi
+NPROC=${NPROC:-$gpu_count}
+if [[ ! "$NPROC" =~ ^[1-9][0-9]*$ || ! "$NNODES" =~ ^[1-9][0-9]*$ || ! "$NODE_RANK" =~ ^[0-9]+$ ]]; then
+    echo "error: NPROC=$NPROC, NNODES=$NNODES and NODE_RANK=$NODE_RANK must be whole numbers (NPROC, NNODES >= 1)" >&2
+    exit 2
+fi
+if [[ "$GPU_IDS" != -1 && "$gpu_count" -gt 1 && "$NPROC" != "$gpu_count" ]]; then
+    echo "error: GPU_IDS=$GPU_IDS names $gpu_count GPUs but NPROC=$NPROC: give one id per process, or GPU_IDS=0" \
+         "(process i takes GPU i) with CUDA_VISIBLE_DEVICES choosing the GPUs" >&2
+    exit 2
+fi
+TRAIN_LAUNCH=("$PYTHON")
+if (( NPROC > 1 || NNODES > 1 )); then
+    TRAIN_LAUNCH=("$PYTHON" -m torch.distributed.run)
+    if (( NNODES == 1 )); then
+        TRAIN_LAUNCH+=(--standalone)
+    elif [[ -n "${RDZV_ENDPOINT:-}" ]]; then
+        TRAIN_LAUNCH+=(--nnodes "$NNODES" --rdzv_backend c10d --rdzv_endpoint "$RDZV_ENDPOINT"
+                       --rdzv_id "${RDZV_ID:-hneg_src}")
+    elif [[ -n "${MASTER_ADDR:-}" ]]; then
+        TRAIN_LAUNCH+=(--nnodes "$NNODES" --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"
+                       --master_port "${MASTER_PORT:-29500}")
+    else
+        echo "error: NNODES=$NNODES needs MASTER_ADDR (the address of node 0; MASTER_PORT=29500) or" \
+             "RDZV_ENDPOINT=host:port" >&2
+        exit 2
+    fi
+    TRAIN_LAUNCH+=(--nproc_per_node "$NPROC")
+fi
+unset gpu_count
+
+# main_node: true on the node that tests, evaluates and writes the tables (node 0); the others only train
+main_node() {
+    [[ "$NODE_RANK" == 0 ]]
+}
+
+# Start (or reuse) the offline visdom server and point training at it; on failure, train without plots. A server
+# started here is stopped when the script exits, however it exits.
+VISDOM_PID=
+start_visdom() {
+    if [[ "${VISDOM}" != 1 || "$DRY_RUN" == 1 ]]; then
+        return 0
+    fi
+    local said
+    if said=$(PYTHON="$PYTHON" bash "$REPO/scripts/visdom_server.sh" --port "$DISPLAY_PORT"); then
+        echo "$said" >&2
         DISPLAY_ARGS=(--display_port "$DISPLAY_PORT")
         log "live plots: http://localhost:$DISPLAY_PORT (one visdom environment per run name)"
+        if [[ "$said" =~ \(pid\ ([0-9]+) ]]; then
+            VISDOM_PID=${BASH_REMATCH[1]}
+            trap stop_visdom EXIT
+        fi
     else
+        echo "$said" >&2
         log "warning: no visdom server on port $DISPLAY_PORT; training without live plots"
     fi
+}
+
+stop_visdom() {
+    if [[ -n "$VISDOM_PID" ]] && kill "$VISDOM_PID" 2>/dev/null; then
+        log "stopped the visdom server this script started (pid $VISDOM_PID)"
+    fi
+    VISDOM_PID=
 }
 
 # The generated datasets and random evaluation weights of SMOKE mode (made once per SMOKE_DIR).
@@ -155,7 +261,11 @@ PY
     touch "$SMOKE_DIR/fixtures.done"
 }
 
+# prepare: the SMOKE fixtures, or the visdom server (after the inputs are checked); nothing under DRY_RUN
 prepare() {
+    if [[ "$DRY_RUN" == 1 ]]; then
+        return 0
+    fi
     if [[ "$SMOKE" == 1 ]]; then
         mkdir -p "$SMOKE_DIR"
         make_smoke_fixtures
@@ -164,70 +274,107 @@ prepare() {
     fi
 }
 
-# check_eval_weights DATASET...: fail before any training when an evaluation network's weights are missing
+# check_weights [check_weights.py flags]: load each weights file now, not after the trainings (one line per problem)
+check_weights() {
+    if [[ "$DRY_RUN" == 1 || "$SMOKE" == 1 ]]; then  # SMOKE's random weights are made here
+        return 0
+    fi
+    "$PYTHON" "$REPO/scripts/check_weights.py" "$@" || exit 2
+}
+
+# check_eval_weights DATASET...: the FID Inception and, for cityscapes, the DRN-D-22, loaded before any training
 check_eval_weights() {
-    local fid_weights=$FID_WEIGHTS
-    if [[ -z "$fid_weights" ]]; then
-        fid_weights=$("$PYTHON" -c 'from evaluation.fid import default_weights_path; print(default_weights_path())')
+    local flags=(--fid ${FID_WEIGHTS:+"$FID_WEIGHTS"})
+    if [[ " $* " == *" cityscapes "* ]]; then
+        if [[ -z "$DRN_WEIGHTS" ]]; then
+            input_error "the Cityscapes scores need DRN_WEIGHTS=path/to/drn_d_22_cityscapes.pth"
+        else
+            flags+=(--drn22 "$DRN_WEIGHTS")
+        fi
     fi
-    if [[ ! -f "$fid_weights" ]]; then
-        echo "error: FID weights not found at $fid_weights; set FID_WEIGHTS=path/to/pt_inception-2015-12-05-6726825d.pth" >&2
-        exit 2
-    fi
-    if [[ " $* " == *" cityscapes "* && ! -f "$DRN_WEIGHTS" ]]; then
-        echo "error: the Cityscapes scores need DRN_WEIGHTS=path/to/drn_d_22_cityscapes.pth (got '${DRN_WEIGHTS}')" >&2
-        exit 2
-    fi
+    check_weights "${flags[@]}"
 }
 
 require_dir() {
     if [[ ! -d "$1" ]]; then
-        echo "error: dataset folder $1 not found; $2" >&2
-        exit 2
+        input_error "dataset folder $1 not found; $2"
     fi
 }
 
-# train_run NAME DATAROOT [train.py flags...]: train with the shared settings, then EXTRA_ARGS.
-train_run() {
+# train_command NAME DATAROOT [train.py flags...]: TRAIN_CMD, the training with the shared settings, then
+# EXTRA_ARGS; RESUME_ARGS, --continue_train when RESUME=1 and the run has a saved training state; TRAIN_LOG
+train_command() {
     local name=$1 dataroot=$2
     shift 2
-    local resume=()
+    RESUME_ARGS=()
+    TRAIN_LOG="train $name ($dataroot)"
     if [[ "${RESUME:-1}" == 1 && -f "$CHECKPOINTS_DIR/$name/latest_train_state.pth" ]]; then
-        resume=(--continue_train)
-        log "train $name: resuming from $CHECKPOINTS_DIR/$name/latest_train_state.pth"
-    else
-        log "train $name ($dataroot)"
+        RESUME_ARGS=(--continue_train)
+        TRAIN_LOG="train $name: resuming from $CHECKPOINTS_DIR/$name/latest_train_state.pth"
     fi
     # shellcheck disable=SC2086
-    "$PYTHON" train.py --dataroot "$dataroot" --name "$name" --checkpoints_dir "$CHECKPOINTS_DIR" \
-        --gpu_ids "$GPU_IDS" "${DISPLAY_ARGS[@]}" "${resume[@]}" "$@" $EXTRA_ARGS
+    TRAIN_CMD=("${TRAIN_LAUNCH[@]}" train.py --dataroot "$dataroot" --name "$name" --checkpoints_dir "$CHECKPOINTS_DIR"
+               --gpu_ids "$GPU_IDS" "${DISPLAY_ARGS[@]}" "$@" $EXTRA_ARGS)
 }
 
-# test_run NAME DATAROOT [test.py flags...]: translate the test split with the latest weights.
-test_run() {
+# train_run NAME DATAROOT [train.py flags...]: train (under torchrun with several processes)
+train_run() {
+    train_command "$@"
+    log "$TRAIN_LOG"
+    run "${TRAIN_CMD[@]}" "${RESUME_ARGS[@]}"
+}
+
+# test_count DATAROOT PHASE DIRECTION [aligned]: how many source images the test split holds (--num_test of
+# test.py: every one of them is translated and scored)
+test_count() {
+    local folder="$1/$2"
+    if [[ "${4:-}" != aligned ]]; then
+        if [[ "$3" == BtoA ]]; then folder+=B; else folder+=A; fi
+    fi
+    if [[ -d "$folder" ]]; then
+        find -L "$folder" -maxdepth 1 -type f | wc -l
+    else
+        echo "note: $folder not found: --num_test $ALL_IMAGES (every image test.py finds)" >&2
+        echo "$ALL_IMAGES"
+    fi
+}
+
+# test_command NAME DATAROOT [test.py flags...]: TEST_CMD, the translation of the test split with the latest weights
+test_command() {
     local name=$1 dataroot=$2
     shift 2
-    log "test $name"
-    "$PYTHON" test.py --dataroot "$dataroot" --name "$name" --checkpoints_dir "$CHECKPOINTS_DIR" \
-        --results_dir "$RESULTS_DIR" --gpu_ids "$GPU_IDS" "$@"
+    TEST_CMD=("$PYTHON" test.py --dataroot "$dataroot" --name "$name" --checkpoints_dir "$CHECKPOINTS_DIR"
+              --results_dir "$RESULTS_DIR" --gpu_ids "$EVAL_GPU" "$@")
+}
+
+# test_run NAME DATAROOT [test.py flags...]: translate the test split (on node 0 only)
+test_run() {
+    main_node || { log "node $NODE_RANK: node 0 tests $1"; return 0; }
+    log "test $1"
+    test_command "$@"
+    run "${TEST_CMD[@]}"
 }
 
 # sweep_run DATASET NAME LABEL [test.py flags...]: test.py and the metrics of every saved epoch
-# (FID for horse2zebra; DRN scores and FID for cityscapes, the best epoch by mAP), labelled for the tables.
-# Prints the path of the sweep JSON.
+# (FID for horse2zebra; DRN scores and FID for cityscapes, the best epoch by mAP), labelled for the tables:
+# adds the sweep JSON to SWEEP_JSONS and the label to SWEEP_LABELS.
+SWEEP_JSONS=()
+SWEEP_LABELS=()
 sweep_run() {
     local dataset=$1 name=$2 label=$3
     shift 3
+    SWEEP_JSONS+=("$RESULTS_DIR/$name/sweep_test.json")
+    SWEEP_LABELS+=("$label")
+    main_node || { log "node $NODE_RANK: node 0 evaluates $name"; return 0; }
     local metrics=(--metrics fid) dataroot=$H2Z_DIR
     if [[ "$dataset" == cityscapes ]]; then
         metrics=(--metrics fid cityscapes --select mAP --drn-weights "$DRN_WEIGHTS" --direction BtoA)
         dataroot=$CITYSCAPES_DIR
     fi
     log "evaluate $name (every saved epoch)"
-    PYTHON="$PYTHON" bash scripts/sweep_epochs.sh --dataroot "$dataroot" --name "$name" \
+    run bash scripts/sweep_epochs.sh --dataroot "$dataroot" --name "$name" \
         --checkpoints_dir "$CHECKPOINTS_DIR" --results_dir "$RESULTS_DIR" --dataset "$dataset" \
-        --method "$label" "${metrics[@]}" "${EVAL_ARGS[@]}" --gpu_ids "$GPU_IDS" "$@" >/dev/null
-    echo "$RESULTS_DIR/$name/sweep_test.json"
+        --method "$label" "${metrics[@]}" "${EVAL_ARGS[@]}" --gpu_ids "$EVAL_GPU" "$@" >/dev/null
 }
 
 # dataset_dir DATASET: the data folder of horse2zebra or cityscapes
@@ -253,29 +400,33 @@ direction_of() {
     if [[ "$1" == cityscapes ]]; then echo BtoA; else echo AtoB; fi
 }
 
-# make_table LAYOUT OUT JSON...: the paper's table from the sweep JSONs, rows in the order first seen
+# make_table LAYOUT OUT: the paper's table from the sweeps of sweep_run, rows in the order first seen (node 0)
 make_table() {
     local layout=$1 out=$2
-    shift 2
-    local rows=()
-    local json
-    for json in "$@"; do
-        rows+=("$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["method"])' "$json")")
-    done
+    main_node || return 0
     local unique=()
-    mapfile -t unique < <(printf '%s\n' "${rows[@]}" | awk '!seen[$0]++')
+    mapfile -t unique < <(printf '%s\n' "${SWEEP_LABELS[@]}" | awk '!seen[$0]++')
     log "table $layout -> $out.md, $out.csv"
-    "$PYTHON" scripts/make_table.py --layout "$layout" --choice "$EPOCH_CHOICE" --rows "${unique[@]}" \
-        --out "$out" "$@"
+    run "$PYTHON" scripts/make_table.py --layout "$layout" --choice "$EPOCH_CHOICE" --rows "${unique[@]}" \
+        --out "$out" "${SWEEP_JSONS[@]}"
 }
 
-# prepare_datasets DATASET...: what a table script does before its first run: the SMOKE fixtures or the
-# visdom server, then the evaluation weights and every dataset folder, so that nothing is missing later
+# prepare_dir DIR HINT: what a training script does before its run: DIR must exist (HINT says how to get it), then
+# the SMOKE fixtures (which make DIR) or the visdom server
+prepare_dir() {
+    if [[ "$SMOKE" == 1 ]]; then prepare; fi
+    require_dir "$1" "$2"
+    if [[ "$SMOKE" != 1 ]]; then prepare; fi
+}
+
+# prepare_datasets DATASET...: what a table script does before its first run: the evaluation weights and every
+# dataset folder, so that nothing is missing later, then the SMOKE fixtures or the visdom server
 prepare_datasets() {
-    prepare
+    if [[ "$SMOKE" == 1 ]]; then prepare; fi  # SMOKE generates the inputs it then checks
     check_eval_weights "$@"
     local dataset
     for dataset in "$@"; do
         require_dir "$(dataset_dir "$dataset")" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
     done
+    if [[ "$SMOKE" != 1 ]]; then prepare; fi
 }

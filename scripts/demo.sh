@@ -2,10 +2,13 @@
 # The demo: synthetic horse->zebra-like data, a few minutes of SRC + hDCE training on CPU with the CPU
 # recipe (recipes/cpu_demo.txt on recipes/cpu_budget.txt + cpu_schedule.txt), test.py, then the task's
 # phase-invariant scores next to the true translation's and a PNG grid of the translations.
-# Settings can be overridden from the environment.
+# Settings can be overridden from the environment: PYTHON (default .venv/bin/python), DEMO_DIR=demo_out,
+# N_TRAIN=200, N_TEST=40, SIZE=64, NAME=demo_src_hdce, EXTRA_ARGS (more train.py flags).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-.venv/bin/python}
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
+cd "$BASE_REPO"
+find_python
 DEMO_DIR=${DEMO_DIR:-demo_out}
 N_TRAIN=${N_TRAIN:-200}
 N_TEST=${N_TEST:-40}

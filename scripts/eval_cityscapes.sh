@@ -9,14 +9,17 @@
 # More flags: evaluation.sweep's (--official-get-acc, --metrics cityscapes to skip FID, --phase val,
 # --results_dir, --checkpoints_dir, --device, ...); the others (--model, --gpu_ids, ...) go to test.py.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
 if [[ $# -lt 4 ]]; then
     echo "usage: $0 DATAROOT NAME EPOCH DRN_WEIGHTS [evaluation.sweep / test.py flags]" >&2
     exit 2
 fi
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO=$BASE_REPO
+find_python
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 DATAROOT=$1 NAME=$2 EPOCH=$3 DRN_WEIGHTS=$4
 shift 4
-exec "${PYTHON:-python}" -m evaluation.sweep --dataroot "$DATAROOT" --name "$NAME" --epochs "$EPOCH" \
+exec "$PYTHON" -m evaluation.sweep --dataroot "$DATAROOT" --name "$NAME" --epochs "$EPOCH" \
     --direction BtoA --metrics cityscapes fid --select mAP --drn-weights "$DRN_WEIGHTS" \
     --test-script "$REPO/test.py" "$@"

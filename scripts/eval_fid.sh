@@ -9,10 +9,13 @@
 # FAKE/metrics_fid.json). Weights: $TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth,
 # or --fid-weights PATH; --download-fid-weights fetches them. All flags: python -m evaluation.fid -h
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
 if [[ $# -lt 2 ]]; then
     echo "usage: $0 FAKE_DIR_OR_RESULT_DIR REAL_DIR [evaluation.fid flags]" >&2
     exit 2
 fi
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO=$BASE_REPO
+find_python
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python}" -m evaluation.fid "$@"
+exec "$PYTHON" -m evaluation.fid "$@"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Best effort, for `make venv`: Debian's tcmalloc (package libtcmalloc-minimal4) into <venv>/lib, where
-# --cpu_allocator auto finds it for CPU training (cpu/allocator.py; cpu/launch.py preloads it). Downloads the package, installs nothing
-# system-wide, and leaves training on glibc's malloc (with heap trimming) when it cannot.
+# Best effort, for `make venv` (usage: fetch_tcmalloc.sh VENV): Debian's tcmalloc (libtcmalloc-minimal4) into
+# <venv>/lib, where --cpu_allocator auto finds it for CPU training (cpu/allocator.py; cpu/launch.py preloads it).
+# Downloads the package, installs nothing system-wide, and leaves training on glibc's malloc (with heap trimming)
+# when it cannot.
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
 lib="${1:?usage: fetch_tcmalloc.sh VENV}/lib"
 if compgen -G "$lib/libtcmalloc_minimal.so.4*" >/dev/null || ldconfig -p 2>/dev/null | grep -q libtcmalloc; then
   exit 0

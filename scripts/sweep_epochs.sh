@@ -8,6 +8,9 @@
 # Writes RESULTS_DIR/NAME/sweep_PHASE.{json,csv} and each epoch's metrics JSON; flags it does not
 # know go to test.py. All flags: python -m evaluation.sweep -h
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
+REPO=$BASE_REPO
+find_python
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python}" -m evaluation.sweep --test-script "$REPO/test.py" "$@"
+exec "$PYTHON" -m evaluation.sweep --test-script "$REPO/test.py" "$@"

@@ -10,6 +10,8 @@
 #   DATASETS="map2sat cityscapes" MAPS_DIR=database/maps CITY_ALIGNED_DIR=database/cityscapes \
 #       CITYSCAPES_ORIGIN=database/cityscapes-origin DRN105_WEIGHTS=drn-d-105_ms_cityscapes.pth bash scripts/table3.sh
 #   CONFIG=16_16_32_16_16_64_16_24 bash scripts/table3.sh    # both arms exported at one configuration
+#   DRY_RUN=1 DATASETS=map2sat bash scripts/table3.sh         # print the commands, run nothing
+#   GPU_IDS=0,1 bash scripts/table3.sh                        # every training on 2 GPUs (torchrun), batch 1 each
 #   SMOKE=1 bash scripts/table3.sh                            # the same pipeline, tiny, on CPU (about two minutes)
 #
 # Datasets (DATASETS, default horse2zebra; SMOKE: horse2zebra map2sat cityscapes):
@@ -17,8 +19,9 @@
 #                against all zebras, budget 3e9, mutate_prob 0.4, weighted_sample 2; test on testA
 #   map2sat      MAPS_DIR (aligned [photo | map] files in train/, val/; --direction BtoA); teacher: pix2pix
 #                (recipes/pix2pix_map2sat.txt); search: FID on 300 held-out maps against their photos, budget
-#                4.6e9, mutate_prob 0.3; the searched configuration fine-tuned (compression_map2sat_finetune.txt,
-#                G and D restored from step 1); test on val against the val photos
+#                4.6e9, mutate_prob 0.3; the searched configuration fine-tuned on the whole training set, as the
+#                official finetune script (compression_map2sat_finetune.txt, G and D restored from step 1); test on
+#                val against the val photos
 #   cityscapes   CITY_ALIGNED_DIR (datasets/prepare_cityscapes_dataset.py --aligned --tables --trainIds: train/,
 #                val/, train_table.txt, val_table.txt), CITYSCAPES_ORIGIN (gtFine/ with *_trainIds.png),
 #                DRN105_WEIGHTS; teacher: pix2pix (recipes/pix2pix_cityscapes.txt); search: DRN-D-105 mIoU on 200
@@ -37,17 +40,31 @@
 #                   photos (horse2zebra_B.npz: all zebras, train + test; maps_A.npz; cityscapes_A.npz); unset:
 #                   computed here (horse2zebra: trainB + testB; the others: the photos of val/)
 #   REAL_STATS_MAP2SAT_SEARCH=  maps_subtrain_A.npz (the search split's photos); unset: computed from them
-#   SEARCH_IMAGES=  the held-out search split per dataset (default 120 / 300 / 200, gan-compression's train2 meta
-#                   lists; here a seeded split, made once as symlinks under SPLIT_DIR=RESULTS_DIR/table3/split/
-#                   <dataset>: train1/ for step 1, train2/ for the search)
+#   SEARCH_IMAGES=  the held-out search split per dataset (default 120 / 300 / 200, the sizes of gan-compression's
+#                   train2 meta lists; here a seeded split, made once as symlinks under SPLIT_DIR=RESULTS_DIR/table3/
+#                   split/<dataset>: train1/ for step 1, train2/ for the search). A split made with other
+#                   parameters is refused (remove it, or choose another SPLIT_DIR)
+#   META_DIR=       gan-compression's datasets/metas: the official split lists instead of the seeded split
+#                   (META_DIR/horse2zebra/train{1,2}{A,B}.meta, META_DIR/maps/train{1,2}.meta,
+#                   META_DIR/cityscapes/train{1,2}.meta; file names of the training folder, one a line)
+#   Schedules: each training runs its recipe's (step 1: 200 + 200 / 200 + 400 / 200 + 300 epochs; map->sat
+#                   fine-tuning 200 + 200) unless set explicitly: EPOCHS / EPOCHS_DECAY (step 1),
+#                   FINETUNE_EPOCHS / FINETUNE_EPOCHS_DECAY (fine-tuning), TEACHER_EPOCHS / TEACHER_EPOCHS_DECAY
+#   SEED=0          --seed of every training: the baseline and "+ ours" arms start from the same weights and data
+#                   order (the pairing docs/compression.md describes)
 #   BUDGET=         the MACs budget of every search (at 256 px; default 3e9 / 4.6e9 / 5.7e9);
 #                   POPULATION=100 GENERATIONS=500 (upstream's)
 #   CONFIG=         export both arms at this configuration instead of each one's searched configuration
-# Output: RESULTS_DIR/<NAME_PREFIX>table3.{md,csv}, and per run its search/, test and metric JSONs.
+# Output: RESULTS_DIR/<NAME_PREFIX>table3.{md,csv}, and per run its search/, test and metric JSONs. Running it again
+# skips every step that finished with the same command (RESULTS_DIR/table3/steps/*.done records them), until a
+# step runs again; then every later step of that dataset runs too. One node only (NNODES=1).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 read -ra RECIPE_COMPRESSION_BASELINE <<<"$(bash "$REPO/scripts/recipe.sh" compression_baseline)"
 read -ra RECIPE_FINETUNE <<<"$(bash "$REPO/scripts/recipe.sh" compression_map2sat_finetune)"
-prepare
+if (( NNODES > 1 )); then
+    echo "error: table3.sh runs on one node (NNODES=$NNODES): each search needs its step 1 here; use GPU_IDS / NPROC" >&2
+    exit 2
+fi
 
 if [[ "$SMOKE" == 1 ]]; then
     DATASETS=${DATASETS:-horse2zebra map2sat cityscapes}
@@ -59,8 +76,9 @@ if [[ "$SMOKE" == 1 ]]; then
     CROP=32
     # the recipes on 32 px crops with ngf-8 networks (configurations channels-8), SMOKE_ITERS steps each
     TINY=(--ngf "$NGF" --ndf 8 --load_size "$CROP" --crop_size "$CROP" --n_epochs 1 --n_epochs_decay 0
-          --max_iters "$SMOKE_ITERS" --num_threads 0 --no_tqdm --print_freq 1 --seed 0)
+          --max_iters "$SMOKE_ITERS" --num_threads 0 --no_tqdm --print_freq 1 --seed "$SEED")
     STEP1_ARGS=("${TINY[@]}" --teacher_ngf "$NGF" --config_set channels-8 --num_patches 16)
+    FINETUNE_ARGS=("${STEP1_ARGS[@]}")
     TEACHER_ARGS=("${TINY[@]}")
     SEARCH_ARGS=(--population_size 4 --generations 1 --device cpu --no_tqdm)
     SMOKE_BUDGET=$("$PYTHON" -c 'from evaluation.macs import mobile_macs; print(mobile_macs("4_4_8_4_4_8_4_4", 32))')
@@ -77,17 +95,19 @@ else
     DRN105_WEIGHTS=${DRN105_WEIGHTS:-}
     NGF=64
     CROP=256
+    # the recipes' schedules, each replaced only when set explicitly (EPOCHS... for step 1, FINETUNE_EPOCHS...)
     STEP1_ARGS=("${TRAIN_ARGS[@]}")
-    TEACHER_ARGS=()
+    FINETUNE_ARGS=(--seed "$SEED")
+    if [[ -n "${FINETUNE_EPOCHS:-}" ]]; then FINETUNE_ARGS+=(--n_epochs "$FINETUNE_EPOCHS"); fi
+    if [[ -n "${FINETUNE_EPOCHS_DECAY:-}" ]]; then FINETUNE_ARGS+=(--n_epochs_decay "$FINETUNE_EPOCHS_DECAY"); fi
+    TEACHER_ARGS=(--seed "$SEED")
     SEARCH_ARGS=(--population_size "${POPULATION:-100}" --generations "${GENERATIONS:-500}")
     FID_DIMS=2048
     FID_ARGS=(--no-kid)
     if [[ -n "$FID_WEIGHTS" ]]; then FID_ARGS+=(--fid-weights "$FID_WEIGHTS"); fi
     MIOU_ARGS=()
-    check_eval_weights horse2zebra
 fi
 TABLE_DIR="$RESULTS_DIR/${NAME_PREFIX}table3"
-mkdir -p "$TABLE_DIR"
 
 # configure DATASET: the settings of one dataset (data, recipes, teacher, split, search, test phase)
 configure() {
@@ -177,27 +197,78 @@ PY
     touch "$SMOKE_DIR/aligned.done"
 }
 
-# make_search_split: SPLIT/train1 (step 1) and SPLIT/train2 (the search) as seeded symlinks: of trainA/trainB
-# (HELD per domain held out) for horse2zebra, of the aligned train/ (HELD pairs held out) for the others
+# make_search_split: SPLIT/train1 (step 1) and SPLIT/train2 (the search) as symlinks: of trainA/trainB (HELD per
+# domain held out) for horse2zebra, of the aligned train/ (HELD pairs held out) for the others; seeded, or the
+# official lists of META_DIR. Built in SPLIT.partial, then renamed: a split is whole or absent. SPLIT/done records
+# how it was made; a split made otherwise is refused.
 make_search_split() {
-    [[ -f "$SPLIT/done" ]] && return 0
-    log "split $DATA's training set into $SPLIT: $HELD held out for the search (train2), the rest train1"
-    "$PYTHON" - "$DATA" "$SPLIT" "$HELD" "$ALIGNED" <<'PY'
-import os, random, sys
+    local meta=
+    case "$DATASET" in horse2zebra) meta=horse2zebra ;; map2sat) meta=maps ;; cityscapes) meta=cityscapes ;; esac
+    if [[ -n "${META_DIR:-}" ]]; then meta="$(cd "$META_DIR" 2>/dev/null && pwd)/$meta"; else meta=; fi
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "note: DRY_RUN: the search split $SPLIT (train1 / train2) is not made" >&2
+        return 0
+    fi
+    "$PYTHON" - "$DATA" "$SPLIT" "$HELD" "$ALIGNED" "$meta" <<'PY'
+import os, random, shutil, sys
 from evaluation.common import image_files
-root, split, held, aligned = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
+root, split, held, aligned, meta = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1', sys.argv[5]
+how = f'source {os.path.abspath(root)}; ' + (f'META_DIR lists {meta}' if meta else f'seed 0, SEARCH_IMAGES={held}')
+
+
+partial = split + '.partial'
+
+
+def fail(message):
+    shutil.rmtree(partial, ignore_errors=True)
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+done = os.path.join(split, 'done')
+if os.path.isfile(done):
+    with open(done) as f:
+        made = f.read().strip()
+    if made == how:
+        sys.exit(0)
+    fail(f'the search split {split} was made with "{made or "unrecorded parameters"}", not "{how}": remove it, or '
+         'set SPLIT_DIR to another folder')
+if os.path.isdir(split):  # an unfinished split of an older table3.sh: only folders and symlinks, remade here
+    for folder, _, names in os.walk(split):
+        if any(not os.path.islink(os.path.join(folder, n)) for n in names):
+            fail(f'{split} holds files that are not symlinks of a search split: remove it, or set SPLIT_DIR')
+    shutil.rmtree(split)
+print(f'== split {root} into {split}: {how}', file=sys.stderr)
+shutil.rmtree(partial, ignore_errors=True)
 for folder in (['train'] if aligned else ['trainA', 'trainB']):
     files = sorted(image_files(os.path.join(root, folder)))
-    if len(files) <= held:
-        sys.exit(f'error: {root}/{folder} holds {len(files)} images, not more than SEARCH_IMAGES={held}')
-    random.Random(0).shuffle(files)
-    for part, chosen in (('train2', files[:held]), ('train1', files[held:])):
-        out = os.path.join(split, part, folder)
+    if meta:
+        by_name = {os.path.basename(f): f for f in files}
+        parts = {}
+        for part in ('train1', 'train2'):
+            listing = os.path.join(meta, part + folder[len('train'):] + '.meta')
+            if not os.path.isfile(listing):
+                fail(f'META_DIR: {listing} not found (gan-compression datasets/metas/<dataset>/train{{1,2}}[A|B].meta)')
+            with open(listing) as f:
+                names = [line.strip() for line in f if line.strip()]
+            missing = [n for n in names if n not in by_name]
+            if missing:
+                fail(f'{listing} names {len(missing)} files not in {root}/{folder} (e.g. {missing[0]})')
+            parts[part] = [by_name[n] for n in names]
+    else:
+        if len(files) <= held:
+            fail(f'{root}/{folder} holds {len(files)} images, not more than SEARCH_IMAGES={held}')
+        random.Random(0).shuffle(files)
+        parts = {'train2': files[:held], 'train1': files[held:]}
+    for part, chosen in parts.items():
+        out = os.path.join(partial, part, folder)
         os.makedirs(out)
         for path in chosen:
             os.symlink(os.path.abspath(path), os.path.join(out, os.path.basename(path)))
+with open(os.path.join(partial, 'done'), 'w') as f:
+    f.write(how + '\n')
+os.rename(partial, split)
 PY
-    touch "$SPLIT/done"
 }
 
 # stats_of OUT SOURCE...: FID statistics of the images of each SOURCE (a folder, or folder:left for the photos of
@@ -206,6 +277,10 @@ stats_of() {
     local out=$1
     shift
     [[ -f "$out" ]] && return 0
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "note: DRY_RUN: the real statistics $out (of $*) are not computed" >&2
+        return 0
+    fi
     log "real statistics of $* -> $out"
     "$PYTHON" - "$out" "$FID_DIMS" "${FID_WEIGHTS:-}" "$@" <<'PY' >&2
 import os, sys, tempfile
@@ -241,7 +316,7 @@ test_stats() {
         cityscapes) given=${REAL_STATS_CITY:-}; out="$TABLE_DIR/cityscapes_A.npz" ;;
     esac
     if [[ -n "$given" ]]; then
-        [[ -f "$given" ]] || { echo "error: real statistics $given not found" >&2; exit 2; }
+        [[ -f "$given" ]] || input_error "real statistics $given not found"
         echo "$given"
         return 0
     fi
@@ -256,7 +331,7 @@ search_data() {
         horse2zebra)
             if [[ "$SMOKE" == 1 ]]; then
                 local scenes="$SMOKE_DIR/data/h2z_search"
-                if [[ ! -d "$scenes/testA_mask" ]]; then
+                if [[ "$DRY_RUN" != 1 && ! -d "$scenes/testA_mask" ]]; then
                     "$PYTHON" -c 'import sys; from datasets.make_synthetic_dataset import make_synthetic_dataset as m
 m(sys.argv[1], n_train=1, n_test=2, size=32, seed=1, overwrite=True)' "$scenes" >&2
                 fi
@@ -277,41 +352,99 @@ m(sys.argv[1], n_train=1, n_test=2, size=32, seed=1, overwrite=True)' "$scenes" 
     fi
 }
 
+# Steps (each command of a dataset): a step that finished before with the same command is skipped, as long as every
+# earlier step of the dataset was skipped too (FRESH=0); once one runs, the rest run. TABLE_DIR/steps/NAME.done holds
+# the finished command, one line as DRY_RUN prints it.
+FRESH=0
+
+# skip_step NAME CMD...: true (and a log line) when step NAME finished with CMD and nothing before it ran again
+skip_step() {
+    local record="$TABLE_DIR/steps/$1.done" line
+    shift
+    printf -v line '%q ' "$@"
+    if [[ "$DRY_RUN" != 1 && "$FRESH" == 0 && -f "$record" && "$(cat "$record")" == "${line% }" ]]; then
+        log "skip $(basename "$record" .done): finished with the same command"
+        return 0
+    fi
+    FRESH=1
+    return 1
+}
+
+# step_done NAME CMD...: record that step NAME finished with CMD (written whole, then renamed)
+step_done() {
+    [[ "$DRY_RUN" == 1 ]] && return 0
+    local record="$TABLE_DIR/steps/$1.done" line
+    shift
+    printf -v line '%q ' "$@"
+    mkdir -p "$TABLE_DIR/steps"
+    echo "${line% }" >"$record.tmp"
+    mv "$record.tmp" "$record"
+}
+
+# step NAME CMD...: run CMD (its output to stderr) unless skip_step
+step() {
+    local name=$1
+    shift
+    skip_step "$name" "$@" && return 0
+    run "$@" >&2
+    step_done "$name" "$@"
+}
+
+# train_step NAME DATAROOT [train.py flags...]: train_run as a step (the record leaves out --continue_train)
+train_step() {
+    train_command "$@"
+    skip_step "$1.train" "${TRAIN_CMD[@]}" && return 0
+    log "$TRAIN_LOG"
+    run "${TRAIN_CMD[@]}" "${RESUME_ARGS[@]}" >&2
+    step_done "$1.train" "${TRAIN_CMD[@]}"
+}
+
+# test_step NAME DATAROOT [test.py flags...]: test_run as a step
+test_step() {
+    log "test $1"
+    test_command "$@"
+    step "$1.test" "${TEST_CMD[@]}"
+}
+
 # MACs and #params at CROP px (scripts/count_macs.py): count_json OUT [count_macs.py flags...]
 count_json() {
     local out=$1
     shift
-    "$PYTHON" scripts/count_macs.py --crop_size "$CROP" --json "$out" "$@" >&2
+    step "$(basename "$out" .json)" "$PYTHON" scripts/count_macs.py --crop_size "$CROP" --json "$out" "$@"
 }
 
 # metrics RUN: FID of RUN's test.py translations against the real statistics (TABLE_DIR/RUN.fid.json) and, for
 # Cityscapes, their DRN-D-105 mIoU (TABLE_DIR/RUN.miou.json)
 metrics() {
     local results="$RESULTS_DIR/$1/${TEST_PHASE}_latest"
-    "$PYTHON" -m evaluation.fid "$results" "$STATS" "${FID_ARGS[@]}" --run "$1" --dataset "$DATASET" \
-        --json "$TABLE_DIR/$1.fid.json" >&2
+    step "$1.fid" "$PYTHON" -m evaluation.fid "$results" "$STATS" "${FID_ARGS[@]}" --run "$1" --dataset "$DATASET" \
+        --json "$TABLE_DIR/$1.fid.json"
     if [[ "$DATASET" == cityscapes ]]; then
-        "$PYTHON" -m evaluation.miou "$results" --table "$DATA/val_table.txt" --cityscapes-root "$CITYSCAPES_ORIGIN" \
-            --drn-weights "$DRN105_WEIGHTS" --run "$1" "${MIOU_ARGS[@]}" --json "$TABLE_DIR/$1.miou.json" >&2
+        step "$1.miou" "$PYTHON" -m evaluation.miou "$results" --table "$DATA/val_table.txt" \
+            --cityscapes-root "$CITYSCAPES_ORIGIN" --drn-weights "$DRN105_WEIGHTS" --run "$1" "${MIOU_ARGS[@]}" \
+            --json "$TABLE_DIR/$1.miou.json"
     fi
 }
 
 # row_json MODEL RUN: one Table 3 row (evaluation.tables.table3_row) -> TABLE_DIR/RUN.row.json
 row_json() {
+    rows+=("$TABLE_DIR/$2.row.json")
+    [[ "$DRY_RUN" == 1 ]] && return 0
     local miou=''
     if [[ "$DATASET" == cityscapes ]]; then miou="$TABLE_DIR/$2.miou.json"; fi
     "$PYTHON" - "$DATASET" "$1" "$2" "$TABLE_DIR/$2.macs.json" "$TABLE_DIR/$2.fid.json" "$miou" \
         "$TABLE_DIR/$2.row.json" <<'PY'
-import json, sys
+import json, os, sys
 from evaluation.tables import table3_row
 dataset, model, run, macs, fid, miou, out = sys.argv[1:]
-with open(out, 'w') as f:
+with open(out + '.tmp', 'w') as f:
     json.dump(table3_row(dataset, model, macs_json=macs, fid_json=fid, miou_json=miou or None, run=run), f, indent=1)
+os.replace(out + '.tmp', out)
 PY
-    rows+=("$TABLE_DIR/$2.row.json")
 }
 
-# check_dataset: the data, tables and weights of DATASET exist before anything is trained
+# check_dataset: the data, tables and weights of DATASET exist before anything is trained (WEIGHT_CHECKS collects the
+# weights files to load)
 check_dataset() {
     if [[ "$ALIGNED" == 1 ]]; then
         require_dir "$DATA/train" "aligned [photo | label] pairs in train/ and val/ (datasets/prepare_cityscapes_dataset.py --aligned --tables for Cityscapes; pix2pix's maps for map2sat)"
@@ -322,39 +455,39 @@ check_dataset() {
     if [[ "$DATASET" == cityscapes ]]; then
         local f
         for f in "$DATA/train_table.txt" "$DATA/val_table.txt" "$DRN105_WEIGHTS"; do
-            [[ -f "$f" ]] || { echo "error: Cityscapes' mIoU needs $f (train_table.txt / val_table.txt: prepare_cityscapes_dataset.py --aligned --tables; DRN105_WEIGHTS=drn-d-105_ms_cityscapes.pth)" >&2; exit 2; }
+            [[ -f "$f" ]] || input_error "Cityscapes' mIoU needs $f (train_table.txt / val_table.txt: prepare_cityscapes_dataset.py --aligned --tables; DRN105_WEIGHTS=drn-d-105_ms_cityscapes.pth)"
         done
         require_dir "$CITYSCAPES_ORIGIN/gtFine" "CITYSCAPES_ORIGIN must hold gtFine/ with the *_gtFine_trainIds.png maps"
+        WEIGHT_CHECKS+=(--drn105 "$DRN105_WEIGHTS")
     fi
 }
 
 # run_dataset DATASET: the teacher and both arms of one dataset; their rows are added to `rows`
 run_dataset() {
     configure "$1"
-    check_dataset
+    FRESH=0
     make_search_split
     STATS=$(test_stats)
     search_data
-    local num_test test_root=$DATA
+    local test_root=$DATA test_args
     if [[ "$ALIGNED" == 1 ]]; then
-        num_test=$(find -L "$DATA/val" -maxdepth 1 -type f | wc -l)
+        test_args=("${TEST_FLAGS[@]}" --phase "$TEST_PHASE" --num_test "$(test_count "$DATA" val BtoA aligned)")
     else
-        num_test=$(find -L "$DATA/testA" -maxdepth 1 -type f | wc -l)
+        test_args=("${TEST_FLAGS[@]}" --phase "$TEST_PHASE" --num_test "$(test_count "$DATA" test AtoB)")
     fi
-    local test_args=("${TEST_FLAGS[@]}" --phase "$TEST_PHASE" --num_test "$num_test")
 
     # 1. the teacher: imported, or trained here (CycleGAN / pix2pix ResNet-9 in gan-compression's layout)
     local teacher="${NAME_PREFIX}${SHORT}_teacher" teacher_weights teacher_model
     if [[ -n "$TEACHER_SOURCE" ]]; then
         if [[ ! -f "$CHECKPOINTS_DIR/$teacher/latest_net_G.pth" ]]; then
             log "import the teacher $TEACHER_SOURCE"
-            "$PYTHON" scripts/import_teacher.py --source "$TEACHER_SOURCE" --checkpoints_dir "$CHECKPOINTS_DIR" \
-                --name "$teacher" --ngf "$NGF" "${TEACHER_IMPORT[@]}" >&2
+            step "$teacher.import" "$PYTHON" scripts/import_teacher.py --source "$TEACHER_SOURCE" \
+                --checkpoints_dir "$CHECKPOINTS_DIR" --name "$teacher" --ngf "$NGF" "${TEACHER_IMPORT[@]}"
         fi
         teacher_weights="$CHECKPOINTS_DIR/$teacher/latest_net_G.pth"
         teacher_model=${TEACHER_IMPORT[1]:-cut}
     else
-        train_run "$teacher" "$DATA" "${TEACHER_RECIPE[@]}" --ngf "$NGF" "${TEACHER_ARGS[@]}"
+        train_step "$teacher" "$DATA" "${TEACHER_RECIPE[@]}" --ngf "$NGF" "${TEACHER_ARGS[@]}"
         if [[ "$ALIGNED" == 1 ]]; then
             teacher_weights="$CHECKPOINTS_DIR/$teacher/latest_net_G.pth"
             teacher_model=pix2pix
@@ -363,40 +496,46 @@ run_dataset() {
             teacher_model=cycle_gan
         fi
     fi
-    test_run "$teacher" "$test_root" --model "$teacher_model" "${test_args[@]}" >&2
+    test_step "$teacher" "$test_root" --model "$teacher_model" "${test_args[@]}"
     count_json "$TABLE_DIR/$teacher.macs.json" --netG resnet_9blocks --ngf "$NGF"
     metrics "$teacher"
     row_json teacher "$teacher"
 
-    # 2.-5. each arm: step 1 on train1, search on train2, (map2sat: fine-tune), export, test, metrics
+    # 2.-5. each arm (the same --seed): step 1 on train1, search on train2, (map2sat: fine-tune on the whole training
+    # set, as the official finetune script), export, test, metrics
     local arm name flags config tuned source sub model
     for arm in baseline ours; do
         name="${NAME_PREFIX}${SHORT}_supernet_$arm"
         flags=("${STEP1_RECIPE_FLAGS[@]}")
         if [[ "$arm" == baseline ]]; then flags+=("${RECIPE_COMPRESSION_BASELINE[@]}"); fi
-        train_run "$name" "$SPLIT/train1" "${flags[@]}" --teacher_path "$teacher_weights" "${STEP1_ARGS[@]}"
+        train_step "$name" "$SPLIT/train1" "${flags[@]}" --teacher_path "$teacher_weights" "${STEP1_ARGS[@]}"
         config=${CONFIG:-}
         if [[ -z "$config" ]]; then
             log "search $name (budget $RUN_BUDGET MACs)"
-            "$PYTHON" scripts/evolution_search.py --checkpoints_dir "$CHECKPOINTS_DIR" --name "$name" \
-                "${SEARCH_DATA[@]}" --budget "$RUN_BUDGET" "${SEARCH_EXTRA[@]}" \
-                --output_dir "$RESULTS_DIR/$name/search" "${SEARCH_ARGS[@]}" >&2
-            config=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["best"]["config"])' \
-                "$RESULTS_DIR/$name/search/result.json")
+            step "$name.search" "$PYTHON" scripts/evolution_search.py --checkpoints_dir "$CHECKPOINTS_DIR" \
+                --name "$name" "${SEARCH_DATA[@]}" --budget "$RUN_BUDGET" "${SEARCH_EXTRA[@]}" \
+                --output_dir "$RESULTS_DIR/$name/search" "${SEARCH_ARGS[@]}"
+            if [[ "$DRY_RUN" == 1 ]]; then
+                config=SEARCHED
+                echo "note: DRY_RUN: SEARCHED stands for the configuration in $RESULTS_DIR/$name/search/result.json" >&2
+            else
+                config=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["best"]["config"])' \
+                    "$RESULTS_DIR/$name/search/result.json")
+            fi
         fi
         source="$CHECKPOINTS_DIR/$name"
         if [[ "$FINETUNE" == 1 ]]; then
             tuned="${name}_${config}_finetune"
-            train_run "$tuned" "$SPLIT/train1" "${flags[@]}" "${RECIPE_FINETUNE[@]}" --config_str "$config" \
+            train_step "$tuned" "$DATA" "${flags[@]}" "${RECIPE_FINETUNE[@]}" --config_str "$config" \
                 --restore_G_path "$source/latest_net_G.pth" --restore_D_path "$source/latest_net_D.pth" \
-                --teacher_path "$teacher_weights" "${STEP1_ARGS[@]}"
+                --teacher_path "$teacher_weights" "${FINETUNE_ARGS[@]}"
             source="$CHECKPOINTS_DIR/$tuned"
         fi
         sub="${name}_${config}"
         log "export $source at $config -> $sub"
-        "$PYTHON" scripts/export_subnet.py --checkpoint "$source" --config_str "$config" \
-            --output "$CHECKPOINTS_DIR/$sub/latest_net_G.pth" --force >&2
-        test_run "$sub" "$test_root" --model compression "${test_args[@]}" >&2
+        step "$sub.export" "$PYTHON" scripts/export_subnet.py --checkpoint "$source" --config_str "$config" \
+            --output "$CHECKPOINTS_DIR/$sub/latest_net_G.pth" --force
+        test_step "$sub" "$test_root" --model compression "${test_args[@]}"
         count_json "$TABLE_DIR/$sub.macs.json" --config "$config"
         metrics "$sub"
         model=baseline
@@ -405,17 +544,21 @@ run_dataset() {
     done
 }
 
-if [[ "$SMOKE" == 1 && " $DATASETS " == *" map2sat "* || "$SMOKE" == 1 && " $DATASETS " == *" cityscapes "* ]]; then
-    make_smoke_aligned
+if [[ "$DRY_RUN" != 1 && "$SMOKE" == 1 ]]; then
+    prepare
+    if [[ " $DATASETS " == *" map2sat "* || " $DATASETS " == *" cityscapes "* ]]; then make_smoke_aligned; fi
 fi
+WEIGHT_CHECKS=(--fid ${FID_WEIGHTS:+"$FID_WEIGHTS"})
 for dataset in $DATASETS; do  # every dataset's data, tables and weights, before anything is trained
     configure "$dataset"
     check_dataset
 done
+check_weights "${WEIGHT_CHECKS[@]}"
+if [[ "$SMOKE" != 1 ]]; then prepare; fi  # the visdom server, once the inputs are there
 rows=()
 for dataset in $DATASETS; do
     run_dataset "$dataset"
 done
 
 log "table3 -> $RESULTS_DIR/${NAME_PREFIX}table3.md, .csv"
-"$PYTHON" scripts/make_table.py --layout table3 --out "$RESULTS_DIR/${NAME_PREFIX}table3" "${rows[@]}"
+run "$PYTHON" scripts/make_table.py --layout table3 --out "$RESULTS_DIR/${NAME_PREFIX}table3" "${rows[@]}" >&2

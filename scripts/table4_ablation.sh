@@ -5,14 +5,16 @@
 #
 #   DRN_WEIGHTS=drn_d_22_cityscapes.pth bash scripts/table4_ablation.sh
 #   ROWS="dce dce_src_hneg" DATASETS=horse2zebra GPU_IDS=2 bash scripts/table4_ablation.sh
+#   NPROC=2 bash scripts/table4_ablation.sh             # each training on GPUs 0 and 1 (torchrun), batch 1 each
+#   DRY_RUN=1 bash scripts/table4_ablation.sh           # print the commands, run nothing
 #   SMOKE=1 bash scripts/table4_ablation.sh             # the whole pipeline on generated data, CPU
 #
 # The rows (slugs for ROWS) are recipes/table4_rows.tsv, as for studies/cpu_study.py ablation: the paper's 7,
 # in its order and with its labels, from CUT (InfoNCE under the paper's weights) to DCE + SRC + Hneg;
 # the eighth combination (infonce_hneg, InfoNCE + Hneg) runs when ROWS names it. SRC off is
 # --lambda_SRC 0, hard negatives off is --no_Hneg. Output: RESULTS_DIR/<NAME_PREFIX>table4.{md,csv}, each
-# number with its epoch (EPOCH_CHOICE of every saved one) and run, the paper's values under each row.
-# Settings: DATASETS, ROWS, scripts/common.sh's.
+# number with its epoch (EPOCH_CHOICE of every saved one) and run, the paper's values under each row. Every row
+# trains with --seed SEED. Settings: DATASETS (default "horse2zebra cityscapes"), ROWS, and scripts/common.sh's:
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DATASETS=${DATASETS:-horse2zebra cityscapes}
 ROWS=${ROWS:-${PAPER_ROW_SLUGS[*]}}
@@ -24,7 +26,6 @@ for slug in $ROWS; do
 done
 # shellcheck disable=SC2086
 prepare_datasets $DATASETS
-jsons=()
 for dataset in $DATASETS; do
     dataroot=$(dataset_dir "$dataset")
     short=$(short_name "$dataset")
@@ -33,8 +34,7 @@ for dataset in $DATASETS; do
         name="${NAME_PREFIX}${short}_abl_${slug}"
         # shellcheck disable=SC2086
         train_run "$name" "$dataroot" "${recipe[@]}" ${ROW_FLAGS[$slug]} "${TRAIN_ARGS[@]}"
-        json=$(sweep_run "$dataset" "$name" "${ROW_LABEL[$slug]}" --model src_hdce "${TEST_ARGS[@]}")
-        jsons+=("$json")
+        sweep_run "$dataset" "$name" "${ROW_LABEL[$slug]}" --model src_hdce "${TEST_ARGS[@]}"
     done
 done
-make_table table4 "$RESULTS_DIR/${NAME_PREFIX}table4" "${jsons[@]}"
+make_table table4 "$RESULTS_DIR/${NAME_PREFIX}table4"

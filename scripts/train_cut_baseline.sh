@@ -4,6 +4,8 @@
 #
 #   bash scripts/train_cut_baseline.sh                     # horse2zebra, GPU 0, 200 + 200 epochs
 #   DATASET=cityscapes bash scripts/train_cut_baseline.sh  # label→photo (--direction BtoA)
+#   NPROC=2 bash scripts/train_cut_baseline.sh             # torchrun on GPUs 0 and 1, batch 1 per process
+#   DRY_RUN=1 bash scripts/train_cut_baseline.sh           # print the commands, run nothing
 #   SMOKE=1 bash scripts/train_cut_baseline.sh             # the same on generated data, CPU, a minute
 #
 # Settings (environment): DATASET=horse2zebra|cityscapes, and those of scripts/common.sh.
@@ -15,8 +17,8 @@ DIRECTION=AtoB
 SHORT=h2z
 [[ "$DATASET" == cityscapes ]] && SHORT=city
 NAME=${NAME:-${NAME_PREFIX}${SHORT}_cut}
-prepare
-require_dir "$DATAROOT" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
+prepare_dir "$DATAROOT" "see datasets/download_cut_dataset.sh or datasets/prepare_cityscapes_dataset.py"
 train_run "$NAME" "$DATAROOT" "${RECIPE_CUT[@]}" --direction "$DIRECTION" "${TRAIN_ARGS[@]}"
-test_run "$NAME" "$DATAROOT" --model cut --direction "$DIRECTION" "${TEST_ARGS[@]}"
+test_run "$NAME" "$DATAROOT" --model cut --direction "$DIRECTION" \
+    --num_test "$(test_count "$DATAROOT" test "$DIRECTION")" "${TEST_ARGS[@]}"
 log "done: checkpoints in $CHECKPOINTS_DIR/$NAME, translations in $RESULTS_DIR/$NAME/test_latest"

@@ -4,17 +4,14 @@
 #   scripts/visdom_server.sh [--port 8097] [--hostname 127.0.0.1] [--env_path DIR]
 #
 # Writes <run dir>/visdom_<port>.pid and .log; the run dir is $VISDOM_RUN_DIR or ~/.visdom.
-# Python: $PYTHON, else the repository's .venv, else python3. Stop it with: kill "$(cat <pid file>)"
+# Python: scripts/base.sh's lookup ($PYTHON, else the repository's .venv, else python3). Stop it with: kill "$(cat <pid file>)"
 set -euo pipefail
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -n "${PYTHON:-}" ]]; then
-  python="$PYTHON"
-elif [[ -x "$repo_root/.venv/bin/python" ]]; then
-  python="$repo_root/.venv/bin/python"
-else
-  python=python3
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
+repo_root=$BASE_REPO
+find_python
+python=$PYTHON
 
 port=8097
 hostname=127.0.0.1

@@ -156,3 +156,35 @@ def test_download_errors(tmp_path, name, message):
     done = _download(name, tmp_path / 'datasets', mirror)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def _shim(folder, name, body):
+    """A command `name` in `folder` (put first on PATH) running the shell `body`."""
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text('#!/bin/sh\n' + body)
+    (folder / name).chmod(0o755)
+
+
+@pytest.mark.parametrize('tool, body, message', [
+    ('curl', 'prev=; for a; do [ "$prev" = --output ] && out=$a; prev=$a; done\n'
+             'printf PK > "$out"; exit 56\n', 'could not download'),  # the connection drops after a few bytes
+    ('unzip', 'dest=; prev=; for a; do [ "$prev" = -d ] && dest=$a; prev=$a; done\n'
+              'mkdir -p "$dest/horse2zebra/trainA"; echo x > "$dest/horse2zebra/trainA/0.jpg"; exit 9\n',
+     'not a readable zip archive'),  # the disk fills up half-way through unpacking
+])
+def test_a_download_that_fails_midway_leaves_no_dataset_folder(tmp_path, tool, body, message):
+    mirror = tmp_path / 'mirror'
+    _zip_dataset(mirror, 'horse2zebra', ['trainA', 'trainB', 'testA', 'testB'])
+    _shim(tmp_path / 'bin', tool, body)
+    env = {**os.environ, 'CUT_DATASETS_MIRROR': f'file://{mirror}', 'PATH': f'{tmp_path / "bin"}:{os.environ["PATH"]}'}
+    done = subprocess.run(['bash', str(DOWNLOAD), 'horse2zebra', str(tmp_path / 'datasets')], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode != 0 and message in done.stderr
+    assert list((tmp_path / 'datasets').iterdir()) == []  # no horse2zebra/, no archive, no hidden partial folder
+    # and the next try (the tools working again) downloads it whole
+    (tmp_path / 'bin' / tool).unlink()
+    done = subprocess.run(['bash', str(DOWNLOAD), 'horse2zebra', str(tmp_path / 'datasets')], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / 'datasets' / 'horse2zebra').iterdir()) == \
+        ['testA', 'testB', 'trainA', 'trainB']

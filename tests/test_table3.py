@@ -171,6 +171,18 @@ def test_table3_smoke_end_to_end(tmp_path):
     assert export['config_str'] == config and export['restore_G_path'] == tuned['restore_G_path']  # from the tuned run
     city = json.loads((results / 'table3' / 'city_teacher.miou.json').read_text())
     assert city['kind'] == 'cityscapes_miou' and city['num_images'] == 2
+    # the same command again into the same folder: every step finished, so each is skipped, and the table is the same
+    # byte for byte (issue 36: a resumed --max_iters run trained one more step and changed it)
+    table, states = (results / 'table3.csv').read_bytes(), sorted(checkpoints.glob('*/latest_train_state.pth'))
+    mtimes = [p.stat().st_mtime_ns for p in states]
+    again = subprocess.run(['bash', str(REPO / 'scripts' / 'table3.sh')], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert (results / 'table3.csv').read_bytes() == table
+    assert [p.stat().st_mtime_ns for p in states] == mtimes  # nothing trained
+    skipped = [line.split()[2].rstrip(':') for line in again.stdout.splitlines() if line.startswith('== skip ')]
+    assert sum(s.endswith('.train') for s in skipped) == len(states) == 3 + 6 + 2  # teachers, step 1, fine-tunings
+    assert sum(s.endswith('.search') for s in skipped) == 6 and sum(s.endswith('.test') for s in skipped) == 9
 
 
 def test_compression_study_summary_is_rebuilt_from_its_records(tmp_path):

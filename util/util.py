@@ -204,7 +204,10 @@ def safe_torch_load(path, map_location='cpu'):
         raise
     except pickle.UnpicklingError as exc:
         found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(exc))
-        culprit = found.group(1) if found else 'an object that is not a tensor or plain container'
+        if not found:  # not a pickle at all (an HTML page, a truncated download): no code was refused
+            raise CheckpointError(f'could not load {path}: the file is damaged or not a PyTorch checkpoint '
+                               '(an HTML page saved under its name, a truncated download?)') from exc
+        culprit = found.group(1)
         raise CheckpointError(
             f'refused to load {path}: it contains {culprit}, and unpickling it would run code named in '
             'the file (only tensors and plain containers are loaded, weights_only=True). If you trust '
