@@ -260,7 +260,7 @@ def load_run_generator(run_dir, epoch='latest', device='cpu'):
     state = strip_module_prefix(safe_torch_load(path))
     mismatch = state_dict_mismatch(net.state_dict(), state)
     if mismatch:
-        raise CheckpointError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
+        raise ConfigError(f'{path} does not fit --netG {opts["netG"]} --ngf {opts["ngf"]} of {run_dir}/train_opt.json: '
                          f'{mismatch}')
     net.load_state_dict(state, strict=True)
     return net.to(device).eval(), opts

@@ -225,7 +225,7 @@ class CompressionModel(BaseModel):
             state = util.strip_module_prefix(util.safe_torch_load(opt.teacher_path))
             mismatch = util.state_dict_mismatch(teacher.state_dict(), state, n=2)
             if mismatch:
-                raise CheckpointError(f'--teacher_path {opt.teacher_path} does not fit --teacher_netG {opt.teacher_netG} '
+                raise ConfigError(f'--teacher_path {opt.teacher_path} does not fit --teacher_netG {opt.teacher_netG} '
                                  f'--teacher_ngf {self.teacher_ngf} --normG {opt.normG} without anti-aliasing '
                                  f'({mismatch}); {teacher_flags_advice(state)}')
             teacher.load_state_dict(state, strict=True)

@@ -39,7 +39,7 @@ def count(args):
     if netG == 'sub_mobile_resnet_9blocks' and not args.config:
         raise SystemExit('error: --netG sub_mobile_resnet_9blocks needs --config (8 widths joined by "_")')
     if args.config and not netG.endswith('mobile_resnet_9blocks'):
-        raise ValueError(f'--config {args.config} is a channel configuration of a mobile ResNet; --netG {netG} has '
+        raise errors.ConfigError(f'--config {args.config} is a channel configuration of a mobile ResNet; --netG {netG} has '
                          'none (leave out --netG, or pass --netG sub_mobile_resnet_9blocks)')
     net = define_G(args.input_nc, args.output_nc, args.ngf, netG, norm=args.normG, no_antialias=not args.antialias,
                    no_antialias_up=not args.antialias, crop_size=args.crop_size, load_size=args.crop_size,

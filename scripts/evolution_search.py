@@ -100,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument('--no_tqdm', action='store_true')
     args = p.parse_args(argv)
     if args.num_images is not None and args.num_images < 1:
-        raise ValueError(f'--num_images must be >= 1 (or left out for every image), got {args.num_images}')
+        raise errors.ConfigError(f'--num_images must be >= 1 (or left out for every image), got {args.num_images}')
     return args
 
 

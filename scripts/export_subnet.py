@@ -75,7 +75,7 @@ def chosen_config(args):
         with open(args.search_result) as f:
             return json.load(f)['best']['config']
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f'--search_result {args.search_result}: not a result.json of scripts/evolution_search.py '
+        raise errors.ConfigError(f'--search_result {args.search_result}: not a result.json of scripts/evolution_search.py '
                          f'({type(exc).__name__}: {exc})') from exc
 
 
@@ -87,7 +87,7 @@ def main(argv=None):
     state = util.strip_module_prefix(util.safe_torch_load(path))
     mismatch = util.state_dict_mismatch(supernet.state_dict(), state)
     if mismatch:
-        raise ValueError(f'{path} is not a super_mobile_resnet_9blocks of --ngf {opts["ngf"]}: {mismatch}')
+        raise errors.ConfigError(f'{path} is not a super_mobile_resnet_9blocks of --ngf {opts["ngf"]}: {mismatch}')
     supernet.load_state_dict(state, strict=True)
     sub = export_subnet(supernet.eval(), config).eval()
     crop = opts.get('crop_size', args.crop_size)

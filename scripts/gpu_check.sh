@@ -30,6 +30,8 @@
 #   PART_SECONDS=480            a part starts no check after this long (each check's limit is cut to fit)
 #   LIST=1                      print the checks' names and exit
 set -u
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
 cd "$(dirname "$0")/.." || exit 1
 if [[ -z "${PYTHON:-}" ]]; then
     PYTHON=$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)

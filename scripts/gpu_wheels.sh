@@ -9,6 +9,8 @@
 # pytorch-fid, torchprofile, dominate, visdom (an sdist, built into a wheel) with its pure-Python dependencies,
 # tqdm, and pytest for the tests marked cuda. tornado, visdom's server, is compiled: a check never starts one.
 set -eu
+source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
+if help_requested "$@"; then script_help; exit 0; fi
 cd "$(dirname "$0")/.." || exit 1
 DIR=${1:-gpu_wheels}
 PIP=${PIP:-${PYTHON:-.venv/bin/python} -m pip}

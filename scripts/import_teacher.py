@@ -65,14 +65,14 @@ def convert_official_state(state, net):
 def load_official_teacher(path, net):
     """Load the official file `path` into `net` strictly; a mismatch raises naming the file and the keys."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'--source {path}: no such file (an official *_net_G.pth generator file)')
+        raise errors.MissingFileError(f'--source {path}: no such file (an official *_net_G.pth generator file)')
     state = util.safe_torch_load(path)
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f'{path} is not a state dict of tensors (an official *_net_G.pth file is one)')
+        raise errors.ConfigError(f'{path} is not a state dict of tensors (an official *_net_G.pth file is one)')
     converted = convert_official_state(state, net)
     mismatch = util.state_dict_mismatch(net.state_dict(), converted)
     if mismatch:
-        raise ValueError(f'{path} does not fit the generator: {mismatch} (check --ngf, --netG, '
+        raise errors.ConfigError(f'{path} does not fit the generator: {mismatch} (check --ngf, --netG, '
                          f'--input_nc / --output_nc, --normG)')
     net.load_state_dict(converted, strict=True)
     return net
@@ -117,7 +117,7 @@ def main(argv=None):
     if args.output:
         target = args.output
         if os.path.exists(target) and not args.overwrite:
-            raise FileExistsError(f'--output {target} exists; pass --overwrite to replace it')
+            raise errors.OutputExistsError(f'--output {target} exists; pass --overwrite to replace it')
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     else:
         folder = os.path.join(args.checkpoints_dir, args.name)
@@ -144,7 +144,7 @@ def refuse_existing_run(folder, opt_path):
             other_options = True
     if weights or other_options:
         held = ', '.join(weights[:4]) + (' ...' if len(weights) > 4 else '') if weights else 'train_opt.json'
-        raise FileExistsError(f'run folder {folder} exists ({held}); pass --overwrite to replace its weights and '
+        raise errors.OutputExistsError(f'run folder {folder} exists ({held}); pass --overwrite to replace its weights and '
                               'options, or choose another --name')
 
 

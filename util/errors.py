@@ -66,6 +66,10 @@ class OptionError(SystemExit, ProjectError, ValueError):
     check themselves."""
 
 
+class OutputExistsError(ProjectError, FileExistsError):
+    """An output the command would replace is there already; the message names the flag that replaces it."""
+
+
 class FolderInUseError(ProjectError):
     """Another live process holds the lock of a run's checkpoint folder."""
 
