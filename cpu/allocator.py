@@ -90,7 +90,7 @@ def requested(argv, default_gpu_ids='0'):
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument('--cpu_allocator', default='auto')
     p.add_argument('--gpu_ids', default=default_gpu_ids)
-    known, _ = p.parse_known_args(argv)
+    known, _ = p.parse_known_args([a for a in argv if a != '--'])  # benchmark.py passes train.py's flags after --
     on_cpu = known.gpu_ids.strip() == '-1' or not os.path.exists('/dev/nvidiactl')
     return known.cpu_allocator, on_cpu
 
@@ -113,18 +113,6 @@ def launch_env(command, environ, default_gpu_ids='0'):
         return dict(environ)
     name, path = resolve(*requested(command[1:], default_gpu_ids))
     return preload_env(name, path, environ) if path else {**environ, ENV_CHOSEN: name}
-
-
-def preload(argv=None, default_gpu_ids='0'):
-    """For a lab script that is its own launcher (scripts/benchmark.py): restart this process on the allocator
-    its command line (`argv`, default sys.argv) asks for, if no launcher chose one yet."""
-    env = launch_env([sys.executable] + (sys.argv[1:] if argv is None else list(argv)), os.environ, default_gpu_ids)
-    if env.get('LD_PRELOAD') == os.environ.get('LD_PRELOAD'):
-        os.environ[ENV_CHOSEN] = env[ENV_CHOSEN]
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
 def loaded_libraries():

@@ -13,7 +13,8 @@ test oracle, studies/official_step.py): encoder features recomputed branch by br
 detached k side, CUT's plain layers (no training kernels) and no heap trimming. `--alternate` builds
 both models from the same seed and times their steps in turn.
 Flags after `--` go to train.py's option parser; src_hdce gets the horse2zebra recipe
-(recipes/horse2zebra.txt) unless `--recipe none`.
+(recipes/horse2zebra.txt) unless `--recipe none`. On the CPU, start it as training is started, through the
+launcher that preloads tcmalloc/jemalloc: `python -m cpu.launch -- python scripts/benchmark.py --gpu_ids -1 ...`.
 """
 import argparse
 import contextlib
@@ -26,11 +27,6 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-if __name__ == '__main__':
-    # as train.py: restart on the allocator --cpu_allocator (a training flag, after --) asks for
-    from cpu import allocator as cpu_allocator
-    cpu_allocator.preload([a for a in sys.argv[1:] if a != '--'], default_gpu_ids='-1')
 
 import torch  # noqa: E402
 

@@ -126,7 +126,9 @@ def make_jobs(args, ours_extra, data, checkpoints_dir):
     jobs = []
     for pair in range(args.pairs):
         for images in args.images:
-            ours = ([sys.executable, str(ROOT / 'train.py')] + recipe
+            # ours is started as users start CPU training: through the launcher that preloads tcmalloc/jemalloc
+            # (cpu/launch.py, which becomes train.py: one process, measured by wait4 as before)
+            ours = ([sys.executable, '-m', 'cpu.launch', '--', sys.executable, str(ROOT / 'train.py')] + recipe
                     + common_flags(args, images, data, checkpoints_dir, 'ours') + amp + list(ours_extra))
             official = ([args.official_python, str(args.train_script)] + official_recipe
                         + common_flags(args, images, data, checkpoints_dir, 'official'))

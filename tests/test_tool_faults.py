@@ -80,8 +80,8 @@ def test_a_search_log_of_other_weights_images_or_metric_is_refused_or_restarted(
     restarted = command('scripts/evolution_search.py', *argv, '--restart')
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     lines = read_jsonl(log)
-    from evaluation.search import file_sha256
-    assert lines[0]['inputs']['weights_sha256'] == file_sha256(tmp_path / 'ckpt' / 'supernet' / 'latest_net_G.pth')
+    from util.util import sha256
+    assert lines[0]['inputs']['weights_sha256'] == sha256(tmp_path / 'ckpt' / 'supernet' / 'latest_net_G.pth')
     assert len(lines) == 1 + 2 * 2
     assert json.loads((tmp_path / 'search' / 'result.json').read_text())['inputs'] == lines[0]['inputs']
 
