@@ -65,11 +65,11 @@ def test_a_resumed_run_without_seed_keeps_its_seed_and_reads_every_image_once(tw
     common = argv(twelve, tmp_path, 'run', '--n_epochs', '1', '--n_epochs_decay', '0')
     assert train_script.main(common + ['--max_iters', '5']) == 0
     seed = json.loads((tmp_path / 'run' / 'train_opt.json').read_text())['seed']
-    assert torch.load(tmp_path / 'run' / 'latest_train_state.pth', weights_only=True)['seed'] == seed
     assert train_script.main(common + ['--continue_train']) == 0
     epoch1 = by_epoch(reads)[1]
     assert len(epoch1) == 12 and len(set(epoch1)) == 12, epoch1
     assert json.loads((tmp_path / 'run' / 'train_opt.json').read_text())['seed'] == seed
+    assert torch.load(tmp_path / 'run' / 'latest_train_state.pth', weights_only=True)['seed'] == seed
 
 
 def ddp_worker(rank, port, dataset, ckpt):
@@ -104,13 +104,13 @@ def test_two_processes_without_seed_share_one_and_another_number_of_processes_re
                                                                                       monkeypatch):
     mp.spawn(ddp_worker, args=(free_port(), twelve, tmp_path), nprocs=2)
     ranks = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in range(2)]
+    epochs = by_epoch(ranks[0]['reads'], ranks[1]['reads'])
+    assert len(epochs[1]) == 12 and len(set(epochs[1])) == 12, epochs[1]  # the ranks shuffled alike
     assert [r['code'] for r in ranks] == [128 + signal.SIGTERM] * 2  # both stopped, at the same step
     # one agreement in 10 steps (no print, display or save point): not one per step
     assert [r['agreements'] for r in ranks] == [1, 1]
     state = torch.load(tmp_path / 'ddp' / 'latest_train_state.pth', weights_only=True)
     assert (state['epoch'], state['epoch_iter'], state['total_iters'], state['epoch_samples']) == (2, 4, 20, 8)
-    epochs = by_epoch(ranks[0]['reads'], ranks[1]['reads'])
-    assert len(epochs[1]) == 12 and len(set(epochs[1])) == 12, epochs[1]  # the ranks shuffled alike
 
     reads = []  # one process resumes: it skips the 8 samples both read, and reads the other 4
     monkeypatch.setattr(data.DatasetLoader, 'iterate', record_reads(reads))
@@ -118,6 +118,53 @@ def test_two_processes_without_seed_share_one_and_another_number_of_processes_re
                                   '--continue_train')) == 0
     epoch2 = by_epoch(ranks[0]['reads'], ranks[1]['reads'], reads)[2]
     assert len(epoch2) == 12 and len(set(epoch2)) == 12, epoch2
+
+
+def compression_worker(rank, port, dataset, ckpt):
+    """--model compression under two processes without --seed: the sub-network configuration of every step."""
+    from tests.test_compression_model import PIPELINE
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    configs = []
+    create = train_script.create_model
+
+    def create_model(opt, runtime):
+        model = create(opt, runtime)
+        step = model.optimize_parameters
+
+        def recorded():
+            step()
+            configs.append(list(model.config))
+        model.optimize_parameters = recorded
+        return model
+    train_script.create_model = create_model
+    unseeded = [a for i, a in enumerate(PIPELINE) if '--seed' not in PIPELINE[max(i - 1, 0):i + 1]]
+    assert train_script.main(['--dataroot', str(dataset), '--checkpoints_dir', str(ckpt), '--name', 'c', *unseeded,
+                              '--max_iters', '8']) == 0
+    (ckpt / f'configs{rank}.json').write_text(json.dumps(configs))
+
+
+@pytest.mark.slow
+def test_compression_ranks_without_seed_sample_the_same_sub_networks(twelve, tmp_path):
+    mp.spawn(compression_worker, args=(free_port(), twelve, tmp_path), nprocs=2)
+    configs = [json.loads((tmp_path / f'configs{r}.json').read_text()) for r in range(2)]
+    assert len(configs[0]) == 4 and configs[0] == configs[1]
+    assert len({tuple(c) for c in configs[0]}) > 1  # drawn at random, alike on both ranks
+
+
+def test_a_compression_state_saved_on_cuda_resumes_on_the_cpu(twelve, tmp_path, capsys):
+    from tests.test_compression_model import PIPELINE
+    common = ['--dataroot', str(twelve), '--checkpoints_dir', str(tmp_path), '--name', 'c', *PIPELINE]
+    assert train_script.main(common + ['--max_iters', '1']) == 0
+    path = tmp_path / 'c' / 'latest_train_state.pth'
+    state = torch.load(path, weights_only=True)
+    state['patch_rng'] = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's state
+    torch.save(state, path)
+    capsys.readouterr()
+    assert train_script.main(common + ['--continue_train', '--max_iters', '2']) == 0
+    assert 'the distillation patch positions restart from seed 4 (--seed + iteration)' in capsys.readouterr().out
+    assert torch.load(path, weights_only=True)['total_iters'] == 2
 
 
 def test_frequencies_fire_when_total_iters_crosses_a_multiple(twelve, tmp_path):
@@ -189,9 +236,11 @@ def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(twelve,
     files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     code, out = run(common)
     assert code == 1 and 'Traceback' not in out, out[-3000:]
-    assert error_lines(out) == [f'error: checkpoint folder {run_dir} holds a run (last saved at epoch 1, iteration '
-                                '2): resume it with --continue_train, start over with --overwrite (deletes its '
-                                'checkpoints and loss logs), or choose another --name']
+    lines = error_lines(out)
+    assert len(lines) == 1 and lines[0].startswith(
+        f'error: checkpoint folder {run_dir} holds a run (last saved at epoch 1, iteration 2): resume it with '
+        '--continue_train, start over with --overwrite (deletes its checkpoints and loss logs), or choose another '
+        '--name'), lines
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == files  # nothing written
     old = [n for n in files if n.endswith('.pth') or n.startswith('loss_log')]
     code, out = run(common + ['--overwrite', '--max_iters', '1'])
