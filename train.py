@@ -244,10 +244,11 @@ def resume_point(state, dataset, run):
     samples = state.get('epoch_samples', state['epoch_iter'] * saved_world)
     step = dataset.opt.batch_size * run.world_size
     skip = samples // step * dataset.opt.batch_size
-    if skip * run.world_size != samples:
+    skipped = skip * run.world_size
+    if skipped != samples:
         distributed.print0(f'note: the state was saved {samples} samples into epoch {state["epoch"]} by '
                            f'{saved_world} process(es); {run.world_size} of batch {dataset.opt.batch_size} skip '
-                           f'{skip * run.world_size} of them and read the other {samples - skip * run.world_size} again')
+                           f'{skipped} of them and read the other {samples - skipped} again')
     return state['epoch'], skip, state['total_iters']
 
 

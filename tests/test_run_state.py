@@ -24,7 +24,8 @@ from tests.test_distributed import free_port
 from util import distributed, errors, run_lock
 
 # no --seed: every start draws one at parse time
-SMALL = SMALL_TRAIN + ['--print_freq', '1000', '--save_latest_freq', '1000', '--display_freq', '1000', '--no_html']
+SMALL = SMALL_TRAIN + ['--print_freq', '1000', '--save_latest_freq', '1000', '--display_freq', '1000', '--no_html',
+                       '--load_size', '24', '--crop_size', '24']  # the smallest side the networks take
 
 
 @pytest.fixture(scope='module')
