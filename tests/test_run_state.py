@@ -20,7 +20,7 @@ from datasets.make_synthetic_dataset import make_synthetic_dataset
 from models.base_model import set_generator_state
 from tests.conftest import H2Z, ROOT, SMALL_TRAIN
 from tests.test_devices import fake_cuda
-from tests.test_distributed import free_port
+from tests.test_distributed import free_port, join
 from util import distributed, errors, run_lock
 
 # no --seed: every start draws one at parse time
@@ -75,9 +75,7 @@ def test_a_resumed_run_without_seed_keeps_its_seed_and_reads_every_image_once(tw
 
 def ddp_worker(rank, port, dataset, ckpt):
     """Two processes without --seed; rank 1 gets SIGTERM during its 8th step: both must stop at step 10."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join(rank, port)
     reads, agreements = [], []
     data.DatasetLoader.iterate = record_reads(reads)
     any_process = distributed.any_process
@@ -124,9 +122,7 @@ def test_two_processes_without_seed_share_one_and_another_number_of_processes_re
 def compression_worker(rank, port, dataset, ckpt):
     """--model compression under two processes without --seed: the sub-network configuration of every step."""
     from tests.test_compression_model import PIPELINE
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join(rank, port)
     configs = []
     create = train_script.create_model
 
@@ -166,6 +162,19 @@ def test_a_compression_state_saved_on_cuda_resumes_on_the_cpu(twelve, tmp_path, 
     assert train_script.main(common + ['--continue_train', '--max_iters', '2']) == 0
     assert 'the distillation patch positions restart from seed 4 (--seed + iteration)' in capsys.readouterr().out
     assert torch.load(path, weights_only=True)['total_iters'] == 2
+
+
+@pytest.mark.parametrize('saved, world, batch, skip, note', [
+    ({'epoch_iter': 5}, 2, 1, 2, True),  # one process (a state without epoch_samples) read 5: 4 skipped, 1 again
+    ({'epoch_iter': 4, 'epoch_samples': 8, 'rng_ranks': [0, 1]}, 4, 2, 2, False),
+    ({'epoch_iter': 3, 'epoch_samples': 6, 'rng_ranks': [0, 1]}, 1, 3, 6, False),
+])
+def test_another_number_of_processes_skips_the_samples_all_processes_read(saved, world, batch, skip, note, capsys):
+    from types import SimpleNamespace
+    state = dict(saved, epoch=2, epoch_done=False, total_iters=50)
+    loader = SimpleNamespace(opt=SimpleNamespace(batch_size=batch))
+    assert train_script.resume_point(state, loader, SimpleNamespace(world_size=world)) == (2, skip, 50)
+    assert ('read the other' in capsys.readouterr().out) == note
 
 
 def test_frequencies_fire_when_total_iters_crosses_a_multiple(twelve, tmp_path):
