@@ -20,10 +20,10 @@ LOGS = ('loss_log.txt', 'loss_log.jsonl')
 
 
 def checkpoint_files(folder):
-    """Names of the checkpoint files in `folder` (none when it does not exist)."""
+    """Names of the checkpoint files in `folder` (none when it cannot be listed, e.g. does not exist)."""
     try:
         return sorted(f for f in os.listdir(folder) if CHECKPOINT.match(f))
-    except FileNotFoundError:
+    except OSError:
         return []
 
 
