@@ -60,6 +60,7 @@ def by_epoch(*read_lists):
 
 # ---------------------------------------------------------------- the run's seed
 
+@pytest.mark.slow
 def test_a_resumed_run_without_seed_keeps_its_seed_and_reads_every_image_once(twelve, tmp_path, monkeypatch):
     reads = []
     monkeypatch.setattr(data.DatasetLoader, 'iterate', record_reads(reads))
@@ -150,6 +151,7 @@ def test_compression_ranks_without_seed_sample_the_same_sub_networks(twelve, tmp
     assert len({tuple(c) for c in configs[0]}) > 1  # drawn at random, alike on both ranks
 
 
+@pytest.mark.slow
 def test_a_compression_state_saved_on_cuda_resumes_on_the_cpu(twelve, tmp_path, capsys):
     from tests.test_compression_model import PIPELINE
     common = ['--dataroot', str(twelve), '--checkpoints_dir', str(tmp_path), '--name', 'c', *PIPELINE]
@@ -177,6 +179,7 @@ def test_another_number_of_processes_skips_the_samples_all_processes_read(saved,
     assert ('read the other' in capsys.readouterr().out) == note
 
 
+@pytest.mark.slow
 def test_frequencies_fire_when_total_iters_crosses_a_multiple(twelve, tmp_path):
     """Batch 3: total_iters 3, 6, 9, 12 passes 4, 8 and 12, though only 12 is reached exactly."""
     assert train_script.main(argv(twelve, tmp_path, 'run', '--batch_size', '3', '--print_freq', '4',
@@ -189,6 +192,7 @@ def test_frequencies_fire_when_total_iters_crosses_a_multiple(twelve, tmp_path):
 
 # ---------------------------------------------------------------- the other kind of device
 
+@pytest.mark.slow
 def test_a_state_saved_on_cuda_resumes_on_the_cpu(twelve, tmp_path, capsys):
     common = argv(twelve, tmp_path, 'run', '--n_epochs', '1', '--n_epochs_decay', '0')
     assert train_script.main(common + ['--max_iters', '2']) == 0
