@@ -13,18 +13,20 @@ and the metrics (evaluation.fid, evaluation.cityscapes) refuse such a partial fo
 per nce_layer, the similarity of the --sim_query point to every location, on the input and on
 its translation (see scripts/similarity_maps.py).
 """
+import contextlib
 import os
 import sys
 import time
 
+import torch
 from tqdm import tqdm
 
 from data import create_dataset
 from evaluation import similarity
 from models import create_model
-from models.runtime import Runtime
+from models.runtime import Runtime, flag_device
 from options.test_options import TestOptions
-from util import errors, util
+from util import errors, run_folder, util
 from util.html import HTML
 from util.visualizer import save_images
 
@@ -67,6 +69,8 @@ def test_set_images(dataset, opt):
 
 def run_test(opt):
     """Translate the test split; with --similarity_maps, also render Figure 9 maps."""
+    if opt.gpu_ids:  # the current device: where kernels launch and unqualified CUDA calls act (as train.py)
+        torch.cuda.set_device(flag_device(opt))
     dataset = create_dataset(opt)
     runtime = Runtime.from_options(opt)
     runtime.configure_process(opt.preprocess)
@@ -126,10 +130,16 @@ def run_test(opt):
 
 
 def main(argv=None):
-    """Returns the exit status (4: disk full); deliberate errors propagate (one line at the command line)."""
-    opt = TestOptions(argv).parse()
+    """Returns the exit status (4: disk full); deliberate errors propagate (one line at the command line). A run
+    that fails leaves none of the folders it made (results, or the checkpoint folder of a mistyped --name)."""
+    options = TestOptions(argv)
+    opt = options.parse(save=False)
     try:
-        run_test(opt)
+        with contextlib.ExitStack() as made:
+            made.enter_context(run_folder.removed_on_failure(os.path.join(opt.results_dir, opt.name)))
+            made.enter_context(run_folder.removed_on_failure(os.path.join(opt.checkpoints_dir, opt.name)))
+            options.save_options(opt)
+            run_test(opt)
     except (OSError, RuntimeError) as exc:
         full = errors.disk_full(exc, os.path.join(opt.results_dir, opt.name))
         if full is None:

@@ -8,6 +8,8 @@ Checkpoints go to <checkpoints_dir>/<name>/<epoch>_net_<G|D|F>.pth (CUT's files)
 exactly. Losses are logged to loss_log.txt and loss_log.jsonl, plotted in visdom when a server runs, and sent to
 TensorBoard / W&B with --logger (util/loggers.py, docs/monitoring.md).
 """
+import argparse
+import contextlib
 import math
 from collections import OrderedDict
 import os
@@ -22,12 +24,18 @@ from tqdm import tqdm
 
 from data import create_dataset
 from models import create_model
-from models.base_model import rng_state, set_rng_state
+from models.base_model import rng_state, set_generator_state, set_rng_state
 from models.runtime import Runtime, flag_device, require_cuda_for_gpu_ids
+from options.base_options import read_run_options
 from options.train_options import TrainOptions
-from util import distributed, errors
+from util import distributed, errors, run_folder
 from util.run_lock import RunLock
 from util.visualizer import Visualizer
+
+
+# Under torchrun the processes agree whether one of them got a stop signal (a host-side all-reduce, a network
+# round trip across nodes) at every print, display or save point and at least every STOP_AGREEMENT_STEPS steps.
+STOP_AGREEMENT_STEPS = 10
 
 
 class NonFiniteLossError(RuntimeError):
@@ -140,6 +148,8 @@ def save_checkpoint(model, tags, run, epoch, epoch_iter, total_iters, epoch_done
     if distributed.is_main():
         state = model.training_state(epoch, epoch_iter, total_iters, epoch_done, epoch_count=run.epoch_count)
         state['rng_patches'] = model.patch_generator.get_state()
+        state['seed'] = run.seed
+        state['epoch_samples'] = epoch_iter * run.world_size  # read by all processes: another number resumes it
         if per_rank is not None:
             state['rng_ranks'] = per_rank
         for tag in tags:
@@ -147,16 +157,38 @@ def save_checkpoint(model, tags, run, epoch, epoch_iter, total_iters, epoch_done
     distributed.barrier()
 
 
+def saved_seed(opt):
+    """The seed of the run saved in the checkpoint folder: its --epoch training state's, else its train_opt.json's;
+    None when it has neither (a new folder, an official CUT checkpoint)."""
+    path = os.path.join(opt.checkpoints_dir, opt.name, f'{opt.epoch}_train_state.pth')
+    try:  # mmap: the optimizer states are not read
+        state = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        return int(state.get('seed', state['options']['seed']))
+    except Exception:  # absent, or damaged (which read_training_state reports)
+        return read_run_options(opt.checkpoints_dir, opt.name, keys=('seed',)).get('seed')
+
+
+def run_seed(opt, seed_given=True):
+    """The run's seed: a resumed run keeps its own (the order of a resumed epoch's samples, the sub-network
+    and patch streams depend on it); a new run takes --seed, or the seed drawn at parse time."""
+    saved = saved_seed(opt) if opt.continue_train else None
+    if saved is None:
+        return opt.seed
+    if seed_given and saved != opt.seed:
+        print(f'note: --seed {opt.seed} ignored: the run resumes with its own seed {saved}', file=sys.stderr)
+    return saved
+
+
 class Run:
     """What this process learns at run time, beside the (final) options: its place among the processes,
     its device and seed, and the epoch the learning-rate rule counts from."""
 
-    def __init__(self, opt):
+    def __init__(self, opt, seed_given=True):
         self.rank, self.world_size, gpu = distributed.init_from_env(use_cuda=bool(opt.gpu_ids), gpu_ids=opt.gpu_ids)
-        self.seed = opt.seed
+        # one seed for all processes (each drew its own at parse time): rank 0's
+        self.seed = distributed.broadcast(run_seed(opt, seed_given) if self.rank == 0 else None)
         if self.world_size > 1:
             self.device = f'cuda:{gpu}' if opt.gpu_ids else 'cpu'
-            self.seed = distributed.broadcast(opt.seed)  # a seed drawn at parse time differs per process
         elif len(opt.gpu_ids) > 1:
             raise SystemExit(f'error: --gpu_ids {",".join(map(str, opt.gpu_ids))} asks for {len(opt.gpu_ids)} GPUs, '
                              f'but one process trains on one GPU: launch one process per GPU with '
@@ -180,10 +212,12 @@ def own_randomness(run, model, state):
         if run.rank > 0:
             seed_everything(distributed.rank_seed(run.seed, run.rank))
         return
-    if 'rng_patches' in state:
-        model.patch_generator.set_state(state['rng_patches'])
-    else:  # a state saved before the patch stream had its own generator
-        model.patch_generator.manual_seed(run.seed + state['total_iters'])
+    restart = run.seed + state['total_iters']
+    if 'rng_patches' not in state:  # a state saved before the patch stream had its own generator
+        model.patch_generator.manual_seed(restart)
+    elif not set_generator_state(model.patch_generator, state['rng_patches'], restart):
+        distributed.print0(f'note: the training state was saved on another kind of device: the patch positions '
+                           f'restart from seed {restart} (the run\'s seed + iteration), not where they stopped')
     saved = state.get('rng_ranks') or [state['rng']]
     if len(saved) == run.world_size:
         set_rng_state(saved[run.rank], model.device)
@@ -196,9 +230,47 @@ def own_randomness(run, model, state):
         seed_everything(distributed.rank_seed(run.seed + state['total_iters'], run.rank))
 
 
-def train(opt):
-    run = Run(opt)
+def resume_point(state, dataset, run):
+    """(epoch, samples of it this process skips, total_iters) where the saved run goes on. The state counts the
+    epoch's samples over all processes, so that another number of processes skips as many (rounded down to
+    whole steps of this run: a few samples are then read twice, none missed)."""
+    if state['epoch_done']:
+        return state['epoch'] + 1, 0, state['total_iters']
+    saved_world = len(state.get('rng_ranks') or [None])
+    samples = state.get('epoch_samples', state['epoch_iter'] * saved_world)
+    step = dataset.opt.batch_size * run.world_size
+    skip = samples // step * dataset.opt.batch_size
+    skipped = skip * run.world_size
+    if skipped != samples:
+        distributed.print0(f'note: the state was saved {samples} samples into epoch {state["epoch"]} by '
+                           f'{saved_world} process(es); {run.world_size} of batch {dataset.opt.batch_size} skip '
+                           f'{skipped} of them and read the other {samples - skipped} again')
+    return state['epoch'], skip, state['total_iters']
+
+
+def nothing_left(opt, start_epoch, total_iters, total_epochs):
+    """Why a resumed run has nothing to train, or None."""
+    if opt.max_iters and total_iters >= opt.max_iters:
+        return f'it stopped at --max_iters {opt.max_iters} (total_iters {total_iters}); raise --max_iters to go on'
+    if start_epoch > total_epochs:
+        return f'it has trained its {total_epochs} epochs; raise --n_epochs or --n_epochs_decay to go on'
+    return None
+
+
+def crossed(before, after, freq):
+    """Whether the count passed a multiple of freq going from before to after (it advances by
+    batch x processes, so it need not land on one)."""
+    return after // freq > before // freq
+
+
+def train(opt, options=None, seed_given=True):
+    """Train; `options` (the TrainOptions that parsed opt), when given, saves the final options (with the run's
+    seed) on rank 0. `opt` is left as it is: every component reads a copy that holds the run's seed."""
+    run = Run(opt, seed_given)
     rank, world_size = run.rank, run.world_size
+    opt = argparse.Namespace(**dict(vars(opt), seed=run.seed))
+    if options is not None and rank == 0:
+        options.save_options(opt)
     seed_everything(run.seed)
     save_dir = os.path.join(opt.checkpoints_dir, opt.name)
     if rank == 0:
@@ -232,12 +304,14 @@ def train(opt):
                                f'resuming from the weights only, with fresh optimizers, at --epoch_count '
                                f'{run.epoch_count}')
         else:
-            counters = model.load_training_state(state)
-            start_epoch = counters['epoch'] + 1 if counters['epoch_done'] else counters['epoch']
-            skip = 0 if counters['epoch_done'] else counters['epoch_iter']
-            total_iters = counters['total_iters']
+            model.load_training_state(state)
+            start_epoch, skip, total_iters = resume_point(state, dataset, run)
+            done = nothing_left(opt, start_epoch, total_iters, total_epochs)
+            if done:
+                distributed.print0(f'nothing to train in {save_dir}: {done}')
+                return 0
             distributed.print0(f'resuming at epoch {start_epoch}, iteration {skip} of the epoch, '
-                               f'{total_iters} in total')
+                               f'{total_iters} in total (seed {run.seed})')
     own_randomness(run, model, state)
 
     visualizer = Visualizer(opt, rank=rank, start_step=total_iters)
@@ -255,6 +329,7 @@ def train(opt):
         return losses
 
     skipped = 0
+    steps = 0  # of this process since it started
     stopping = False  # agreed by every process, which must leave the loop at the same iteration
     with StopRequest() as stop:
         for epoch in range(start_epoch, total_epochs + 1):
@@ -263,22 +338,24 @@ def train(opt):
             dataset.set_epoch(epoch)
             model.set_epoch(epoch)
             epoch_iter = skip if epoch == start_epoch else 0
-            bar = tqdm(total=dataset_size, initial=epoch_iter, desc=f'epoch {epoch}/{total_epochs}',
+            bar = tqdm(total=dataset_size, initial=epoch_iter * world_size, desc=f'epoch {epoch}/{total_epochs}',
                        unit='img', disable=opt.no_tqdm or rank != 0, dynamic_ncols=True, file=sys.stdout)
             iter_data_time = time.time()
-            t_data = 0.0
             # timing without a per-step device sync: the wall time of the steps since the last print, less
             # their data loading, read once the printed losses have synchronised the device
             window_start, window_data, window_images = time.time(), 0.0, 0
             for data in dataset.iterate(start_sample=epoch_iter):
                 iter_start = time.time()
                 window_data += iter_start - iter_data_time
-                if total_iters % opt.print_freq == 0:
-                    t_data = iter_start - iter_data_time
                 batch_size = data['A'].size(0)
-                total_iters += batch_size * world_size  # samples of all processes, as CUT counts a batch
+                before, total_iters = total_iters, total_iters + batch_size * world_size  # all processes' samples
                 epoch_iter += batch_size  # this process's samples (what a resumed run skips)
                 window_images += batch_size
+                steps += 1
+                print_now, save_now = crossed(before, total_iters, opt.print_freq), \
+                    crossed(before, total_iters, opt.save_latest_freq)
+                display_now = crossed(before, total_iters, opt.display_freq)
+                last = bool(opt.max_iters and total_iters >= opt.max_iters)
                 model.set_input(data)
                 if opt.skip_nonfinite:
                     snapshot = model.snapshot()
@@ -295,19 +372,22 @@ def train(opt):
                                       f'(--skip_nonfinite, {skipped} so far)')
                 else:
                     watch.step(epoch, epoch_iter)
-                # every process must leave the loop at the same iteration (a host-side collective under torchrun)
-                stopping = distributed.any_process(stop.signum is not None)
+                # every process leaves the loop at the same iteration: they agree at points all of them see
+                if world_size == 1 or print_now or save_now or display_now or last or \
+                        steps % STOP_AGREEMENT_STEPS == 0:
+                    stopping = distributed.any_process(stop.signum is not None)
                 bar.update(batch_size * world_size)
 
-                if total_iters % opt.display_freq == 0:
+                if display_now:
                     model.compute_visuals()
                     visualizer.display_current_results(model.get_current_visuals(), epoch,
-                                                       total_iters % opt.update_html_freq == 0, total_iters)
-                if total_iters % opt.print_freq == 0:
+                                                       crossed(before, total_iters, opt.update_html_freq), total_iters)
+                if print_now:
                     losses = checked_losses(epoch, epoch_iter)
                     runtime.synchronize()
                     now = time.time()
                     optimize_time = (now - window_start - window_data) / window_images
+                    t_data = iter_start - iter_data_time  # this step's (CUT's 'data' time)
                     window_start, window_data, window_images = now, 0.0, 0
                     bar.set_postfix({k: f'{v:.3f}' for k, v in losses.items()}, refresh=False)
                     visualizer.print_current_losses(epoch, epoch_iter * world_size, losses, optimize_time, t_data,
@@ -315,14 +395,14 @@ def train(opt):
                                                     learning_rates=model.current_learning_rates())
                     if opt.display_id is None or opt.display_id > 0:
                         visualizer.plot_current_losses(epoch, float(epoch_iter * world_size) / dataset_size, losses)
-                if total_iters % opt.save_latest_freq == 0:
+                if save_now:
                     tag = f'iter_{total_iters}' if opt.save_by_iter else 'latest'
                     checked_losses(epoch, epoch_iter)
                     if rank == 0:
                         bar.write(f'saving the {tag} model (epoch {epoch}, total_iters {total_iters})')
                     save_checkpoint(model, [tag], run, epoch, epoch_iter, total_iters, False)
                 iter_data_time = time.time()
-                if stopping or (opt.max_iters and total_iters >= opt.max_iters):
+                if stopping or last:
                     # stopped early; it still counts as a full epoch when no batch was left
                     epoch_done = epoch_iter >= dataset.samples_per_epoch()
                     break
@@ -353,8 +433,26 @@ def train(opt):
     return 0
 
 
+def start_in(save_dir, opt):
+    """A new run does not write over a run's checkpoints unless asked (--overwrite deletes them first)."""
+    if opt.continue_train:
+        return
+    if not opt.overwrite:
+        run_folder.refuse_existing_run(save_dir)
+    elif distributed.env_rank() == 0:
+        removed = run_folder.clear_run(save_dir)
+        if removed:
+            print(f'note: --overwrite: deleted the {removed} checkpoint and log file(s) of the run in {save_dir}')
+
+
+def started(save_dir):
+    """Whether training began in save_dir (its loss log or a checkpoint exists): a failure after that keeps it."""
+    return os.path.isfile(os.path.join(save_dir, 'loss_log.txt')) or bool(run_folder.checkpoint_files(save_dir))
+
+
 def main(argv=None):
-    """Parse, lock the run's checkpoint folder (the process of rank 0), save the options, train.
+    """Parse, lock the run's checkpoint folder (the process of rank 0), check that it holds no other run, train;
+    a start that fails before training removes the folder it made.
 
     Returns the exit status: 0, 3 (non-finite loss), 4 (disk full), 128 + signal; deliberate errors
     propagate (as one line at the command line, util/errors.py)."""
@@ -364,14 +462,16 @@ def main(argv=None):
     save_dir = os.path.join(opt.checkpoints_dir, opt.name)
     # one run per folder: a second one would interleave checkpoints, options and logs with this one's
     lock = RunLock(save_dir) if distributed.env_rank() == 0 else None
+    made = run_folder.removed_on_failure(save_dir, keep_if=started) if lock else contextlib.nullcontext()
     try:
-        if lock is not None:
-            try:
-                lock.acquire()
-            except OSError as exc:
-                raise SystemExit(f'error: cannot write to --checkpoints_dir {save_dir!r}: {exc}') from exc
-            options.save_options(opt)
-        return train(opt)
+        with made:
+            if lock is not None:
+                try:
+                    lock.acquire()
+                except OSError as exc:
+                    raise SystemExit(f'error: cannot write to --checkpoints_dir {save_dir!r}: {exc}') from exc
+            start_in(save_dir, opt)
+            return train(opt, options, options.seed_given)
     except NonFiniteLossError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 3

@@ -4,6 +4,9 @@ To add a dataset called 'dummy', add `data/dummy_dataset.py` defining `DummyData
 of `BaseDataset` (the match ignores case and underscores); `--dataset_mode dummy` then selects it.
 `data/template_dataset.py` is a working example to copy.
 """
+import random
+
+import numpy as np
 import torch.utils.data
 
 from data.base_dataset import BaseDataset
@@ -33,7 +36,7 @@ def create_dataset(opt, rank=0, world_size=1):
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """Indices of one epoch: a permutation drawn from (seed, epoch) alone, sharded across processes.
+    """(epoch, index) pairs of one epoch: a permutation drawn from (seed, epoch) alone, sharded across processes.
 
     The order depends on nothing else (not on the global RNG), so a run resumed in the middle of an
     epoch sees the same remaining samples: `start` skips the ones this process has already read.
@@ -59,7 +62,32 @@ class EpochSampler(torch.utils.data.Sampler):
             order = list(range(self.n))
         total = self.per_rank * self.world_size
         order = (order * (total // max(self.n, 1) + 1))[:total]
-        return iter(order[self.rank:total:self.world_size][self.start:])
+        return ((self.epoch, i) for i in order[self.rank:total:self.world_size][self.start:])
+
+
+class EpochView(torch.utils.data.Dataset):
+    """The dataset as the loader's workers read it, by the sampler's (epoch, index) pairs: persistent workers
+    (--num_threads > 0) learn each new epoch (for epoch-dependent augmentation) and reseed their RNGs from
+    (seed, epoch, rank, worker), as the fresh workers of a new epoch would be."""
+
+    def __init__(self, dataset, seed, rank):
+        self.dataset, self.seed, self.rank = dataset, seed, rank
+        self.epoch = None
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        epoch, index = item
+        if epoch != self.epoch:
+            self.epoch = self.dataset.current_epoch = epoch
+            worker = torch.utils.data.get_worker_info()
+            if worker is not None:  # the main process's own RNGs are train.py's (saved, restored)
+                seed = distributed.rank_seed((self.seed * 1_000_003 + epoch) * 1_009 + worker.id, self.rank)
+                random.seed(seed)
+                np.random.seed(seed % 2 ** 32)
+                torch.manual_seed(seed)
+        return self.dataset[index]
 
 
 class DatasetLoader:
@@ -83,10 +111,11 @@ class DatasetLoader:
         # workers differently, as their draws (B partners, crops, flips) must differ between processes
         self.generator = torch.Generator().manual_seed(distributed.rank_seed(seed, rank))
         self.dataloader = torch.utils.data.DataLoader(
-            self.dataset,
+            EpochView(self.dataset, seed, rank),
             batch_size=opt.batch_size,
             sampler=self.sampler,
             num_workers=int(opt.num_threads),
+            persistent_workers=int(opt.num_threads) > 0,  # not restarted every epoch (EpochView)
             drop_last=bool(opt.isTrain),
             generator=self.generator,
             pin_memory=bool(getattr(opt, 'gpu_ids', None)),  # the copies to the GPU then run asynchronously

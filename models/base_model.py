@@ -12,7 +12,7 @@ from util import distributed, util
 from util.errors import CheckpointError, ConfigError, MissingFileError
 
 from . import checkpoint
-from .checkpoint import rng_state, set_rng_state
+from .checkpoint import rng_state, set_generator_state, set_rng_state  # noqa: F401 (train.py imports them from here)
 from .runtime import Runtime
 
 LR_POLICIES = ('linear', 'step', 'cosine')

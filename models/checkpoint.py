@@ -63,6 +63,17 @@ def set_rng_state(state, device=None):
         torch.cuda.set_rng_state(cuda, device)
 
 
+def set_generator_state(generator, state, seed):
+    """Load a torch.Generator's saved state. A state saved on the other kind of device does not fit (a CUDA
+    generator's state is 16 bytes, a CPU one's 5,056): the stream restarts from `seed` instead. Returns
+    whether the saved state was loaded."""
+    if state.numel() != generator.get_state().numel():
+        generator.manual_seed(seed)
+        return False
+    generator.set_state(state)
+    return True
+
+
 def _stage_all(plan):
     """Stage every (target, writer) that `plan(staged)` yields (it may read `staged`, the (temporary, target)
     pairs so far), then rename them in order; a failure removes what was staged."""

@@ -30,13 +30,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import losses, objectives
-from models.base_model import BaseModel
+from models.base_model import BaseModel, set_generator_state
 from models.networks import define_D, define_F, define_G, generator_from_options
 from models.networks.compression import (CONFIG_SETS, DISTILL_LAYERS, ChannelConfigs, SuperConv2d, decode_config,
                                          encode_config)
 from models.networks.init import init_weights
 from models.src_hdce_model import add_semantic_relation_options, semantic_relation
-from util import util
+from util import distributed, util
 from util.errors import CheckpointError, ConfigError, MissingFileError
 
 RECON_LOSSES = {'l1': F.l1_loss, 'l2': F.mse_loss, 'smooth_l1': F.smooth_l1_loss}
@@ -378,5 +378,8 @@ class CompressionModel(BaseModel):
             if key not in state:
                 raise CheckpointError(f'{self.state_path(state["epoch_tag"])} has no {key}: not a compression run')
         self.configs.load_state_dict(state['config_rng'])
-        self.patch_rng.set_state(state['patch_rng'])
+        restart = (self.opt.seed or 0) + counters['total_iters']
+        if not set_generator_state(self.patch_rng, state['patch_rng'], restart):
+            distributed.print0(f'note: {self.state_path(state["epoch_tag"])} was saved on another kind of device: '
+                               f'the distillation patch positions restart from seed {restart} (--seed + iteration)')
         return counters

@@ -48,6 +48,9 @@ class TrainOptions(BaseOptions):
         p.add_argument('--evaluation_freq', type=int, default=5000, help=argparse.SUPPRESS)
         p.add_argument('--save_by_iter', action='store_true', help='whether saves model by iteration')
         p.add_argument('--continue_train', action='store_true', help='continue training: load the latest model')
+        p.add_argument('--overwrite', action='store_true',
+                       help='start over in a checkpoint folder that holds a run (its checkpoints and loss logs are '
+                            'deleted); without it train.py refuses such a folder unless --continue_train')
         p.add_argument('--epoch_count', type=int, default=1,
                        help='the starting epoch count (set from the training state when resuming)')
         p.add_argument('--phase', type=str, default='train', help='train, val, test, etc')
@@ -77,8 +80,17 @@ class TrainOptions(BaseOptions):
         self.isTrain = True
         return parser
 
+    def gather_options(self):
+        opt = super().gather_options()
+        # without --seed, parse draws one; train.py then takes a resumed run's own seed instead (silently)
+        self.seed_given = opt.seed is not None
+        return opt
+
     def validate(self, opt):
         super().validate(opt)
+        if opt.continue_train and opt.overwrite:
+            raise OptionError('error: --continue_train resumes the run in the folder, --overwrite deletes it: '
+                              'give one of them')
         if opt.n_epochs < 0 or opt.n_epochs_decay < 0 or opt.n_epochs + opt.n_epochs_decay < 1:
             raise SystemExit('error: --n_epochs + --n_epochs_decay must be at least 1 '
                              f'(got {opt.n_epochs} + {opt.n_epochs_decay})')

@@ -52,6 +52,7 @@ EOF
 "$PYTHON" -m cpu.launch -- "$PYTHON" train.py --dataroot "$DATA" --name "$NAME" --checkpoints_dir "$DEMO_DIR/checkpoints" \
   "${BUDGET[@]}" "${SCHEDULE[@]}" "${RECIPE[@]}" --load_size "$SIZE" --crop_size "$SIZE" \
   --gpu_ids -1 --num_threads 0 --display_id 0 --print_freq 200 --display_freq 400 --save_epoch_freq 1 --seed 0 \
+  --overwrite \
   $EXTRA_ARGS
 
 echo "== 3/4 test.py"

@@ -4,8 +4,11 @@ The lock is a POSIX record lock (fcntl.lockf), which the kernel drops when its p
 (exit, exception, SIGKILL, OOM killer); unlike flock it is not inherited by forked data-loader workers,
 which could outlive a killed trainer. The file holds the holder's PID, host and start time, to name
 it in the error a second run gets and in the note of a run that takes over the lock of a killed one.
-NFS honours these locks where its lock service runs (NFSv4, or NFSv3 with lockd).
+NFS honours these locks where its lock service runs (NFSv4, or NFSv3 with lockd). On a file system without
+lock support (lockf fails with ENOLCK or ENOSYS) the run stops with an error saying so; SRC_NO_LOCK=1 in the
+environment then skips the lock, leaving it to the user to start one run per folder.
 """
+import errno
 import fcntl
 import json
 import os
@@ -13,9 +16,15 @@ import socket
 import sys
 import time
 
-from util.errors import FolderInUseError
+from util.errors import FolderInUseError, ProjectError
 
 LOCK_NAME = 'train.lock'
+SKIP_ENV = 'SRC_NO_LOCK'
+NO_LOCK_SUPPORT = (errno.ENOLCK, errno.ENOSYS)
+
+
+class NoLockSupportError(ProjectError):
+    """The checkpoint folder's file system cannot lock files."""
 
 
 def _describe(holder):
@@ -42,13 +51,21 @@ class RunLock:
 
     def acquire(self):
         os.makedirs(self.folder, exist_ok=True)
+        if os.environ.get(SKIP_ENV) == '1':
+            print(f'note: {SKIP_ENV}=1: {self.folder} is not locked; start no second run in it', file=sys.stderr)
+            return self
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             holder = self._read()
             os.close(self.fd)
             self.fd = None
+            if exc.errno in NO_LOCK_SUPPORT:
+                raise NoLockSupportError(
+                    f'cannot lock {self.path}: its file system has no lock support ({os.strerror(exc.errno)}); '
+                    f'choose a --checkpoints_dir on a local disk (or NFS with its lock service), or set '
+                    f'{SKIP_ENV}=1 to train without the lock (then start one run per folder yourself)') from None
             raise FolderInUseError(
                 f'checkpoint folder {self.folder} is in use by another training run ({_describe(holder)}); '
                 f'two runs in one folder overwrite each other\'s checkpoints and logs. Wait for it to end, '
