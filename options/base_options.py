@@ -7,6 +7,7 @@ import sys
 
 import data
 import models
+from cpu import options as cpu_options
 from data.base_dataset import DIRECTIONS, PREPROCESS_MODES
 from models.networks import DISCRIMINATORS, GENERATOR_ARCH_KEYS, NORM_TYPES, PATCH_SAMPLER_KEYS
 from options import checks
@@ -93,10 +94,7 @@ class BaseOptions:
                        help='keep images and convolution weights in the channels-last memory layout')
         p.add_argument('--compile', action='store_true',
                        help='torch.compile the networks (a slow first iterations, then faster steps)')
-        p.add_argument('--conv_algo', type=str, default='auto', choices=['auto', 'direct'],
-                       help='auto: float32 CPU training runs the ResNet blocks\' 3x3 convolutions by Winograd '
-                            'F(4x4,3x3) (faster, the same function up to float32 rounding: docs/performance.md); '
-                            'direct: the framework\'s kernels everywhere')
+        cpu_options.add_conv_option(p)
         self.initialized = True
         return parser
 

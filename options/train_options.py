@@ -1,6 +1,7 @@
 """Training flags (CUT's names and defaults)."""
 import argparse
 
+from cpu import options as cpu_options
 from models.losses import GAN_MODES
 from util import util
 from util.errors import OptionError
@@ -29,14 +30,7 @@ class TrainOptions(BaseOptions):
                        help='frequency of saving training results to html')
         p.add_argument('--print_freq', type=int, default=100,
                        help='frequency of showing training results on console')
-        p.add_argument('--no_malloc_trim', action='store_true',
-                       help='CPU, glibc malloc: do not return freed heap pages to the kernel before each backward '
-                            'pass (malloc_trim: lower peak memory for more page faults; docs/performance.md)')
-        p.add_argument('--cpu_allocator', type=str, default='auto',
-                       help='CPU training: the malloc `python -m cpu.launch -- python train.py ...` starts '
-                            'train.py on (LD_PRELOAD): auto, glibc, tcmalloc, jemalloc or the path of a shared '
-                            'library; auto: tcmalloc, else jemalloc, when installed and training on the CPU, else '
-                            'glibc with heap trimming (cpu/allocator.py; studies/performance.md, "The heap")')
+        cpu_options.add_training_options(p)
         p.add_argument('--no_html', action='store_true',
                        help='do not save intermediate training results to <checkpoints_dir>/<name>/web/')
         add_logger_options(p)  # --logger, --use_wandb, --wandb_project_name, --wandb_run_name
@@ -98,10 +92,7 @@ class TrainOptions(BaseOptions):
             raise OptionError(f'error: --epoch_count {opt.epoch_count} is past the last epoch, --n_epochs + '
                              f'--n_epochs_decay = {opt.n_epochs + opt.n_epochs_decay}: nothing would be trained '
                              f'(and the linear rule would give a negative learning rate)')
-        if opt.cpu_allocator not in ('auto', 'glibc'):
-            from cpu import allocator
-            if opt.cpu_allocator not in allocator.CHOICES:
-                allocator.resolve(opt.cpu_allocator)  # a path: fails unless it is a file
+        cpu_options.check_allocator(opt.cpu_allocator)
         if opt.display_env is None:
             opt.display_env = opt.name
         check_installed(opt)

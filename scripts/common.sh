@@ -302,7 +302,8 @@ require_dir() {
 }
 
 # train_command NAME DATAROOT [train.py flags...]: TRAIN_CMD, the training with the shared settings, then
-# EXTRA_ARGS; RESUME_ARGS, --continue_train when RESUME=1 and the run has a saved training state; TRAIN_LOG
+# EXTRA_ARGS; RESUME_ARGS, --continue_train when RESUME=1 and the run has a saved training state, --overwrite when
+# RESUME=0 and its folder exists; TRAIN_LOG
 train_command() {
     local name=$1 dataroot=$2
     shift 2
@@ -311,6 +312,9 @@ train_command() {
     if [[ "${RESUME:-1}" == 1 && -f "$CHECKPOINTS_DIR/$name/latest_train_state.pth" ]]; then
         RESUME_ARGS=(--continue_train)
         TRAIN_LOG="train $name: resuming from $CHECKPOINTS_DIR/$name/latest_train_state.pth"
+    elif [[ "${RESUME:-1}" == 0 && -d "$CHECKPOINTS_DIR/$name" ]]; then
+        RESUME_ARGS=(--overwrite)  # train.py refuses a folder holding a run unless told to start over
+        TRAIN_LOG="train $name ($dataroot): starting over in $CHECKPOINTS_DIR/$name (RESUME=0)"
     fi
     # shellcheck disable=SC2086
     TRAIN_CMD=("${TRAIN_LAUNCH[@]}" train.py --dataroot "$dataroot" --name "$name" --checkpoints_dir "$CHECKPOINTS_DIR"
