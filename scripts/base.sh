@@ -33,3 +33,15 @@ find_python() {
         exit 2
     fi
 }
+
+# exec_or_print CMD...: become CMD, or under DRY_RUN=1 print it (one line, shell-quoted as printf %q writes it) and
+# exit 0, as common.sh's scripts list their commands
+exec_or_print() {
+    if [[ "${DRY_RUN:-0}" == 1 ]]; then
+        local line
+        printf -v line '%q ' "$@"
+        echo "${line% }"
+        exit 0
+    fi
+    exec "$@"
+}

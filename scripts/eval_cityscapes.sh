@@ -8,6 +8,7 @@
 # Writes RESULTS/NAME/test_EPOCH/metrics_{cityscapes,fid}.json and RESULTS/NAME/sweep_test.json.
 # More flags: evaluation.sweep's (--official-get-acc, --metrics cityscapes to skip FID, --phase val,
 # --results_dir, --checkpoints_dir, --device, ...); the others (--model, --gpu_ids, ...) go to test.py.
+# DRY_RUN=1 prints the command and runs nothing.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
 if help_requested "$@"; then script_help; exit 0; fi
@@ -20,6 +21,6 @@ find_python
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 DATAROOT=$1 NAME=$2 EPOCH=$3 DRN_WEIGHTS=$4
 shift 4
-exec "$PYTHON" -m evaluation.sweep --dataroot "$DATAROOT" --name "$NAME" --epochs "$EPOCH" \
+exec_or_print "$PYTHON" -m evaluation.sweep --dataroot "$DATAROOT" --name "$NAME" --epochs "$EPOCH" \
     --direction BtoA --metrics cityscapes fid --select mAP --drn-weights "$DRN_WEIGHTS" \
     --test-script "$REPO/test.py" "$@"

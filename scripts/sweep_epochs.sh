@@ -6,11 +6,11 @@
 #       --metrics fid cityscapes --drn-weights drn_d_22_cityscapes.pth
 #
 # Writes RESULTS_DIR/NAME/sweep_PHASE.{json,csv} and each epoch's metrics JSON; flags it does not
-# know go to test.py. All flags: python -m evaluation.sweep -h
+# know go to test.py. All flags: python -m evaluation.sweep -h. DRY_RUN=1 prints the command and runs nothing.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/base.sh"
 if help_requested "$@"; then script_help; exit 0; fi
 REPO=$BASE_REPO
 find_python
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PYTHON" -m evaluation.sweep --test-script "$REPO/test.py" "$@"
+exec_or_print "$PYTHON" -m evaluation.sweep --test-script "$REPO/test.py" "$@"

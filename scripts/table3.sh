@@ -204,7 +204,14 @@ PY
 make_search_split() {
     local meta=
     case "$DATASET" in horse2zebra) meta=horse2zebra ;; map2sat) meta=maps ;; cityscapes) meta=cityscapes ;; esac
-    if [[ -n "${META_DIR:-}" ]]; then meta="$(cd "$META_DIR" 2>/dev/null && pwd)/$meta"; else meta=; fi
+    if [[ -z "${META_DIR:-}" ]]; then
+        meta=
+    elif [[ -d "$META_DIR" ]]; then
+        meta="$(cd "$META_DIR" && pwd)/$meta"
+    else
+        input_error "META_DIR=$META_DIR is not a folder (gan-compression's datasets/metas, holding $meta/train1*.meta)"
+        meta="$META_DIR/$meta"
+    fi
     if [[ "$DRY_RUN" == 1 ]]; then
         echo "note: DRY_RUN: the search split $SPLIT (train1 / train2) is not made" >&2
         return 0

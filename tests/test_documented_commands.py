@@ -404,7 +404,7 @@ def datasets_dir(tmp_path_factory):
 
 
 def printed_commands(stdout):
-    """The train.py / test.py lines of a DRY_RUN listing, each as (kind, flags)."""
+    """The train.py / test.py / evaluation.sweep lines of a DRY_RUN listing, each as (kind, flags)."""
     found = []
     for line in stdout.splitlines():
         words = shlex.split(line)
@@ -412,6 +412,8 @@ def printed_commands(stdout):
             script = next((i for i, w in enumerate(words) if Path(w).name == f'{kind}.py'), None)
             if script is not None:
                 found.append((kind, words[script + 1:]))
+        if 'evaluation.sweep' in words:
+            found.append(('sweep', words[words.index('evaluation.sweep') + 1:]))
     return found
 
 
@@ -420,27 +422,32 @@ def printed_commands(stdout):
 def test_documented_script_dry_run(command, datasets_dir):
     script = ROOT / command.argv[1]
     assert 'DRY_RUN' in script.read_text(), f'{command.argv[1]} has no DRY_RUN=1 listing'
-    env = dict(os.environ, DATASETS_DIR=str(datasets_dir), **command.env, DRY_RUN='1')
+    env = dict(os.environ, DATASETS_DIR=str(datasets_dir), **{**command.env, 'DRY_RUN': '1'})
     done = subprocess.run(command.argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (command.id, done.stderr[-2000:])
     printed = printed_commands(done.stdout)
-    assert printed, f'{command.id}: DRY_RUN=1 printed no train.py or test.py command'
+    assert printed, f'{command.id}: DRY_RUN=1 printed no train.py, test.py or evaluation.sweep command'
+    smoke = command.env.get('SMOKE') == '1'  # the SMOKE pipelines run tiny schedules on purpose
     seeds = {}
     for kind, flags in printed:
+        if kind == 'sweep':  # the sweep translates every source image unless --num_test is given
+            assert '--num_test' not in flags, (command.id, flags)
+            continue
         opt = options(kind, flags)
         if kind == 'train':
             recipe = recipe_of(opt)
-            if recipe is not None:
+            if recipe is not None and not smoke:
                 assert schedule(opt) == schedule(recipe_options()[recipe][0]), (command.id, flags, recipe)
             if '--seed' in flags:
                 seeds.setdefault(opt.dataroot, []).append(opt.seed)
             assert Path(command.argv[1]).name != 'table3.sh' or '--seed' in flags, f'{command.id}: unpaired arms'
         else:
-            wanted = expected_test_set(opt)
-            if wanted is None and Path(opt.dataroot).is_dir():
+            wanted = None
+            if Path(opt.dataroot).is_dir():  # the generated stand-in: the script counts what is there
                 from data import create_dataset
                 import test
                 wanted = test.test_set_images(create_dataset(opt), opt)
+            wanted = wanted or expected_test_set(opt)
             if wanted is not None:
                 assert opt.num_test >= wanted, (command.id, flags)
     # arms on one dataset are paired: each seed is shared by at least two runs of that dataset

@@ -153,6 +153,7 @@ def test_a_second_search_in_one_output_dir_is_refused(tmp_path):
 def test_non_finite_statistics_and_scores_are_refused_by_name(tmp_path):
     from evaluation import fid
     from evaluation.common import EvaluationError
+    from util.errors import DivergedError
     from evaluation.search import EvolutionSearch, SearchSettings
     from models.networks.compression import ChannelConfigs
     _supernet_run(tmp_path)
@@ -176,7 +177,7 @@ def test_non_finite_statistics_and_scores_are_refused_by_name(tmp_path):
         return float('inf') if config[0] == 4 else 1.0
     search = EvolutionSearch(ChannelConfigs('channels-8'), score, False, lambda c: mobile_macs(c, 32),
                              SearchSettings(budget=1e12, population_size=8, generations=1), progress=False)
-    with pytest.raises(ValueError, match=r'the criterion gave inf for configuration 4(_[48]){7}: a non-finite'):
+    with pytest.raises(DivergedError, match=r'the criterion gave inf for configuration 4(_[48]){7}: a non-finite'):
         search.run()
 
 
