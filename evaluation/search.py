@@ -14,7 +14,6 @@ started again on the same log replays the logged candidates (their scores are re
 checks that they are the ones it draws, and continues: a search killed after k candidates ends exactly
 as an uninterrupted one.
 """
-import hashlib
 import json
 import math
 import os
@@ -268,7 +267,5 @@ def load_run_generator(run_dir, epoch='latest', device='cpu'):
 
 def files_digest(paths):
     """{'count', 'sha256'} of a list of files: one digest over their names and bytes, in order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(os.path.basename(str(path)).encode() + b'\0' + sha256(path).encode())
-    return {'count': len(paths), 'sha256': digest.hexdigest()}
+    listing = b''.join(os.path.basename(str(path)).encode() + b'\0' + sha256(path).encode() for path in paths)
+    return {'count': len(paths), 'sha256': sha256(listing)}

@@ -69,6 +69,7 @@ NEEDS = [
     (r'python scripts/benchmark\.py', 'minutes of CPU at 256 px (tests/test_benchmark_official.py runs it small)',
      None),
     (r'bash scripts/gpu_check\.sh', 'a CUDA GPU (scripts/gpu_check.sh is the GPU test)', None),
+    (r'bash scripts/gpu_wheels\.sh', 'downloads wheels from PyPI (tests/test_gpu_check.py builds and uses them)', None),
     (r'python -m evaluation\.(cityscapes|miou)',
      'the DRN weights (drn_d_22_cityscapes.pth, drn-d-105_ms_cityscapes.pth) and Cityscapes', None),
     (r'python -m evaluation\.(sweep|multimodal)', 'the FID / LPIPS weights and the real datasets', None),
@@ -221,10 +222,21 @@ def recipe_options():
     return _RECIPES
 
 
+# recipes that are added after a dataset's recipe to switch L_semantic off (the baseline arms): what they set is
+# left out when the recipe a command follows is looked for
+ADD_ONS = ('compression_baseline', 'stargan_v2_baseline')
+
+
 def recipe_of(opt):
-    """The recipe the training options `opt` follow (the one setting most options, all as `opt` has them)."""
+    """The recipe the training options `opt` follow (the one setting most options, all as `opt` has them, but for
+    what the baseline add-ons switch)."""
+    every = recipe_options()
+    switched = set().union(*(every[name][1] for name in ADD_ONS if name in every))
     best, best_keys = None, set()
-    for name, (recipe, keys) in recipe_options().items():
+    for name, (recipe, keys) in every.items():
+        keys = keys - switched
+        if name in ADD_ONS or not keys:
+            continue
         if all(getattr(opt, k, None) == getattr(recipe, k) for k in keys) and len(keys) > len(best_keys):
             best, best_keys = name, keys
     return best
@@ -408,12 +420,13 @@ def printed_commands(stdout):
     found = []
     for line in stdout.splitlines():
         words = shlex.split(line)
+        if 'evaluation.sweep' in words:  # its --test-script names test.py: not a test.py command
+            found.append(('sweep', words[words.index('evaluation.sweep') + 1:]))
+            continue
         for kind in ('train', 'test'):
             script = next((i for i, w in enumerate(words) if Path(w).name == f'{kind}.py'), None)
             if script is not None:
                 found.append((kind, words[script + 1:]))
-        if 'evaluation.sweep' in words:
-            found.append(('sweep', words[words.index('evaluation.sweep') + 1:]))
     return found
 
 
@@ -422,7 +435,7 @@ def printed_commands(stdout):
 def test_documented_script_dry_run(command, datasets_dir):
     script = ROOT / command.argv[1]
     assert 'DRY_RUN' in script.read_text(), f'{command.argv[1]} has no DRY_RUN=1 listing'
-    env = dict(os.environ, DATASETS_DIR=str(datasets_dir), **{**command.env, 'DRY_RUN': '1'})
+    env = {**os.environ, 'DATASETS_DIR': str(datasets_dir), **command.env, 'DRY_RUN': '1'}
     done = subprocess.run(command.argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (command.id, done.stderr[-2000:])
     printed = printed_commands(done.stdout)
