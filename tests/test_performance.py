@@ -400,8 +400,9 @@ def test_release_free_heap_on_glibc():
 
 @pytest.mark.parametrize('flags, device_trims', [((), True), (('--no_malloc_trim',), False)])
 def test_backward_trims_the_heap_on_cpu_unless_told_not_to(tmp_path, monkeypatch, flags, device_trims):
-    from cpu import memory
+    from cpu import allocator, memory
     calls = []
+    monkeypatch.setattr(allocator, 'active', lambda: 'glibc')  # trimming is glibc's (make test runs on tcmalloc)
     monkeypatch.setattr(memory, 'release_free_heap', lambda: calls.append(1) or True)
     model = build(tmp_path, 'src_hdce', *flags)
     assert model.runtime.trim_heap is device_trims
@@ -411,8 +412,9 @@ def test_backward_trims_the_heap_on_cpu_unless_told_not_to(tmp_path, monkeypatch
 
 
 def test_benchmark_reference_step_leaves_the_heap_alone(tmp_path, monkeypatch, capsys):
-    from cpu import memory
+    from cpu import allocator, memory
     calls = []
+    monkeypatch.setattr(allocator, 'active', lambda: 'glibc')  # trimming is glibc's (make test runs on tcmalloc)
     monkeypatch.setattr(memory, 'release_free_heap', lambda: calls.append(1) or True)
     tiny = ['--crop_size', '32', '--warmup', '0', '--repeats', '1']
     flags = ['--', '--ngf', '4', '--ndf', '4', '--netG', 'resnet_6blocks', '--num_patches', '16']
