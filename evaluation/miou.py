@@ -30,7 +30,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from evaluation.cityscapes import CLASS_NAMES, confusion_matrix, normalize, segmentation_scores
-from evaluation.common import EvaluationError, cli, default_device, emit, image_files, images_dir, run_metadata
+from evaluation.common import (EvaluationError, check_whole_test_set, cli, default_device, emit, image_files, images_dir,
+                               run_metadata)
 from evaluation.drn import NUM_CLASSES, DRNSeg, pretrained_drn
 
 IGNORE_LABEL = 255
@@ -181,10 +182,13 @@ def main(argv=None):
     parser.add_argument('--json', default=None, help='write the result here (default: RESULTS/metrics_miou.json)')
     parser.add_argument('--run', default=None)
     parser.add_argument('--method', default=None)
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='score a test.py folder that translated only part of the test split (results.json)')
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
     fake_dir = images_dir(args.results, 'fake_B')
+    check_whole_test_set(fake_dir, args.allow_partial)  # before the DRN weights are loaded
     device = args.device or default_device()
     model = pretrained_drn(args.drn_weights, device=device, arch='drn_d_105')
     result = evaluate_miou(fake_dir, args.table, args.cityscapes_root, model, device=device,

@@ -243,3 +243,19 @@ def test_prepared_tables_and_train_ids_give_the_hand_computed_miou(tmp_path, cap
         prepare.main(['--gtFine_dir', str(root / 'gtFine'), '--leftImg8bit_dir', str(root / 'leftImg8bit'),
                       '--output_dir', str(tmp_path / 'other'), '--splits', 'val', '--tables'])
     assert '--aligned' in capsys.readouterr().err
+
+
+def test_a_partial_test_py_folder_is_refused_before_the_weights(tmp_path):
+    """test.py's count record says 50 of 60 test labels were translated: the mIoU is not computed (Table 3 scores
+    every validation image), and the message names both counts; --allow-partial goes on to the weights."""
+    results = tmp_path / 'results' / 'city' / 'test_latest'
+    (results / 'images' / 'fake_B').mkdir(parents=True)
+    (results / 'results.json').write_text(json.dumps({'num_test': 50, 'num_source_images': 50,
+                                                      'test_set_images': 60}))
+    argv = [str(results), '--table', str(tmp_path / 'val_table.txt'), '--cityscapes-root', str(tmp_path),
+            '--drn-weights', str(tmp_path / 'missing.pth')]
+    with pytest.raises(EvaluationError, match='translations of 50 of the 60 test images'):
+        miou.main(argv)
+    with pytest.raises(Exception) as later:
+        miou.main(argv + ['--allow-partial'])
+    assert 'translations of 50 of the 60' not in str(later.value)
