@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -134,6 +135,17 @@ def train_step(model, batch, reference=False, seed=123):
     grads = {name: [None if p.grad is None else p.grad.clone() for p in getattr(model, 'net' + name).parameters()]
              for name in model.model_names}
     return model.get_current_losses(), grads
+
+
+@contextlib.contextmanager
+def host_sync_forbidden():
+    """On CUDA: torch's sync debug mode raises at any host wait inside the block (the sync-free step's check)."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
 
 
 def assert_same_step(result, expected, rtol=1e-4, loss_rtol=1e-5):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from models.base_model import rng_state, set_rng_state
-from tests.conftest import H2Z, build_model, fake_batch, train_step
+from tests.conftest import H2Z, build_model, fake_batch, host_sync_forbidden, train_step
 
 pytestmark = pytest.mark.cuda
 
@@ -18,13 +18,9 @@ def test_training_step_makes_no_host_sync(tmp_path):
     for _ in range(2):  # the first steps answer one-time questions (cuDNN, the blur filters)
         train_step(model, batch)
     model.set_input(batch)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode('error')
-    try:
+    with host_sync_forbidden():
         model.optimize_parameters()
         watch.step(1, 3)
-    finally:
-        torch.cuda.set_sync_debug_mode('default')
     losses, bad, where = watch.read()
     assert not bad and where is None and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
 

@@ -10,7 +10,7 @@ import torch
 from models import losses, objectives
 from models.networks.averaging import moving_average
 from models.runtime import Runtime, set_tf32
-from tests.conftest import build_model, load_script, model_batch, train_step
+from tests.conftest import build_model, host_sync_forbidden, load_script, model_batch, train_step
 from tests.test_stargan_v2 import built_model
 
 gpu_check = load_script('scripts/gpu_check.py')
@@ -79,12 +79,8 @@ def test_fp16_step_on_cuda_makes_no_host_sync(model, tmp_path):
     for _ in range(2):  # one-time questions (cuDNN, the blur filters)
         train_step(built, batch)
     built.set_input(batch)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode('error')
-    try:
+    with host_sync_forbidden():
         built.optimize_parameters()
-    finally:
-        torch.cuda.set_sync_debug_mode('default')
 
 
 def test_fused_adam_skips_an_overflowed_step_on_the_device():
